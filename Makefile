@@ -1,0 +1,56 @@
+# Two commands do all the set-up on a fresh Debian-like machine (Raspberry Pi OS included):
+#   make demo   run the daemon on the embedded demo configuration (http://127.0.0.1:8080)
+#   make test   ruff, mypy and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# System packages the product and its tests use; installed when missing.
+SYSTEM_PACKAGES := python3-venv mosquitto
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams
+
+demo: venv
+	$(PY) -m gateway run
+
+test: venv lint typecheck pytest
+
+lint: venv
+	$(VENV)/bin/ruff check gateway hardware tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(PY) -m pytest
+
+soak: venv
+	$(PY) -m pytest -m crash --crash-rounds=400 tests/integration/test_crash_recovery.py
+
+bench: venv
+	$(PY) bench/saga_throughput.py
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Installs only what is missing, so a machine that has everything is not touched.
+system-deps:
+	@missing=""; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,168 @@
+"""Circuit breaker as a pure state machine: ``allow(now)``, ``record_success(now)``,
+``record_failure(now)``; every transition is returned and kept as a frozen record.
+
+Closed -> open when ``failure_threshold`` consecutive calls fail, or when the failure rate
+over the last ``window_s`` seconds reaches ``failure_rate`` with at least ``min_calls`` calls.
+Open -> half-open once ``reset_timeout_s`` has passed. Half-open admits at most
+``half_open_probes`` calls per episode; ``half_open_successes`` successes close it, any
+failure opens it again. Probes that never report back (a cancelled call) do not wedge it:
+after another ``reset_timeout_s`` without a verdict a new episode starts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    failure_threshold: int = 5
+    reset_timeout_s: float = 30.0
+    window_s: float = 60.0
+    failure_rate: float = 0.5
+    min_calls: int = 10
+    half_open_probes: int = 1
+    half_open_successes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if self.half_open_probes < 1:
+            raise ValueError("half_open_probes must be at least 1")
+        if not 1 <= self.half_open_successes <= self.half_open_probes:
+            raise ValueError("half_open_successes must be within 1..half_open_probes")
+        if not 0 < self.failure_rate <= 1:
+            raise ValueError("failure_rate must be within (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTransition:
+    """One change of state: what, when (caller's clock) and why."""
+
+    name: str
+    from_state: CircuitState
+    to_state: CircuitState
+    at: float
+    reason: str
+
+
+class Breaker:
+    """One breaker per protected thing (a service instance). Not thread-safe: one owner."""
+
+    def __init__(self, name: str, policy: BreakerPolicy | None = None, *, history: int = 100):
+        self.name = name
+        self.policy = policy or BreakerPolicy()
+        self.state = CircuitState.CLOSED
+        self.transitions: deque[BreakerTransition] = deque(maxlen=history)
+        self._consecutive_failures = 0
+        self._window: deque[tuple[float, bool]] = deque()
+        self._opened_at = 0.0
+        self._episode_started = 0.0
+        self._probes_admitted = 0
+        self._probe_successes = 0
+        self._unreported: list[BreakerTransition] = []
+
+    # -- queries -------------------------------------------------------------------------
+    def current_state(self, now: float) -> CircuitState:
+        """The state as it would be at ``now`` (an open breaker past its timeout reads
+        half-open), without changing anything."""
+        if self.state is CircuitState.OPEN and now - self._opened_at >= self.policy.reset_timeout_s:
+            return CircuitState.HALF_OPEN
+        return self.state
+
+    @property
+    def probes_admitted(self) -> int:
+        return self._probes_admitted
+
+    # -- the protocol --------------------------------------------------------------------
+    def allow(self, now: float) -> bool:
+        """May a call go through at ``now``? In half-open this reserves one probe."""
+        if self.state is CircuitState.OPEN:
+            if now - self._opened_at < self.policy.reset_timeout_s:
+                return False
+            self._to_half_open(now, "reset timeout elapsed")
+        if self.state is CircuitState.HALF_OPEN:
+            if self._probes_admitted >= self.policy.half_open_probes:
+                if now - self._episode_started < self.policy.reset_timeout_s:
+                    return False
+                self._open(now, "half-open probes gave no verdict")
+                self._to_half_open(now, "reset timeout elapsed")
+            self._probes_admitted += 1
+            return True
+        return True
+
+    def record_success(self, now: float) -> BreakerTransition | None:
+        self._consecutive_failures = 0
+        self._note(now, ok=True)
+        if self.state is CircuitState.HALF_OPEN:
+            self._probe_successes += 1
+            if self._probe_successes >= self.policy.half_open_successes:
+                return self._move(CircuitState.CLOSED, now, "probe succeeded")
+        return None
+
+    def record_failure(self, now: float) -> BreakerTransition | None:
+        self._consecutive_failures += 1
+        self._note(now, ok=False)
+        if self.state is CircuitState.HALF_OPEN:
+            return self._open(now, "probe failed")
+        if self.state is CircuitState.CLOSED:
+            if self._consecutive_failures >= self.policy.failure_threshold:
+                return self._open(now, f"{self._consecutive_failures} consecutive failures")
+            calls = len(self._window)
+            if calls >= self.policy.min_calls:
+                failures = sum(1 for _, ok in self._window if not ok)
+                if failures / calls >= self.policy.failure_rate:
+                    return self._open(
+                        now, f"failure rate {failures}/{calls} in {self.policy.window_s:g}s"
+                    )
+        return None
+
+    def reset(self, now: float) -> BreakerTransition | None:
+        """Operator action: close the breaker and forget the failures."""
+        self._consecutive_failures = 0
+        self._window.clear()
+        if self.state is CircuitState.CLOSED:
+            return None
+        return self._move(CircuitState.CLOSED, now, "reset")
+
+    # -- internals -----------------------------------------------------------------------
+    def _note(self, now: float, *, ok: bool) -> None:
+        self._window.append((now, ok))
+        horizon = now - self.policy.window_s
+        while self._window and self._window[0][0] < horizon:
+            self._window.popleft()
+
+    def _open(self, now: float, reason: str) -> BreakerTransition:
+        self._opened_at = now
+        self._consecutive_failures = 0
+        self._window.clear()
+        return self._move(CircuitState.OPEN, now, reason)
+
+    def _to_half_open(self, now: float, reason: str) -> BreakerTransition:
+        self._episode_started = now
+        self._probes_admitted = 0
+        self._probe_successes = 0
+        return self._move(CircuitState.HALF_OPEN, now, reason)
+
+    def _move(self, to: CircuitState, now: float, reason: str) -> BreakerTransition:
+        record = BreakerTransition(self.name, self.state, to, now, reason)
+        self.state = to
+        if to is not CircuitState.HALF_OPEN:
+            self._probes_admitted = 0
+            self._probe_successes = 0
+        self.transitions.append(record)
+        self._unreported.append(record)
+        return record
+
+    def take_transitions(self) -> list[BreakerTransition]:
+        """Transitions since the last call, for the runner to turn into events."""
+        out, self._unreported = self._unreported, []
+        return out

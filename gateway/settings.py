@@ -1,0 +1,310 @@
+"""Configuration: one TOML file parsed into one frozen, typed tree.
+
+Every problem is reported at once, each naming the file, the key path and what was
+expected. Secrets may come from the environment (``GATEWAY_MQTT_PASSWORD``,
+``GATEWAY_ADMIN_TOKEN``); this module is the only reader of the environment, and secrets
+are wrapped so they never print.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+
+from gateway.core.allocation import ZoneSpec
+from gateway.core.errors import ConfigError
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+class Secret:
+    """A value that must never be printed: ``repr``/``str`` show ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class GateSettings(_Section, frozen=True):
+    id: Ident = "gate-01"
+    data_dir: str = "/var/lib/parking-gateway"
+
+
+class CentralSettings(_Section, frozen=True):
+    base_urls: list[str] = msgspec.field(default_factory=lambda: ["http://127.0.0.1:9000"])
+    load_balancing: Literal["round_robin", "random", "least_outstanding", "weighted"] = (
+        "round_robin"
+    )
+    deadline_s: Positive = 0.8
+    retry_count: Count = 2
+    backoff_initial_s: NonNegative = 0.05
+    backoff_max_s: NonNegative = 0.5
+    failure_threshold: Annotated[int, msgspec.Meta(ge=1)] = 5
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    failure_window_s: Positive = 60.0
+    min_calls_in_window: Annotated[int, msgspec.Meta(ge=1)] = 10
+    reset_timeout_s: Positive = 30.0
+    half_open_probes: Annotated[int, msgspec.Meta(ge=1)] = 1
+    decision_deadline_s: Positive = 2.5
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
+
+
+class BackupSettings(_Section, frozen=True):
+    enabled: bool = True
+    deadline_s: Positive = 1.0
+
+
+class MqttSettings(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    topic_prefix: str = "parking"
+    username: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+
+
+class WebSettings(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+
+
+class PolicySettings(_Section, frozen=True):
+    entry_when_unverifiable: Literal["deny", "allow"] = "deny"
+    exit_when_unverifiable: Literal["allow", "deny"] = "allow"
+    record_when_unreachable: Literal["queue", "deny"] = "queue"
+
+
+class SagaSettings(_Section, frozen=True):
+    step_deadline_s: Positive = 1.0
+    compensation_backoff_initial_s: Positive = 0.2
+    compensation_backoff_max_s: Positive = 30.0
+
+
+class StoreSettings(_Section, frozen=True):
+    synchronous: Literal["full", "normal"] = "full"
+    busy_timeout_ms: Annotated[int, msgspec.Meta(ge=100)] = 5000
+    events_max_rows: Annotated[int, msgspec.Meta(ge=1000)] = 200_000
+    events_max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 30
+    plate_cache_max_rows: Annotated[int, msgspec.Meta(ge=100)] = 50_000
+
+
+class SimulationSettings(_Section, frozen=True):
+    enabled: bool = False
+
+
+class ZoneSettings(_Section, frozen=True):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{0,7}$")]
+    spaces: Annotated[int, msgspec.Meta(ge=1, le=9999)]
+    reserved: Count = 0
+    accessible: Count = 0
+    ev: Count = 0
+
+    def spec(self) -> ZoneSpec:
+        return ZoneSpec(self.name, self.spaces, self.reserved, self.accessible, self.ev)
+
+
+class LaneSettings(_Section, frozen=True):
+    id: Ident
+    direction: Literal["entry", "exit"]
+    zone_order: list[str] = msgspec.field(default_factory=list)
+
+
+class Settings(_Section, frozen=True):
+    gate: GateSettings = GateSettings()
+    central: CentralSettings = CentralSettings()
+    backup: BackupSettings = BackupSettings()
+    mqtt: MqttSettings = MqttSettings()
+    web: WebSettings = WebSettings()
+    policy: PolicySettings = PolicySettings()
+    saga: SagaSettings = SagaSettings()
+    store: StoreSettings = StoreSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    zones: list[ZoneSettings] = msgspec.field(
+        default_factory=lambda: [ZoneSettings(name="A", spaces=50)]
+    )
+    lanes: list[LaneSettings] = msgspec.field(default_factory=list)
+    # Filled from the environment, never from the file.
+    mqtt_password: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    admin_token: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.gate.data_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "gateway.sqlite3"
+
+    def zone_specs(self) -> list[ZoneSpec]:
+        return [z.spec() for z in self.zones]
+
+
+_FILE_SECTIONS = {"mqtt_password", "admin_token", "source"}
+
+
+# -- validation that reports every problem --------------------------------------------------
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *metas = get_args(tp)
+        bits = [_describe(base)]
+        for meta in metas:
+            if isinstance(meta, msgspec.Meta):
+                for attr, text in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                    v = getattr(meta, attr)
+                    if v is not None:
+                        bits.append(f"{text} {v}")
+                if meta.pattern:
+                    bits.append(f"matching {meta.pattern}")
+        return " ".join(bits)
+    if origin is Literal:
+        return "one of " + " | ".join(repr(a) for a in get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
+    """Append one problem per wrong key below ``path``; recurse into tables and lists."""
+    base = get_args(tp)[0] if get_origin(tp) is Annotated else tp
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        if not isinstance(value, Mapping):
+            problems.append(f"{path or '(top level)'}: expected a table, got {value!r}")
+            return
+        fields = {f.name: f for f in msgspec.structs.fields(base)}
+        for key, sub in value.items():
+            where = f"{path}.{key}" if path else key
+            if key not in fields or (base is Settings and key in _FILE_SECTIONS):
+                known = ", ".join(
+                    k for k in fields if not (base is Settings and k in _FILE_SECTIONS)
+                )
+                problems.append(f"{where}: unknown key (known keys here: {known})")
+                continue
+            _check(sub, fields[key].type, where, problems)
+        for name, f in fields.items():
+            if f.required and name not in value:
+                problems.append(f"{path}.{name}: missing; expected {_describe(f.type)}")
+        return
+    if get_origin(base) is list and isinstance(value, list):
+        (item_tp,) = get_args(base)
+        for i, item in enumerate(value):
+            _check(item, item_tp, f"{path}[{i}]", problems)
+        return
+    try:
+        msgspec.convert(value, tp, strict=True)
+    except msgspec.ValidationError:
+        problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+
+
+def _cross_checks(s: Settings) -> list[str]:
+    problems: list[str] = []
+    for i, url in enumerate(s.central.base_urls):
+        if not url.startswith(("http://", "https://")):
+            problems.append(f"central.base_urls[{i}]: expected an http:// or https:// URL, "
+                            f"got {url!r}")
+    if not s.central.base_urls:
+        problems.append("central.base_urls: expected at least one URL")
+    names = [z.name for z in s.zones]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"zones: zone {name!r} is defined twice; zone names must be unique")
+    for i, z in enumerate(s.zones):
+        if z.reserved + z.accessible + z.ev > z.spaces:
+            special = z.reserved + z.accessible + z.ev
+            problems.append(f"zones[{i}]: reserved + accessible + ev ({special}) "
+                            f"exceeds spaces ({z.spaces})")
+    ids = [lane.id for lane in s.lanes]
+    for lane_id in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"lanes: lane id {lane_id!r} is used twice; lane ids must be unique")
+    for i, lane in enumerate(s.lanes):
+        for zone in lane.zone_order:
+            if zone not in names:
+                problems.append(f"lanes[{i}].zone_order: unknown zone {zone!r} "
+                                f"(zones: {', '.join(names)})")
+    if s.central.deadline_s > s.central.decision_deadline_s:
+        problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
+                        f"({s.central.deadline_s} > {s.central.decision_deadline_s})")
+    return problems
+
+
+def parse_settings(
+    text: str, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> Settings:
+    """Parse TOML text. Raises ``ConfigError`` listing every problem, each prefixed with
+    ``source``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    _check(raw, Settings, "", problems)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    settings = msgspec.convert(raw, Settings, strict=True)
+    cross = _cross_checks(settings)
+    if cross:
+        raise ConfigError([f"{source}: {p}" for p in cross])
+    env = env or {}
+    return msgspec.structs.replace(
+        settings,
+        mqtt_password=Secret(env.get("GATEWAY_MQTT_PASSWORD", "")),
+        admin_token=Secret(env.get("GATEWAY_ADMIN_TOKEN", "")),
+        source=source,
+    )
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and parse a configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{p}: cannot be read: {exc}"]) from None
+    return parse_settings(text, str(p), env)
+
+
+def embedded_default_text() -> str:
+    """The demo configuration shipped inside the package (``config/demo.toml``)."""
+    return resources.files("gateway").joinpath("defaults/demo.toml").read_text("utf-8")
+
+
+def load_default(env: Mapping[str, str] | None = None) -> Settings:
+    return parse_settings(embedded_default_text(), "<embedded demo.toml>", env)

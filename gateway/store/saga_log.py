@@ -1,0 +1,132 @@
+"""The durable saga log: one row per saga, one row per (saga, step, phase) with its status,
+attempts, service, source, idempotency key, timing and result. Recovery reads it back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.saga import StepRecord, StepStatus
+
+
+@dataclass
+class StepWrite:
+    """One step row to upsert (a log record)."""
+
+    saga_id: str
+    index: int
+    phase: str  # forward | compensation
+    name: str
+    status: str  # started | succeeded | failed
+    attempts: int = 0
+    service: str = ""
+    source: str = ""
+    idempotency_key: str | None = None
+    outcome_unknown: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def create(conn: sqlite3.Connection, *, saga_id: str, kind: str, gate_id: str, lane_id: str,
+           plate: str, context: dict[str, Any], now: str) -> None:
+    conn.execute(
+        "INSERT INTO sagas(saga_id, kind, gate_id, lane_id, plate, status, context, created_at, "
+        "updated_at) VALUES (?,?,?,?,?,'running',?,?,?) ON CONFLICT(saga_id) DO NOTHING",
+        (saga_id, kind, gate_id, lane_id, plate, json.dumps(context, separators=(",", ":")),
+         now, now),
+    )
+
+
+def write_step(conn: sqlite3.Connection, w: StepWrite) -> None:
+    conn.execute(
+        "INSERT INTO saga_steps(saga_id, step_index, phase, name, status, attempts, service, "
+        "source, idempotency_key, outcome_unknown, started_at, finished_at, duration_ms, result, "
+        "error, attempt_log) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(saga_id, step_index, phase) DO UPDATE SET status=excluded.status, "
+        "attempts=excluded.attempts, service=excluded.service, source=excluded.source, "
+        "idempotency_key=coalesce(excluded.idempotency_key, idempotency_key), "
+        "outcome_unknown=excluded.outcome_unknown, "
+        "started_at=coalesce(started_at, excluded.started_at), finished_at=excluded.finished_at, "
+        "duration_ms=excluded.duration_ms, result=excluded.result, error=excluded.error, "
+        "attempt_log=excluded.attempt_log",
+        (w.saga_id, w.index, w.phase, w.name, w.status, w.attempts, w.service, w.source,
+         w.idempotency_key, int(w.outcome_unknown), w.started_at, w.finished_at, w.duration_ms,
+         None if w.result is None else json.dumps(w.result, separators=(",", ":")),
+         w.error, json.dumps(w.attempt_log, separators=(",", ":"))),
+    )
+
+
+def set_status(conn: sqlite3.Connection, saga_id: str, status: str, reason: str, now: str,
+               duration_ms: float | None = None) -> None:
+    conn.execute(
+        "UPDATE sagas SET status=?, reason=?, updated_at=?, duration_ms=coalesce(?, duration_ms) "
+        "WHERE saga_id=?",
+        (status, reason, now, duration_ms, saga_id),
+    )
+
+
+def unfinished(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [_saga(r) for r in conn.execute(
+        "SELECT * FROM sagas WHERE status IN ('running','compensating') ORDER BY created_at")]
+
+
+def step_records(conn: sqlite3.Connection, saga_id: str) -> list[StepRecord]:
+    rows = conn.execute("SELECT * FROM saga_steps WHERE saga_id=?", (saga_id,)).fetchall()
+    merged: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        m = merged.setdefault(r["step_index"], {"index": r["step_index"]})
+        if r["phase"] == "forward":
+            m["forward"] = StepStatus(r["status"])
+            m["outcome_unknown"] = bool(r["outcome_unknown"])
+        else:
+            m["compensation"] = StepStatus(r["status"])
+            m["compensation_attempts"] = r["attempts"]
+    return [StepRecord(**m) for m in merged.values()]
+
+
+def step_results(conn: sqlite3.Connection, saga_id: str) -> dict[str, dict[str, Any]]:
+    """Results of the forward steps that succeeded, by step name."""
+    return {
+        r["name"]: json.loads(r["result"] or "{}")
+        for r in conn.execute(
+            "SELECT name, result FROM saga_steps WHERE saga_id=? AND phase='forward' "
+            "AND status='succeeded'", (saga_id,))
+    }
+
+
+def _saga(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    d["context"] = json.loads(d["context"])
+    return d
+
+
+def get(conn: sqlite3.Connection, saga_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM sagas WHERE saga_id=?", (saga_id,)).fetchone()
+    if row is None:
+        return None
+    saga = _saga(row)
+    saga["steps"] = [
+        {**dict(s), "result": json.loads(s["result"]) if s["result"] else None,
+         "attempt_log": json.loads(s["attempt_log"]), "outcome_unknown": bool(s["outcome_unknown"])}
+        for s in conn.execute(
+            "SELECT * FROM saga_steps WHERE saga_id=? ORDER BY step_index, phase DESC", (saga_id,))
+    ]
+    return saga
+
+
+def list_sagas(conn: sqlite3.Connection, status: str | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM sagas"
+    params: list[Any] = []
+    if status:
+        sql += " WHERE status=?"
+        params.append(status)
+    sql += " ORDER BY created_at DESC LIMIT ?"
+    params.append(limit)
+    return [_saga(r) for r in conn.execute(sql, params)]

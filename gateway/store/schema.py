@@ -1,0 +1,105 @@
+"""The database schema as an ordered list of migrations. ``user_version`` is the number of
+migrations applied; a database with a higher number was written by a newer gateway and is
+refused, untouched. Never edit a released migration: add one."""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x50475759  # "PGWY": marks the file as a parking gateway database
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+
+    CREATE TABLE spaces (
+        space_id TEXT PRIMARY KEY,
+        zone     TEXT NOT NULL,
+        number   INTEGER NOT NULL,
+        kind     TEXT NOT NULL CHECK (kind IN ('standard','reserved','accessible','ev')),
+        state    TEXT NOT NULL CHECK (state IN ('free','allocated','out_of_service')),
+        plate    TEXT,
+        saga_id  TEXT,
+        since    TEXT,
+        retired  INTEGER NOT NULL DEFAULT 0,
+        CHECK ((state = 'allocated') = (saga_id IS NOT NULL))
+    );
+    -- one saga can never hold two spaces
+    CREATE UNIQUE INDEX spaces_one_per_saga ON spaces(saga_id) WHERE saga_id IS NOT NULL;
+    CREATE INDEX spaces_by_state ON spaces(state, zone, number);
+
+    CREATE TABLE vehicle_sessions (
+        session_id    INTEGER PRIMARY KEY,
+        plate         TEXT NOT NULL,
+        space_id      TEXT,
+        entry_saga_id TEXT UNIQUE,
+        entry_id      TEXT,
+        entered_at    TEXT,
+        exit_saga_id  TEXT UNIQUE,
+        exit_id       TEXT,
+        exited_at     TEXT,
+        status        TEXT NOT NULL CHECK (status IN ('inside','exiting','exited')),
+        flags         TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sessions_by_plate ON vehicle_sessions(plate, status);
+
+    CREATE TABLE sagas (
+        saga_id     TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        gate_id     TEXT NOT NULL,
+        lane_id     TEXT NOT NULL DEFAULT '',
+        plate       TEXT NOT NULL DEFAULT '',
+        status      TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        context     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        duration_ms REAL
+    );
+    CREATE INDEX sagas_by_status ON sagas(status, created_at);
+
+    CREATE TABLE saga_steps (
+        saga_id         TEXT NOT NULL REFERENCES sagas(saga_id) ON DELETE CASCADE,
+        step_index      INTEGER NOT NULL,
+        phase           TEXT NOT NULL CHECK (phase IN ('forward','compensation')),
+        name            TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('started','succeeded','failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        service         TEXT NOT NULL DEFAULT '',
+        source          TEXT NOT NULL DEFAULT '',
+        idempotency_key TEXT,
+        outcome_unknown INTEGER NOT NULL DEFAULT 0,
+        started_at      TEXT,
+        finished_at     TEXT,
+        duration_ms     REAL,
+        result          TEXT,
+        error           TEXT,
+        attempt_log     TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (saga_id, step_index, phase)
+    );
+
+    CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY,
+        event_id   TEXT NOT NULL UNIQUE,
+        gate_id    TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        ts         TEXT NOT NULL,
+        wall_synced INTEGER NOT NULL DEFAULT 0,
+        lane_id    TEXT,
+        data       TEXT NOT NULL
+    );
+    -- events not yet acknowledged by the MQTT broker
+    CREATE TABLE outbox (seq INTEGER PRIMARY KEY REFERENCES events(seq) ON DELETE CASCADE);
+
+    CREATE TABLE plate_cache (
+        plate      TEXT PRIMARY KEY,
+        result     TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        stored_at  REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX plate_cache_by_expiry ON plate_cache(expires_at);
+    """,
+]
+
+LATEST_VERSION = len(MIGRATIONS)

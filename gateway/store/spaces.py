@@ -1,0 +1,198 @@
+"""The space table and vehicle sessions. Every function runs inside the caller's
+``BEGIN IMMEDIATE`` transaction, so a check and the change it guards are one atomic step:
+one space is never handed to two vehicles, one saga never holds two spaces."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.core.allocation import AllocationRequest, FreeSpace, SpaceKind, ZoneSpec, choose_space
+from gateway.core.errors import NoSpaceAvailable, PermanentError
+
+
+def sync_zones(conn: sqlite3.Connection, zones: Sequence[ZoneSpec]) -> None:
+    """Make the table match the configured zones: add new spaces as free, retire spaces no
+    longer configured (an allocated one stays until its vehicle leaves)."""
+    wanted: dict[str, tuple[str, int, SpaceKind]] = {}
+    for zone in zones:
+        for n, (sid, kind) in enumerate(zone.space_ids(), start=1):
+            wanted[sid] = (zone.name, n, kind)
+    existing = {r["space_id"] for r in conn.execute("SELECT space_id FROM spaces")}
+    for sid, (zone_name, n, kind) in wanted.items():
+        if sid in existing:
+            conn.execute("UPDATE spaces SET kind=?, retired=0 WHERE space_id=?", (kind, sid))
+        else:
+            conn.execute(
+                "INSERT INTO spaces(space_id, zone, number, kind, state) VALUES (?,?,?,?,'free')",
+                (sid, zone_name, n, kind),
+            )
+    for sid in existing - wanted.keys():
+        conn.execute("UPDATE spaces SET retired=1 WHERE space_id=?", (sid,))
+
+
+def allocate(
+    conn: sqlite3.Connection, saga_id: str, request: AllocationRequest, now: str
+) -> str:
+    """Allocate a space to ``saga_id`` (idempotent: a saga that has one gets the same)."""
+    held = conn.execute("SELECT space_id FROM spaces WHERE saga_id=?", (saga_id,)).fetchone()
+    if held:
+        return str(held["space_id"])
+    rows = conn.execute(
+        "SELECT space_id, zone, number, kind FROM spaces WHERE state='free' AND retired=0"
+    ).fetchall()
+    free = [FreeSpace(r["space_id"], r["zone"], r["number"], SpaceKind(r["kind"])) for r in rows]
+    choice = choose_space(free, request)
+    if choice is None:
+        raise NoSpaceAvailable("no free space for this vehicle", service="parking_mgmt_service")
+    cur = conn.execute(
+        "UPDATE spaces SET state='allocated', plate=?, saga_id=?, since=? "
+        "WHERE space_id=? AND state='free'",
+        (request.plate, saga_id, now, choice.space_id),
+    )
+    if cur.rowcount != 1:  # pragma: no cover - impossible inside BEGIN IMMEDIATE
+        raise NoSpaceAvailable("space taken concurrently", service="parking_mgmt_service")
+    return choice.space_id
+
+
+def release_for_saga(conn: sqlite3.Connection, saga_id: str, now: str) -> str | None:
+    """Free the space an entry saga holds (its compensation). Idempotent."""
+    row = conn.execute("SELECT space_id FROM spaces WHERE saga_id=?", (saga_id,)).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE spaces SET state='free', plate=NULL, saga_id=NULL, since=? WHERE space_id=?",
+        (now, row["space_id"]),
+    )
+    return str(row["space_id"])
+
+
+def set_state(conn: sqlite3.Connection, space_id: str, state: str, now: str) -> None:
+    """Operator change between ``free`` and ``out_of_service``; an allocated space is
+    refused (its vehicle must leave first)."""
+    if state not in ("free", "out_of_service"):
+        raise PermanentError(f"state must be free or out_of_service, not {state!r}")
+    row = conn.execute("SELECT state FROM spaces WHERE space_id=?", (space_id,)).fetchone()
+    if row is None:
+        raise PermanentError(f"no space {space_id!r}", status=404)
+    if row["state"] == "allocated":
+        raise PermanentError(f"space {space_id} is allocated; it changes when its vehicle leaves",
+                             status=409)
+    conn.execute("UPDATE spaces SET state=?, since=? WHERE space_id=?", (state, now, space_id))
+
+
+def occupancy(conn: sqlite3.Connection) -> dict[str, int]:
+    counts = {"free": 0, "allocated": 0, "out_of_service": 0}
+    for r in conn.execute(
+        "SELECT state, count(*) AS n FROM spaces "
+        "WHERE retired=0 OR state='allocated' GROUP BY state"
+    ):
+        counts[r["state"]] = r["n"]
+    return {"total": sum(counts.values()), **counts}
+
+
+def list_spaces(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT space_id, zone, number, kind, state, plate, saga_id, since FROM spaces "
+            "WHERE retired=0 OR state='allocated' ORDER BY zone, number"
+        )
+    ]
+
+
+# -- vehicle sessions -------------------------------------------------------------------
+def open_session(
+    conn: sqlite3.Connection, plate: str, space_id: str | None, entry_saga_id: str,
+    entry_id: str | None, now: str, flags: str = "",
+) -> int:
+    existing = conn.execute(
+        "SELECT session_id FROM vehicle_sessions WHERE entry_saga_id=?", (entry_saga_id,)
+    ).fetchone()
+    if existing:
+        return int(existing["session_id"])
+    cur = conn.execute(
+        "INSERT INTO vehicle_sessions(plate, space_id, entry_saga_id, entry_id, entered_at, "
+        "status, flags) VALUES (?,?,?,?,?,'inside',?)",
+        (plate, space_id, entry_saga_id, entry_id, now, flags),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def begin_exit(
+    conn: sqlite3.Connection, plate: str, exit_saga_id: str, now: str
+) -> dict[str, Any] | None:
+    """Free the space of the vehicle ``plate`` that is inside and mark its session as
+    exiting. Idempotent per exit saga. ``None`` when no session matches (no entry)."""
+    row = conn.execute(
+        "SELECT * FROM vehicle_sessions WHERE exit_saga_id=?", (exit_saga_id,)
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "SELECT * FROM vehicle_sessions WHERE plate=? AND status='inside' "
+            "ORDER BY session_id DESC LIMIT 1", (plate,),
+        ).fetchone()
+        if row is None:
+            return None
+        conn.execute(
+            "UPDATE vehicle_sessions SET status='exiting', exit_saga_id=? WHERE session_id=?",
+            (exit_saga_id, row["session_id"]),
+        )
+    if row["space_id"]:
+        conn.execute(
+            "UPDATE spaces SET state='free', plate=NULL, saga_id=NULL, since=? "
+            "WHERE space_id=? AND saga_id=?",
+            (now, row["space_id"], row["entry_saga_id"]),
+        )
+    return {"session_id": row["session_id"], "space_id": row["space_id"],
+            "entry_id": row["entry_id"], "entry_saga_id": row["entry_saga_id"]}
+
+
+def undo_exit(conn: sqlite3.Connection, exit_saga_id: str, now: str) -> str | None:
+    """Compensation of ``begin_exit``: the vehicle is inside again. It gets its space back,
+    or, if another vehicle took that space meanwhile, another one; with the lot full it is
+    flagged ``over_capacity`` rather than given a space someone holds. Idempotent."""
+    row = conn.execute(
+        "SELECT * FROM vehicle_sessions WHERE exit_saga_id=?", (exit_saga_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    entry_saga = row["entry_saga_id"]
+    held = conn.execute("SELECT space_id FROM spaces WHERE saga_id=?", (entry_saga,)).fetchone()
+    space_id: str | None = held["space_id"] if held else None
+    flags = row["flags"]
+    if space_id is None and row["space_id"]:
+        cur = conn.execute(
+            "UPDATE spaces SET state='allocated', plate=?, saga_id=?, since=? "
+            "WHERE space_id=? AND state='free'",
+            (row["plate"], entry_saga, now, row["space_id"]),
+        )
+        if cur.rowcount == 1:
+            space_id = row["space_id"]
+    if space_id is None:
+        try:
+            space_id = allocate(conn, entry_saga, AllocationRequest(row["plate"]), now)
+        except NoSpaceAvailable:
+            flags = ",".join(f for f in (flags, "over_capacity") if f)
+    conn.execute(
+        "UPDATE vehicle_sessions SET status='inside', exit_saga_id=NULL, space_id=?, flags=? "
+        "WHERE session_id=?",
+        (space_id, flags, row["session_id"]),
+    )
+    return space_id
+
+
+def close_session(
+    conn: sqlite3.Connection, exit_saga_id: str, exit_id: str | None, now: str
+) -> None:
+    conn.execute(
+        "UPDATE vehicle_sessions SET status='exited', exit_id=?, exited_at=? "
+        "WHERE exit_saga_id=?",
+        (exit_id, now, exit_saga_id),
+    )
+
+
+def list_sessions(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM vehicle_sessions ORDER BY session_id DESC LIMIT ?", (limit,))]

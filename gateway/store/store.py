@@ -1,0 +1,76 @@
+"""The store as the rest of the daemon sees it: one database, one thread.
+
+Database calls block (an fsync, a lock held by another process), so they run on a single
+dedicated thread and the event loop awaits them; a locked call made inline once stalled
+the loop for half a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.core.allocation import ZoneSpec
+from gateway.store import events, spaces
+from gateway.store.db import Database
+
+T = TypeVar("T")
+
+
+class Store:
+    def __init__(self, db: Database, thread: ThreadPoolExecutor) -> None:
+        self.db = db
+        self._thread = thread
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, zones: Sequence[ZoneSpec] = (), *, synchronous: str = "full",
+        busy_timeout_ms: int = 5000,
+    ) -> Store:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            db = await loop.run_in_executor(
+                thread, lambda: Database(path, synchronous=synchronous,
+                                         busy_timeout_ms=busy_timeout_ms))
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        store = cls(db, thread)
+        if zones:
+            await store.write(lambda conn: spaces.sync_zones(conn, zones))
+        return store
+
+    async def run(self, fn: Callable[[Database], T]) -> T:
+        """Run ``fn(db)`` on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.db)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction on the database thread."""
+        def txn(db: Database) -> T:
+            with db.transaction() as conn:
+                return fn(conn)
+        return await self.run(txn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.run(lambda db: fn(db.conn))
+
+    @property
+    def commits(self) -> int:
+        return self.db.commits
+
+    async def close(self) -> None:
+        await self.run(lambda db: db.close())
+        self._thread.shutdown(wait=True)
+
+    # -- conveniences for status and tests ------------------------------------------------
+    async def occupancy(self) -> dict[str, int]:
+        return await self.read(spaces.occupancy)
+
+    async def events_after(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return await self.read(lambda c: events.list_after(c, after_seq, limit))
