@@ -38,6 +38,9 @@ class StepSpec:
     kind: StepKind
     compensation: str | None = None
     recover_forward: bool = False
+    # A result field that must be true for the step to count as succeeded (a verification
+    # that answers "not authorized" is a definitive failure of the step, with its reason).
+    requires: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ ENTRY = SagaDefinition(
     "entry",
     (
         StepSpec("verify_license_plate", LICENSE_PLATE_SERVICE, "verify_license_plate",
-                 StepKind.READ),
+                 StepKind.READ, requires="authorized"),
         StepSpec("allocate_parking_space", PARKING_MGMT_SERVICE, "allocate_parking_space",
                  StepKind.LOCAL, compensation="release_parking_space"),
         StepSpec("create_entry_record", LICENSE_PLATE_SERVICE, "create_entry_record",
@@ -33,8 +33,8 @@ EXIT = SagaDefinition(
     "exit",
     (
         StepSpec("verify_license_plate", LICENSE_PLATE_SERVICE, "verify_license_plate",
-                 StepKind.READ),
-        StepSpec("release_parking_space", PARKING_MGMT_SERVICE, "release_parking_space",
+                 StepKind.READ, requires="authorized"),
+        StepSpec("release_parking_space", PARKING_MGMT_SERVICE, "vacate_parking_space",
                  StepKind.LOCAL, compensation="reoccupy_parking_space"),
         StepSpec("create_exit_record", LICENSE_PLATE_SERVICE, "create_exit_record",
                  StepKind.REMOTE_WRITE, compensation="cancel_exit_record"),

@@ -1,0 +1,85 @@
+"""Building the orchestrator of the daemon from its settings."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from gateway.clock import Clock
+from gateway.core.backoff import BackoffSchedule
+from gateway.core.balancing import Balancer
+from gateway.core.breaker import BreakerPolicy
+from gateway.core.steps import (
+    ALTERNATIVE_LICENSE_PLATE_SERVICE,
+    GATE_SERVICE,
+    LICENSE_PLATE_SERVICE,
+    PARKING_MGMT_SERVICE,
+)
+from gateway.sagas.policy import StepPolicy
+from gateway.sagas.runner import SagaRunner
+from gateway.services.base import RemoteService, ServiceRegistry
+from gateway.services.central import CentralInstance, CentralPool
+from gateway.services.spaces import ParkingService
+from gateway.settings import Settings
+from gateway.store.store import Store
+
+
+def central_session(settings: Settings) -> aiohttp.ClientSession:
+    """One session for all central calls: connections are reused; the library's default
+    five-minute timeout is replaced by the configured per-call deadline."""
+    c = settings.central
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=c.deadline_s, connect=c.deadline_s),
+        connector=aiohttp.TCPConnector(limit=32, enable_cleanup_closed=True),
+        raise_for_status=False,
+    )
+
+
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    c = settings.central
+    return BreakerPolicy(failure_threshold=c.failure_threshold, reset_timeout_s=c.reset_timeout_s,
+                         window_s=c.failure_window_s, failure_rate=c.failure_rate,
+                         min_calls=c.min_calls_in_window, half_open_probes=c.half_open_probes)
+
+
+def build_registry(settings: Settings, session: aiohttp.ClientSession, clock: Clock,
+                   gate: RemoteService, backup: RemoteService | None = None) -> ServiceRegistry:
+    c = settings.central
+    registry = ServiceRegistry()
+    instances = [CentralInstance(url, session, max_body_bytes=c.max_body_bytes)
+                 for url in c.base_urls]
+    registry.register(LICENSE_PLATE_SERVICE, CentralPool(
+        instances, Balancer(c.load_balancing), breaker_policy(settings), clock))
+    if backup is not None:
+        registry.register(ALTERNATIVE_LICENSE_PLATE_SERVICE, backup)
+    registry.register(PARKING_MGMT_SERVICE, ParkingService(
+        {lane.id: lane.zone_order for lane in settings.lanes}))
+    registry.register(GATE_SERVICE, gate)
+    return registry
+
+
+def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
+                 clock: Clock) -> SagaRunner:
+    c, s = settings.central, settings.saga
+    alternatives = (ALTERNATIVE_LICENSE_PLATE_SERVICE,) if settings.backup.enabled else ()
+    remote = StepPolicy(retry_count=c.retry_count, alternative_services=alternatives,
+                        deadline_s=c.decision_deadline_s, call_deadline_s=c.deadline_s,
+                        backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s)
+    verify = StepPolicy(retry_count=c.retry_count, use_cache_fallback=True,
+                        alternative_services=alternatives, deadline_s=c.decision_deadline_s,
+                        call_deadline_s=c.deadline_s, backoff_initial_s=c.backoff_initial_s,
+                        backoff_max_s=c.backoff_max_s)
+    gate = StepPolicy(retry_count=0, deadline_s=s.step_deadline_s,
+                      call_deadline_s=s.step_deadline_s)
+    policies = {
+        "verify_license_plate": verify,
+        "create_entry_record": remote, "create_exit_record": remote,
+        "cancel_entry_record": remote, "cancel_exit_record": remote,
+        "open_barrier": gate, "confirm_passage": gate,
+    }
+    return SagaRunner(
+        store, registry, clock, gate_id=settings.gate.id, policies=policies,
+        default_policy=remote, breaker_policy=breaker_policy(settings),
+        compensation_backoff=BackoffSchedule(initial_s=s.compensation_backoff_initial_s,
+                                             max_delay_s=s.compensation_backoff_max_s,
+                                             retries=None),
+    )

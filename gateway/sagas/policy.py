@@ -1,0 +1,47 @@
+"""Per-step resilience policy (the seed's knobs) and what a run reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StepPolicy:
+    retry_count: int = 2
+    use_circuit_breaker: bool = False
+    use_cache_fallback: bool = False
+    alternative_services: tuple[str, ...] = ()
+    deadline_s: float = 1.0  # the step, all attempts and fallbacks included
+    call_deadline_s: float = 0.8  # one call
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call made for a step: which service, how it ended, how long it took."""
+
+    service: str
+    outcome: str  # ok | transient | permanent | circuit_open | cache
+    duration_ms: float
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service": self.service, "outcome": self.outcome,
+                "duration_ms": round(self.duration_ms, 3), "error": self.error}
+
+
+@dataclass
+class SagaOutcome:
+    saga_id: str
+    kind: str
+    status: str
+    reason: str
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "completed"

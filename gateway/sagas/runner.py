@@ -1,0 +1,504 @@
+"""The orchestrator: runs the core's saga machine against the services and the durable log.
+
+Durability rule: a log record is committed before any side effect outside this database (a
+remote write, the barrier) and in the same transaction as any change inside it (the space
+table). Records that need no durability of their own (a verification result, an event) wait
+in a batch for the next commit, so an entry saga costs three commits, not one per record.
+
+A ``CancelledError`` (the daemon is stopping) leaves the log as it is; ``recover()`` at the
+next start finishes or compensates every saga that was in flight.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from gateway.clock import Clock, iso
+from gateway.core.backoff import BackoffSchedule
+from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
+from gateway.core.errors import PermanentError, TransientError
+from gateway.core.saga import (
+    Command,
+    Finish,
+    RunCompensation,
+    RunStep,
+    SagaDefinition,
+    SagaMachine,
+    SagaStatus,
+    StepKind,
+    StepSpec,
+)
+from gateway.core.steps import (
+    ALTERNATIVE_LICENSE_PLATE_SERVICE,
+    DEFINITIONS,
+    LICENSE_PLATE_SERVICE,
+)
+from gateway.sagas import payloads
+from gateway.sagas.policy import Attempt, SagaOutcome, StepPolicy
+from gateway.services.base import ServiceRegistry
+from gateway.store import events, plate_cache, saga_log
+from gateway.store.saga_log import StepWrite
+from gateway.store.store import Store
+
+Json = dict[str, Any]
+Op = Callable[[sqlite3.Connection], Any]
+SOURCES = {LICENSE_PLATE_SERVICE: "central", ALTERNATIVE_LICENSE_PLATE_SERVICE: "backup"}
+KEEP_OUT_OF_LOG = ("image_jpeg_b64",)
+
+
+@dataclass
+class _Run:
+    saga_id: str
+    definition: SagaDefinition
+    machine: SagaMachine
+    ctx: Json
+    started: float
+    results: dict[str, Json] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    batch: list[Op] = field(default_factory=list)
+    durable_started: set[int] = field(default_factory=set)
+    exists: bool = False
+    # Entering compensation is committed before the first compensation runs: a crash must
+    # not roll forward a saga that had already decided to undo itself.
+    must_flush: bool = False
+
+
+class SagaRunner:
+    def __init__(
+        self,
+        store: Store,
+        registry: ServiceRegistry,
+        clock: Clock,
+        *,
+        gate_id: str,
+        policies: dict[str, StepPolicy] | None = None,
+        default_policy: StepPolicy | None = None,
+        breaker_policy: BreakerPolicy | None = None,
+        compensation_backoff: BackoffSchedule | None = None,
+        cache_max_stale_s: float = 86_400.0,
+        rng: random.Random | None = None,
+        on_boundary: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.gate_id = gate_id
+        self.policies = policies or {}
+        self.default_policy = default_policy or StepPolicy()
+        self.breaker_policy = breaker_policy or BreakerPolicy()
+        self.breakers: dict[str, Breaker] = {}
+        self.compensation_backoff = compensation_backoff or BackoffSchedule(
+            initial_s=0.2, max_delay_s=30.0, retries=None)
+        self.cache_max_stale_s = cache_max_stale_s
+        self.rng = rng or random.Random()
+        # Instrumentation hook called at every durability boundary (tests kill here).
+        self.on_boundary = on_boundary or (lambda _label: None)
+
+    # -- public --------------------------------------------------------------------------
+    async def run(self, definition: SagaDefinition, context: Json,
+                  saga_id: str | None = None) -> SagaOutcome:
+        saga_id = saga_id or str(uuid.uuid4())
+        now = self.clock.wall()
+        ctx = {"saga_id": saga_id, "kind": definition.name, "gate_id": self.gate_id,
+               "created_at": iso(now), "captured_at": iso(now), **context}
+        ctx["saga_id"] = saga_id
+        run = _Run(saga_id, definition, SagaMachine(definition), ctx, self.clock.monotonic())
+        log_ctx = {k: v for k, v in ctx.items() if k not in KEEP_OUT_OF_LOG}
+        run.batch.append(lambda conn: saga_log.create(
+            conn, saga_id=saga_id, kind=definition.name, gate_id=self.gate_id,
+            lane_id=str(ctx.get("lane_id", "")), plate=str(ctx.get("license_plate", "")),
+            context=log_ctx, now=iso(now)))
+        return await self._drive(run, run.machine.start())
+
+    async def recover(self) -> list[SagaOutcome]:
+        """Finish or compensate every saga a crash or a stop left in flight."""
+        pending = await self.store.read(saga_log.unfinished)
+        outcomes = []
+        for saga in pending:
+            definition = DEFINITIONS.get(saga["kind"])
+            if definition is None:
+                continue
+            sid = str(saga["saga_id"])
+            records = await self.store.read(partial(saga_log.step_records, saga_id=sid))
+            results = await self.store.read(partial(saga_log.step_results, saga_id=sid))
+            machine, cmd = SagaMachine.restore(definition, SagaStatus(saga["status"]), records,
+                                               saga["reason"])
+            run = _Run(saga["saga_id"], definition, machine, saga["context"],
+                       self.clock.monotonic(), results=results, exists=True)
+            self._event(run, "saga_recovered", {"saga_id": run.saga_id,
+                                                "action": type(cmd).__name__})
+            outcomes.append(await self._drive(run, cmd))
+        return outcomes
+
+    def policy_for(self, step: StepSpec) -> StepPolicy:
+        return self.policies.get(step.name, self.default_policy)
+
+    # -- the loop ------------------------------------------------------------------------
+    async def _drive(self, run: _Run, cmd: Command) -> SagaOutcome:
+        while True:
+            if isinstance(cmd, RunStep):
+                cmd = await self._run_step(run, cmd)
+            elif isinstance(cmd, RunCompensation):
+                cmd = await self._run_compensation(run, cmd)
+            else:
+                return await self._finish(run, cmd)
+
+    async def _run_step(self, run: _Run, cmd: RunStep) -> Command:
+        step, i = cmd.step, cmd.index
+        payload = payloads.build(step.operation, step.name, run.ctx, run.results)
+        key = f"{run.saga_id}:{step.name}"
+        started_at = iso(self.clock.wall())
+        t0 = self.clock.monotonic()
+        if step.kind is StepKind.LOCAL:
+            return await self._run_local_step(run, i, step, payload, key, started_at, t0)
+        if step.kind in (StepKind.REMOTE_WRITE, StepKind.DEVICE) and i not in run.durable_started:
+            run.batch.append(self._started(run, i, step, key, started_at))
+            await self._flush(run, f"before {step.name}")
+        if cmd.recovering:
+            payload["recovering"] = True
+        try:
+            result, source, attempts = await self._call(
+                run, step, payload, key if step.kind is not StepKind.READ else None)
+        except (PermanentError, TransientError) as exc:
+            unknown = isinstance(exc, TransientError) and step.kind in (
+                StepKind.REMOTE_WRITE, StepKind.DEVICE)
+            attempts = getattr(exc, "attempts", [])
+            self._log_step(run, i, step, "failed", key, started_at, t0, attempts=attempts,
+                           error=str(exc), outcome_unknown=unknown)
+            self._step_event(run, step, None, str(exc))
+            return self._enter_compensation(
+                run, run.machine.step_failed(i, _reason(step, exc), outcome_unknown=unknown))
+        run.sources[step.name] = source
+        if step.requires and not result.get(step.requires):
+            reason = f"not {step.requires}: {result.get('reason', 'refused')}"
+            self._log_step(run, i, step, "failed", key, started_at, t0, attempts=attempts,
+                           error=reason, result=result, source=source)
+            self._step_event(run, step, result, reason)
+            return self._enter_compensation(run, run.machine.step_failed(i, reason))
+        run.results[step.name] = _loggable(result)
+        self._log_step(run, i, step, "succeeded", key, started_at, t0, attempts=attempts,
+                       result=result, source=source)
+        self._step_event(run, step, result, None)
+        return run.machine.step_succeeded(i)
+
+    async def _run_local_step(self, run: _Run, i: int, step: StepSpec, payload: Json, key: str,
+                              started_at: str, t0: float) -> Command:
+        service = self.registry.local[step.service]
+        nxt = run.definition.steps[i + 1] if i + 1 < len(run.definition.steps) else None
+        # The next step's "started" record rides in this transaction when it must be
+        # durable before that step runs: one commit instead of two.
+        announce = nxt is not None and nxt.kind in (StepKind.REMOTE_WRITE, StepKind.DEVICE)
+
+        def txn(conn: sqlite3.Connection) -> Json:
+            result = service.apply(conn, step.operation, payload, saga_id=run.saga_id,
+                                   now=iso(self.clock.wall()))
+            w = self._write(run, i, step, "succeeded", key, started_at, t0, result=result,
+                            source="local")
+            saga_log.write_step(conn, w)
+            if announce and nxt is not None:
+                self._started(run, i + 1, nxt, f"{run.saga_id}:{nxt.name}",
+                              iso(self.clock.wall()))(conn)
+            return result
+
+        try:
+            result = await self._flush(run, step.name, txn)
+        except PermanentError as exc:
+            self._log_step(run, i, step, "failed", key, started_at, t0, error=str(exc))
+            self._step_event(run, step, None, str(exc))
+            return self._enter_compensation(run, run.machine.step_failed(i, _reason(step, exc)))
+        if announce:
+            run.durable_started.add(i + 1)
+        run.results[step.name] = result
+        run.sources[step.name] = "local"
+        return run.machine.step_succeeded(i)
+
+    async def _run_compensation(self, run: _Run, cmd: RunCompensation) -> Command:
+        step, i = cmd.step, cmd.index
+        assert step.compensation is not None
+        if run.must_flush:
+            await self._flush(run, "compensating")
+            run.must_flush = False
+        if cmd.attempt > 1:
+            delay = self.compensation_backoff.next_delay(cmd.attempt - 1, 0.0, self.rng.random())
+            await self.clock.sleep(delay or 0.0)
+        key = f"{run.saga_id}:{step.compensation}"
+        started_at = iso(self.clock.wall())
+        t0 = self.clock.monotonic()
+        if step.kind is StepKind.LOCAL:
+            service = self.registry.local[step.service]
+            payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
+
+            def txn(conn: sqlite3.Connection) -> Json:
+                result = service.apply(conn, step.compensation or "", payload,
+                                       saga_id=run.saga_id, now=iso(self.clock.wall()))
+                saga_log.write_step(conn, self._write(
+                    run, i, step, "succeeded", key, started_at, t0, result=result,
+                    phase="compensation", attempts_n=cmd.attempt))
+                return result
+
+            await self._flush(run, step.compensation, txn)
+            return run.machine.compensation_succeeded(i)
+        try:
+            if cmd.outcome_unknown and step.name not in run.results:
+                # The forward write may have happened: ask again with the same key to learn
+                # its id (the service answers a replay with the original), then undo it.
+                fwd = payloads.build(step.operation, step.name, run.ctx, run.results)
+                try:
+                    result, _, _ = await self._call(run, step, fwd, f"{run.saga_id}:{step.name}")
+                except PermanentError:
+                    result = None  # it never took effect: nothing to undo
+                if result is None:
+                    self._log_step(run, i, step, "succeeded", key, started_at, t0,
+                                   phase="compensation", attempts_n=cmd.attempt,
+                                   result={"status": "nothing_to_undo"})
+                    return run.machine.compensation_succeeded(i)
+                run.results[step.name] = _loggable(result)
+            payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
+            comp = StepSpec(step.compensation, step.service, step.compensation, step.kind)
+            result, source, attempts = await self._call(run, comp, payload, key)
+        except PermanentError as exc:
+            self._log_step(run, i, step, "failed", key, started_at, t0, phase="compensation",
+                           error=str(exc), attempts_n=cmd.attempt)
+            return run.machine.compensation_failed(i, str(exc), permanent=True)
+        except TransientError as exc:
+            self._log_step(run, i, step, "started", key, started_at, t0, phase="compensation",
+                           error=str(exc), attempts_n=cmd.attempt)
+            return run.machine.compensation_failed(i, str(exc), permanent=False)
+        self._log_step(run, i, step, "succeeded", key, started_at, t0, phase="compensation",
+                       result=result, source=source, attempts=attempts, attempts_n=cmd.attempt)
+        return run.machine.compensation_succeeded(i)
+
+    def _enter_compensation(self, run: _Run, cmd: Command) -> Command:
+        if run.machine.status is SagaStatus.COMPENSATING:
+            run.batch.append(lambda conn: saga_log.set_status(
+                conn, run.saga_id, "compensating", run.machine.reason, iso(self.clock.wall())))
+            run.must_flush = True
+        return cmd
+
+    async def _finish(self, run: _Run, cmd: Finish) -> SagaOutcome:
+        duration_ms = (self.clock.monotonic() - run.started) * 1000
+        now = iso(self.clock.wall())
+        status = cmd.status.value
+        kind = run.definition.name
+        reason = run.machine.reason or cmd.reason
+        run.batch.append(lambda conn: saga_log.set_status(conn, run.saga_id, status, reason,
+                                                          now, duration_ms))
+        for service in self.registry.local.values():
+            run.batch.append(partial(service.on_finished, kind=kind, status=status,
+                                     saga_id=run.saga_id, context=run.ctx,
+                                     results=run.results, now=now))
+        if cmd.status is SagaStatus.COMPLETED:
+            vehicle = "vehicle_entered" if kind == "entry" else "vehicle_exited"
+            self._event(run, vehicle, {"saga_id": run.saga_id,
+                                       "license_plate": run.ctx.get("license_plate"),
+                                       "space_id": _space(run)})
+        self._event(run, f"saga_{status}", {
+            "saga_id": run.saga_id, "saga": kind, "reason": reason,
+            "duration_ms": round(duration_ms, 3), "sources": run.sources})
+        await self._flush(run, "finish")
+        return SagaOutcome(run.saga_id, kind, status, reason, run.results, run.sources,
+                           duration_ms)
+
+    # -- calling services with retry, breaker, alternatives and cache ----------------------
+    async def _call(self, run: _Run, step: StepSpec, payload: Json,
+                    key: str | None) -> tuple[Json, str, list[Attempt]]:
+        policy = self.policy_for(step)
+        alternatives = [a for a in policy.alternative_services if a in self.registry.remote]
+        names = [step.service, *alternatives]
+        schedule = BackoffSchedule(initial_s=policy.backoff_initial_s,
+                                   max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
+                                   deadline_s=policy.deadline_s)
+        begin = self.clock.monotonic()
+        attempts: list[Attempt] = []
+        last: TransientError | None = None
+        for name in names:
+            service = self.registry.remote.get(name)
+            if service is None:
+                raise PermanentError(f"no service registered as {name!r}", service=name)
+            breaker = None
+            if policy.use_circuit_breaker and not hasattr(service, "take_transitions"):
+                breaker = self.breakers.setdefault(name, Breaker(name, self.breaker_policy))
+            failures = 0
+            while True:
+                now = self.clock.monotonic()
+                remaining = policy.deadline_s - (now - begin)
+                if remaining <= 0:
+                    break
+                if breaker is not None and not breaker.allow(now):
+                    attempts.append(Attempt(name, "circuit_open", 0.0))
+                    self._transitions(run, breaker.take_transitions())
+                    break
+                self.on_boundary(f"before call {step.name}")
+                t0 = self.clock.monotonic()
+                try:
+                    result = await service.call(step.operation, payload, idempotency_key=key,
+                                                deadline_s=min(policy.call_deadline_s, remaining))
+                except PermanentError as exc:
+                    attempts.append(Attempt(name, "permanent", _ms(self.clock, t0), str(exc)))
+                    if breaker is not None:
+                        breaker.record_success(self.clock.monotonic())
+                    self._collect_transitions(run, service, breaker)
+                    exc.attempts = attempts  # type: ignore[attr-defined]
+                    raise
+                except TransientError as exc:
+                    last = exc
+                    failures += 1
+                    attempts.append(Attempt(name, "transient", _ms(self.clock, t0), str(exc)))
+                    if breaker is not None:
+                        breaker.record_failure(self.clock.monotonic())
+                    self._collect_transitions(run, service, breaker)
+                    delay = schedule.next_delay(failures, self.clock.monotonic() - begin,
+                                                self.rng.random())
+                    if delay is None:
+                        break
+                    await self.clock.sleep(delay)
+                    continue
+                self.on_boundary(f"after call {step.name}")
+                attempts.append(Attempt(name, "ok", _ms(self.clock, t0)))
+                if breaker is not None:
+                    breaker.record_success(self.clock.monotonic())
+                self._collect_transitions(run, service, breaker)
+                source = SOURCES.get(name, name)
+                if name != step.service:
+                    self._event(run, "fallback_used", {"saga_id": run.saga_id, "step": step.name,
+                                                       "source": source, "after": str(last)})
+                instance = result.pop("_instance", None)
+                if instance:
+                    attempts[-1] = Attempt(f"{name}@{instance}", "ok", attempts[-1].duration_ms)
+                self._remember(run, step, policy, result, source)
+                return result, source, attempts
+        if policy.use_cache_fallback and step.kind is StepKind.READ:
+            cached = await self._cached(run)
+            if cached is not None:
+                attempts.append(Attempt("cache", "cache", 0.0))
+                self._event(run, "fallback_used", {"saga_id": run.saga_id, "step": step.name,
+                                                   "source": "cache", "after": str(last)})
+                return cached, "cache", attempts
+        error = last or TransientError(f"{step.name}: no service could be tried",
+                                       service=step.service)
+        error.attempts = attempts  # type: ignore[attr-defined]
+        raise error
+
+    def _remember(self, run: _Run, step: StepSpec, policy: StepPolicy, result: Json,
+                  source: str) -> None:
+        ttl = result.get("cacheable_for_s")
+        if policy.use_cache_fallback and step.kind is StepKind.READ \
+                and isinstance(ttl, int | float) and ttl > 0:
+            plate = str(result.get("license_plate") or run.ctx.get("license_plate") or "")
+            wall = self.clock.wall()
+            run.batch.append(partial(plate_cache.put, plate=plate, result=_loggable(result),
+                                     source=source, now=wall, ttl_s=float(ttl)))
+
+    async def _cached(self, run: _Run) -> Json | None:
+        plate = str(run.ctx.get("license_plate") or "")
+        wall = self.clock.wall()
+        hit = await self.store.read(
+            lambda c: plate_cache.get(c, plate, wall, self.cache_max_stale_s))
+        if hit is None:
+            return None
+        return {**hit.result, "cached_age_s": round(hit.age_s, 1), "cache_fresh": hit.fresh}
+
+    def _collect_transitions(self, run: _Run, service: object, breaker: Breaker | None) -> None:
+        take = getattr(service, "take_transitions", None)
+        if callable(take):
+            self._transitions(run, take())
+        if breaker is not None:
+            self._transitions(run, breaker.take_transitions())
+
+    def _transitions(self, run: _Run, transitions: list[BreakerTransition]) -> None:
+        for t in transitions:
+            self._event(run, "circuit_state_changed", {
+                "service": t.name, "from": t.from_state.value, "to": t.to_state.value,
+                "reason": t.reason})
+
+    # -- log and event records -----------------------------------------------------------
+    def _write(self, run: _Run, i: int, step: StepSpec, status: str, key: str, started_at: str,
+               t0: float, *, result: Json | None = None, source: str = "", error: str | None
+               = None, attempts: list[Attempt] | None = None, phase: str = "forward",
+               outcome_unknown: bool = False, attempts_n: int | None = None) -> StepWrite:
+        log = [a.as_json() for a in attempts or []]
+        return StepWrite(
+            run.saga_id, i, phase, step.name if phase == "forward" else step.compensation or "",
+            status, attempts=attempts_n if attempts_n is not None else max(1, len(log)),
+            service=step.service, source=source,
+            idempotency_key=key if step.kind is not StepKind.READ else None,
+            outcome_unknown=outcome_unknown, started_at=started_at,
+            finished_at=iso(self.clock.wall()) if status != "started" else None,
+            duration_ms=round((self.clock.monotonic() - t0) * 1000, 3),
+            result=_loggable(result) if result is not None else None, error=error,
+            attempt_log=log)
+
+    def _log_step(self, run: _Run, i: int, step: StepSpec, status: str, key: str,
+                  started_at: str, t0: float, **kw: Any) -> None:
+        w = self._write(run, i, step, status, key, started_at, t0, **kw)
+        run.batch.append(lambda conn: saga_log.write_step(conn, w))
+
+    def _started(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str) -> Op:
+        w = StepWrite(run.saga_id, i, "forward", step.name, "started", service=step.service,
+                      idempotency_key=key, started_at=started_at)
+        return lambda conn: saga_log.write_step(conn, w)
+
+    def _event(self, run: _Run, type_: str, data: Json) -> None:
+        ts = iso(self.clock.wall())
+        synced = self.clock.wall_synced()
+        lane = str(run.ctx.get("lane_id", "")) or None
+        run.batch.append(lambda conn: events.append(
+            conn, gate_id=self.gate_id, type=type_, ts=ts, data=data, lane_id=lane,
+            wall_synced=synced))
+
+    def _step_event(self, run: _Run, step: StepSpec, result: Json | None,
+                    error: str | None) -> None:
+        kind = run.definition.name
+        if step.name == "verify_license_plate":
+            if result is not None:
+                self._event(run, "plate_read", {"saga_id": run.saga_id,
+                                                "license_plate": result.get("license_plate"),
+                                                "confidence": result.get("confidence")})
+            granted = result is not None and error is None
+            self._event(run, f"{kind}_{'granted' if granted else 'denied'}", {
+                "saga_id": run.saga_id, "license_plate": run.ctx.get("license_plate"),
+                "reason": (result or {}).get("reason") if granted else error,
+                "source": run.sources.get(step.name, "")})
+        elif step.name == "confirm_passage" and error is not None and kind == "entry":
+            self._event(run, "vehicle_backed_out", {"saga_id": run.saga_id, "reason": error})
+
+    async def _flush(self, run: _Run, label: str, extra: Callable[[sqlite3.Connection], Any]
+                     | None = None) -> Any:
+        ops = list(run.batch)
+
+        def txn(conn: sqlite3.Connection) -> Any:
+            for op in ops:
+                op(conn)
+            return extra(conn) if extra is not None else None
+
+        self.on_boundary(f"before commit {label}")
+        result = await self.store.write(txn)
+        run.batch.clear()
+        run.exists = True
+        self.on_boundary(f"after commit {label}")
+        return result
+
+
+def _reason(step: StepSpec, exc: Exception) -> str:
+    return f"{step.name}: {exc}"
+
+
+def _space(run: _Run) -> Any:
+    for name in ("allocate_parking_space", "release_parking_space"):
+        if name in run.results:
+            return run.results[name].get("space_id")
+    return None
+
+
+def _loggable(result: Json | None) -> Json:
+    return {k: v for k, v in (result or {}).items() if k not in KEEP_OUT_OF_LOG}
+
+
+def _ms(clock: Clock, t0: float) -> float:
+    return (clock.monotonic() - t0) * 1000

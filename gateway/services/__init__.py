@@ -1,0 +1,1 @@
+"""Clients of other services and the local space service, behind one registry."""

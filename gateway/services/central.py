@@ -1,0 +1,199 @@
+"""HTTP client of the central plate service (contracts/central-api.md).
+
+One ``CentralInstance`` per base URL; ``CentralPool`` load-balances over them with a circuit
+breaker per instance. Replies are untrusted: size-capped, decoded and schema-checked with
+msgspec; anything unexpected is a transient failure, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+from gateway.clock import Clock
+from gateway.core.balancing import Balancer, Candidate
+from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition, CircuitState
+from gateway.core.errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    PermanentError,
+    TransientError,
+)
+
+Json = dict[str, Any]
+PLATE = msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")
+ID = msgspec.Meta(min_length=1, max_length=128)
+
+
+class VerifyReply(msgspec.Struct, frozen=True):
+    license_plate: Any  # checked against PLATE below, so a bad plate names itself
+    authorized: bool
+    confidence: float = 1.0
+    reason: Literal["permit", "visitor", "paid", "unpaid", "blocked", "unknown_vehicle"] = (
+        "unknown_vehicle"
+    )
+    cacheable_for_s: float = 0.0
+
+
+class EntryReply(msgspec.Struct, frozen=True):
+    entry_id: Any
+
+
+class ExitReply(msgspec.Struct, frozen=True):
+    exit_id: Any
+
+
+class CancelReply(msgspec.Struct, frozen=True):
+    status: str = "cancelled"
+
+
+_ROUTES: dict[str, tuple[str, type[msgspec.Struct], str | None]] = {
+    # operation: (path template, reply type, id key for the path)
+    "verify_license_plate": ("/v1/plates/verify", VerifyReply, None),
+    "create_entry_record": ("/v1/entries", EntryReply, None),
+    "cancel_entry_record": ("/v1/entries/{id}/cancel", CancelReply, "entry_id"),
+    "create_exit_record": ("/v1/exits", ExitReply, None),
+    "cancel_exit_record": ("/v1/exits/{id}/cancel", CancelReply, "exit_id"),
+}
+
+
+def _checked(value: Any, meta: msgspec.Meta, what: str) -> str:
+    """A reply field as a bounded, well-formed string (plates with markup are refused)."""
+    try:
+        return str(msgspec.convert(value, Annotated[str, meta]))
+    except msgspec.ValidationError:
+        raise TransientError(f"reply field {what} is invalid: {str(value)[:40]!r}") from None
+
+
+class CentralInstance:
+    """One base URL of the central service."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *,
+                 max_body_bytes: int = 65536) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = self.base_url
+        self._session = session
+        self._max_body = max_body_bytes
+        self.outstanding = 0
+
+    async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
+                   deadline_s: float) -> Json:
+        try:
+            path, reply_type, id_key = _ROUTES[operation]
+        except KeyError:
+            raise PermanentError(f"central service has no operation {operation!r}",
+                                 service=self.name) from None
+        body = dict(payload)
+        if id_key is not None:
+            ident = str(body.pop(id_key, "") or "")
+            if not ident:
+                raise PermanentError(f"{operation} needs {id_key}", service=self.name)
+            path = path.format(id=quote(ident, safe=""))
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        self.outstanding += 1
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await self._post(operation, path, body, headers, reply_type, id_key)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within {deadline_s:g}s",
+                                   service=self.name) from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}", service=self.name) from None
+        finally:
+            self.outstanding -= 1
+
+    async def _post(self, operation: str, path: str, body: Json, headers: dict[str, str],
+                    reply_type: type[msgspec.Struct], id_key: str | None) -> Json:
+        async with self._session.post(self.base_url + path, json=body, headers=headers) as resp:
+            raw = await resp.content.read(self._max_body + 1)
+            if len(raw) > self._max_body:
+                raise TransientError(f"reply larger than {self._max_body} bytes",
+                                     service=self.name, status=resp.status)
+            status = resp.status
+        if status == 404 and id_key is not None:
+            # Cancelling a record the central service never created: nothing to undo.
+            return {"status": "not_found"}
+        if status in (408, 429) or status >= 500:
+            raise TransientError(f"HTTP {status}", service=self.name, status=status)
+        if status >= 400:
+            try:
+                error = str(msgspec.json.decode(raw).get("error", ""))[:80]
+            except (msgspec.DecodeError, AttributeError):
+                error = ""
+            raise PermanentError(f"HTTP {status} {error}".strip(), service=self.name,
+                                 status=status)
+        try:
+            reply = msgspec.json.decode(raw, type=reply_type)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            raise TransientError(f"malformed reply: {str(exc)[:120]}", service=self.name,
+                                 status=status) from None
+        out: Json = msgspec.structs.asdict(reply)
+        if isinstance(reply, VerifyReply):
+            out["license_plate"] = _checked(reply.license_plate, PLATE, "license_plate")
+        elif isinstance(reply, EntryReply):
+            out["entry_id"] = _checked(reply.entry_id, ID, "entry_id")
+        elif isinstance(reply, ExitReply):
+            out["exit_id"] = _checked(reply.exit_id, ID, "exit_id")
+        return out
+
+
+class CentralPool:
+    """The ``license_plate_service``: instances load-balanced, each behind its breaker."""
+
+    def __init__(self, instances: list[CentralInstance], balancer: Balancer,
+                 breaker_policy: BreakerPolicy, clock: Clock,
+                 rng: random.Random | None = None) -> None:
+        if not instances:
+            raise ValueError("the central pool needs at least one instance")
+        self.name = "license_plate_service"
+        self.instances = instances
+        self.balancer = balancer
+        self.breakers = {i.name: Breaker(i.name, breaker_policy) for i in instances}
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def take_transitions(self) -> list[BreakerTransition]:
+        return [t for b in self.breakers.values() for t in b.take_transitions()]
+
+    def circuit(self) -> str:
+        """The pool's overall state: closed if any instance is closed, else the best."""
+        now = self._clock.monotonic()
+        states = {b.current_state(now) for b in self.breakers.values()}
+        for s in (CircuitState.CLOSED, CircuitState.HALF_OPEN):
+            if s in states:
+                return s.value
+        return CircuitState.OPEN.value
+
+    async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
+                   deadline_s: float) -> Json:
+        now = self._clock.monotonic()
+        candidates = [
+            Candidate(i.name, self.breakers[i.name].current_state(now) is not CircuitState.OPEN,
+                      i.outstanding)
+            for i in self.instances
+        ]
+        for index in self.balancer.order(candidates, self._rng.random()):
+            instance = self.instances[index]
+            breaker = self.breakers[instance.name]
+            if not breaker.allow(now):
+                continue
+            try:
+                result = await instance.call(operation, payload,
+                                             idempotency_key=idempotency_key,
+                                             deadline_s=deadline_s)
+            except TransientError:
+                breaker.record_failure(self._clock.monotonic())
+                raise
+            except PermanentError:
+                breaker.record_success(self._clock.monotonic())  # it answered
+                raise
+            breaker.record_success(self._clock.monotonic())
+            result["_instance"] = instance.name
+            return result
+        raise CircuitOpenError("every central instance's breaker is open",
+                               service=self.name)

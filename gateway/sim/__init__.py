@@ -1,0 +1,1 @@
+"""Simulated services and devices for the demo and the tests."""

@@ -1,0 +1,123 @@
+"""A simulated central plate service implementing contracts/central-api.md.
+
+It keeps every record in memory, honours ``Idempotency-Key`` (a replay gets the original
+answer), counts how often each key was seen, and can be told which plates are permitted or
+blocked. Run it alone with ``python -m gateway.sim central --port N``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Json = dict[str, Any]
+
+
+@dataclass
+class SimCentralState:
+    permits: set[str] = field(default_factory=set)
+    blocked: set[str] = field(default_factory=set)
+    unknown_authorized: bool = True  # visitors may enter
+    cacheable_for_s: float = 3600.0
+    entries: dict[str, Json] = field(default_factory=dict)  # entry_id -> record
+    exits: dict[str, Json] = field(default_factory=dict)
+    by_key: dict[str, tuple[int, Json]] = field(default_factory=dict)  # key -> (status, body)
+    key_hits: Counter[str] = field(default_factory=Counter)
+    verify_calls: int = 0
+
+    def decide(self, plate: str, direction: str) -> Json:
+        if plate in self.blocked:
+            return {"authorized": False, "reason": "blocked"}
+        if plate in self.permits:
+            return {"authorized": True, "reason": "permit"}
+        if direction == "exit":
+            return {"authorized": True, "reason": "paid"}
+        return {"authorized": self.unknown_authorized,
+                "reason": "visitor" if self.unknown_authorized else "unknown_vehicle"}
+
+
+STATE = web.AppKey("sim_central_state", SimCentralState)
+
+
+def _key(request: web.Request) -> str:
+    key = request.headers.get("Idempotency-Key", "")
+    if not key:
+        raise web.HTTPBadRequest(text='{"error": "idempotency_key_required"}',
+                                 content_type="application/json")
+    return key
+
+
+async def _body(request: web.Request) -> Json:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "invalid_json"}',
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error": "expected_object"}',
+                                 content_type="application/json")
+    return body
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def verify(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request)
+    state.verify_calls += 1
+    plate = str(body.get("license_plate") or "").upper().replace(" ", "")
+    if not plate:
+        return web.json_response({"error": "no_plate_found"}, status=422)
+    decision = state.decide(plate, str(body.get("direction", "entry")))
+    return web.json_response({"license_plate": plate, "confidence": 0.97, **decision,
+                              "cacheable_for_s": state.cacheable_for_s})
+
+
+def _create(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        key = _key(request)
+        body = await _body(request)
+        state.key_hits[key] += 1
+        if key in state.by_key:
+            _, reply = state.by_key[key]
+            return web.json_response(reply, status=200)
+        record_id = f"{kind[0]}-{uuid.uuid4().hex[:12]}"
+        store = state.entries if kind == "entry" else state.exits
+        store[record_id] = {**body, "status": "active", "idempotency_key": key}
+        reply = {f"{kind}_id": record_id}
+        state.by_key[key] = (201, reply)
+        return web.json_response(reply, status=201)
+    return handler
+
+
+def _cancel(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        key = _key(request)
+        state.key_hits[key] += 1
+        record_id = request.match_info["record_id"]
+        store = state.entries if kind == "entry" else state.exits
+        if record_id not in store:
+            return web.json_response({"error": "not_found"}, status=404)
+        store[record_id]["status"] = "cancelled"
+        return web.json_response({f"{kind}_id": record_id, "status": "cancelled"})
+    return handler
+
+
+def make_app(state: SimCentralState | None = None) -> web.Application:
+    app = web.Application()
+    app[STATE] = state or SimCentralState()
+    app.router.add_get("/v1/health", health)
+    app.router.add_post("/v1/plates/verify", verify)
+    app.router.add_post("/v1/entries", _create("entry"))
+    app.router.add_post("/v1/entries/{record_id}/cancel", _cancel("entry"))
+    app.router.add_post("/v1/exits", _create("exit"))
+    app.router.add_post("/v1/exits/{record_id}/cancel", _cancel("exit"))
+    return app

@@ -1,0 +1,30 @@
+"""Shared fixtures: real servers on 127.0.0.1, real SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from gateway.sim.central import SimCentralState, make_app
+
+
+@dataclass
+class RunningCentral:
+    url: str
+    state: SimCentralState
+    runner: web.AppRunner
+
+
+@pytest.fixture
+async def sim_central() -> AsyncIterator[RunningCentral]:
+    state = SimCentralState()
+    runner = web.AppRunner(make_app(state), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield RunningCentral(f"http://127.0.0.1:{port}", state, runner)
+    await runner.cleanup()

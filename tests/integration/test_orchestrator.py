@@ -1,0 +1,212 @@
+"""Entry and exit sagas through the orchestrator, against the sim central over real HTTP
+and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from gateway.clock import SystemClock
+from gateway.core.steps import ENTRY, EXIT
+from gateway.sagas.factory import build_registry, build_runner, central_session
+from gateway.settings import parse_settings
+from gateway.sim.central import make_app
+from gateway.sim.gate import InstantGate
+from gateway.store import Store, saga_log, spaces
+
+
+def settings_for(url: str, tmp_path, extra: str = ""):
+    return parse_settings(f"""
+[gate]
+id = "g1"
+data_dir = "{tmp_path}"
+[central]
+base_urls = ["{url}"]
+deadline_s = 0.3
+retry_count = 1
+backoff_initial_s = 0.01
+decision_deadline_s = 1.0
+reset_timeout_s = 0.1
+[backup]
+enabled = false
+[saga]
+compensation_backoff_initial_s = 0.01
+compensation_backoff_max_s = 0.05
+[[zones]]
+name = "A"
+spaces = 3
+reserved = 1
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+[[lanes]]
+id = "exit-1"
+direction = "exit"
+{extra}
+""", "test.toml")
+
+
+@pytest.fixture
+async def gateway(sim_central, tmp_path):
+    settings = settings_for(sim_central.url, tmp_path)
+    store = await Store.open(settings.database_path, settings.zone_specs())
+    session = central_session(settings)
+    clock = SystemClock()
+    registry = build_registry(settings, session, clock, InstantGate())
+    runner = build_runner(settings, store, registry, clock)
+    yield runner, store, sim_central.state
+    await session.close()
+    await store.close()
+
+
+async def test_entry_then_exit(gateway):
+    runner, store, central = gateway
+    before = store.commits
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+    assert out.status == "completed", out.reason
+    assert store.commits - before == 3  # the durable commits of one entry saga
+    space = out.results["allocate_parking_space"]["space_id"]
+    assert space == "A-002"  # A-001 is reserved for permit holders
+    entry_id = out.results["create_entry_record"]["entry_id"]
+    assert central.entries[entry_id]["status"] == "active"
+    assert central.entries[entry_id]["space_id"] == space
+    assert out.sources["verify_license_plate"] == "central"
+
+    out2 = await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"})
+    assert out2.status == "completed", out2.reason
+    exit_id = out2.results["create_exit_record"]["exit_id"]
+    assert central.exits[exit_id]["entry_id"] == entry_id
+    occ = await store.occupancy()
+    assert occ["allocated"] == 0
+    sessions = await store.read(spaces.list_sessions)
+    assert sessions[0]["status"] == "exited" and sessions[0]["exit_id"] == exit_id
+    evs = await store.events_after(0, 100)
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    types = [e["type"] for e in evs]
+    for t in ("plate_read", "entry_granted", "vehicle_entered", "saga_completed",
+              "exit_granted", "vehicle_exited"):
+        assert t in types
+
+
+async def test_permit_holder_gets_the_reserved_space(gateway):
+    runner, _, central = gateway
+    central.permits.add("06XYZ99")
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "06XYZ99"})
+    assert out.results["allocate_parking_space"]["space_id"] == "A-001"
+
+
+async def test_blocked_plate_is_denied_with_no_side_effect(gateway):
+    runner, store, central = gateway
+    central.blocked.add("66BAD66")
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "66BAD66"})
+    assert out.status == "compensated"
+    assert "blocked" in out.reason
+    assert central.entries == {}
+    assert (await store.occupancy())["allocated"] == 0
+    types = [e["type"] for e in await store.events_after()]
+    assert "entry_denied" in types and "saga_compensated" in types
+
+
+async def test_back_out_compensates_in_reverse_with_idempotency_keys(gateway):
+    runner, store, central = gateway
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123",
+                                   "behaviour": "back_out"})
+    assert out.status == "compensated"
+    (entry,) = central.entries.values()
+    assert entry["status"] == "cancelled"
+    assert (await store.occupancy())["allocated"] == 0
+    saga = await store.read(lambda c: saga_log.get(c, out.saga_id))
+    comps = [s for s in saga["steps"] if s["phase"] == "compensation"]
+    assert [s["name"] for s in comps] == ["release_parking_space", "cancel_entry_record"]
+    keys = set(central.key_hits)
+    assert f"{out.saga_id}:create_entry_record" in keys
+    assert f"{out.saga_id}:cancel_entry_record" in keys
+    types = [e["type"] for e in await store.events_after()]
+    assert "vehicle_backed_out" in types
+
+
+async def test_lot_full_is_a_definitive_refusal(gateway):
+    runner, store, _ = gateway
+    for plate in ("P1", "P2"):
+        assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": plate})).succeeded
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "P3"})
+    assert out.status == "compensated" and "no free space" in out.reason
+    assert (await store.occupancy())["allocated"] == 2
+
+
+async def test_exit_without_entry_is_flagged(gateway):
+    runner, store, _ = gateway
+    out = await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "NOENTRY1"})
+    assert out.status == "completed"
+    rows = await store.read(spaces.list_sessions)
+    assert rows[0]["flags"] == "no_matching_entry"
+
+
+async def test_central_down_uses_cache_and_compensation_waits_for_its_return(gateway,
+                                                                           sim_central):
+    runner, store, central = gateway
+    assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})).succeeded
+    port = int(sim_central.url.rsplit(":", 1)[1])
+    await sim_central.runner.cleanup()  # the central service goes away
+    tries = 0
+    retried = asyncio.Event()
+
+    def count(label: str) -> None:
+        nonlocal tries
+        if label == "before call create_exit_record":
+            tries += 1
+            if tries >= 4:  # 2 forward attempts, then compensation attempts
+                retried.set()
+
+    runner.on_boundary = count
+    task = asyncio.create_task(
+        runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"}))
+    await asyncio.wait_for(retried.wait(), 10)
+    assert not task.done()  # a compensation is retried until it succeeds
+    back = web.AppRunner(make_app(central))
+    await back.setup()
+    await web.TCPSite(back, "127.0.0.1", port).start()
+    try:
+        out = await asyncio.wait_for(task, 10)
+    finally:
+        await back.cleanup()
+    assert out.sources["verify_license_plate"] == "cache"
+    assert out.status == "compensated"
+    assert (await store.occupancy())["allocated"] == 1  # the vehicle keeps its space
+    saga = await store.read(lambda c: saga_log.get(c, out.saga_id))
+    fwd = {s["name"]: s for s in saga["steps"] if s["phase"] == "forward"}
+    assert fwd["create_exit_record"]["outcome_unknown"] is True
+    # the write whose outcome was unknown is settled at the central service: created
+    # once under its key, then cancelled
+    (record,) = central.exits.values()
+    assert record["status"] == "cancelled"
+    assert central.key_hits[f"{out.saga_id}:create_exit_record"] == 1
+
+
+async def test_malformed_reply_is_a_transient_failure(tmp_path):
+    async def garbage(request):
+        return web.Response(text='{"license_plate": "<script>", "authorized": true}',
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/plates/verify", garbage)
+    runner_ = web.AppRunner(app)
+    await runner_.setup()
+    site = web.TCPSite(runner_, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner_.addresses[0][1]}"
+    settings = settings_for(url, tmp_path)
+    store = await Store.open(settings.database_path, settings.zone_specs())
+    session = central_session(settings)
+    try:
+        registry = build_registry(settings, session, SystemClock(), InstantGate())
+        runner = build_runner(settings, store, registry, SystemClock())
+        out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+        assert out.status == "compensated"
+        assert "license_plate is invalid" in out.reason
+    finally:
+        await session.close()
+        await store.close()
+        await runner_.cleanup()
