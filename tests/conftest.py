@@ -28,3 +28,15 @@ async def sim_central() -> AsyncIterator[RunningCentral]:
     port = runner.addresses[0][1]
     yield RunningCentral(f"http://127.0.0.1:{port}", state, runner)
     await runner.cleanup()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--crash-rounds", type=int, default=8,
+                     help="random-instant SIGKILL rounds of the crash test (make soak: more)")
+
+
+async def start_central(state: SimCentralState, port: int = 0) -> RunningCentral:
+    runner = web.AppRunner(make_app(state), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return RunningCentral(f"http://127.0.0.1:{runner.addresses[0][1]}", state, runner)
