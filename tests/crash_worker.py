@@ -19,7 +19,7 @@ import sys
 from gateway.clock import SystemClock
 from gateway.core.steps import ENTRY, EXIT
 from gateway.sagas.factory import build_registry, build_runner, central_session
-from gateway.settings import parse_settings
+from gateway.settings import Settings, parse_settings
 from gateway.sim.gate import InstantGate
 from gateway.store import Store
 
@@ -32,7 +32,7 @@ SCENARIO = [
 ]
 
 
-def settings(db: str, url: str):  # type: ignore[no-untyped-def]
+def settings(db: str, url: str) -> Settings:
     return parse_settings(f"""
 [gate]
 id = "crash"

@@ -86,7 +86,7 @@ async def crash_round(tmp_path: Path, name: str, kill: int | None,
         await worker(db, central.url, "recover")
         check_invariants(db, state)
         # and the gate goes on working after recovery
-        code, out = await worker(db, central.url, "run", "-1")
+        code, _ = await worker(db, central.url, "run", "-1")
         assert code == 0
         check_invariants(db, state)
     finally:
@@ -99,7 +99,7 @@ async def test_kill_at_every_boundary(tmp_path):
     try:
         db = tmp_path / "count" / "gateway.sqlite3"
         db.parent.mkdir()
-        code, out = await worker(db, central.url, "run", "-1")
+        _, out = await worker(db, central.url, "run", "-1")
         boundaries = int(out.strip())
         check_invariants(db, state)
     finally:
