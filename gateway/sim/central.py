@@ -40,6 +40,36 @@ class SimCentralState:
                 "reason": "visitor" if self.unknown_authorized else "unknown_vehicle"}
 
 
+    # -- the operations, shared by the HTTP server and the in-process service --------
+    def verify(self, body: Json) -> tuple[int, Json]:
+        self.verify_calls += 1
+        plate = str(body.get("license_plate") or "").upper().replace(" ", "")
+        if not plate:
+            return 422, {"error": "no_plate_found"}
+        decision = self.decide(plate, str(body.get("direction", "entry")))
+        return 200, {"license_plate": plate, "confidence": 0.97, **decision,
+                     "cacheable_for_s": self.cacheable_for_s}
+
+    def create(self, kind: str, key: str, body: Json) -> tuple[int, Json]:
+        self.key_hits[key] += 1
+        if key in self.by_key:
+            return 200, self.by_key[key][1]
+        record_id = f"{kind[0]}-{uuid.uuid4().hex[:12]}"
+        records = self.entries if kind == "entry" else self.exits
+        records[record_id] = {**body, "status": "active", "idempotency_key": key}
+        reply = {f"{kind}_id": record_id}
+        self.by_key[key] = (201, reply)
+        return 201, reply
+
+    def cancel(self, kind: str, key: str, record_id: str) -> tuple[int, Json]:
+        self.key_hits[key] += 1
+        records = self.entries if kind == "entry" else self.exits
+        if record_id not in records:
+            return 404, {"error": "not_found"}
+        records[record_id]["status"] = "cancelled"
+        return 200, {f"{kind}_id": record_id, "status": "cancelled"}
+
+
 STATE = web.AppKey("sim_central_state", SimCentralState)
 
 
@@ -68,46 +98,23 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def verify(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    body = await _body(request)
-    state.verify_calls += 1
-    plate = str(body.get("license_plate") or "").upper().replace(" ", "")
-    if not plate:
-        return web.json_response({"error": "no_plate_found"}, status=422)
-    decision = state.decide(plate, str(body.get("direction", "entry")))
-    return web.json_response({"license_plate": plate, "confidence": 0.97, **decision,
-                              "cacheable_for_s": state.cacheable_for_s})
+    status, reply = request.app[STATE].verify(await _body(request))
+    return web.json_response(reply, status=status)
 
 
 def _create(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        state = request.app[STATE]
         key = _key(request)
-        body = await _body(request)
-        state.key_hits[key] += 1
-        if key in state.by_key:
-            _, reply = state.by_key[key]
-            return web.json_response(reply, status=200)
-        record_id = f"{kind[0]}-{uuid.uuid4().hex[:12]}"
-        store = state.entries if kind == "entry" else state.exits
-        store[record_id] = {**body, "status": "active", "idempotency_key": key}
-        reply = {f"{kind}_id": record_id}
-        state.by_key[key] = (201, reply)
-        return web.json_response(reply, status=201)
+        status, reply = request.app[STATE].create(kind, key, await _body(request))
+        return web.json_response(reply, status=status)
     return handler
 
 
 def _cancel(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        state = request.app[STATE]
         key = _key(request)
-        state.key_hits[key] += 1
-        record_id = request.match_info["record_id"]
-        store = state.entries if kind == "entry" else state.exits
-        if record_id not in store:
-            return web.json_response({"error": "not_found"}, status=404)
-        store[record_id]["status"] = "cancelled"
-        return web.json_response({f"{kind}_id": record_id, "status": "cancelled"})
+        status, reply = request.app[STATE].cancel(kind, key, request.match_info["record_id"])
+        return web.json_response(reply, status=status)
     return handler
 
 
