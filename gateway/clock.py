@@ -23,6 +23,9 @@ class Clock(Protocol):
 class SystemClock:
     _SYNC_MARKER = "/run/systemd/timesync/synchronized"
 
+    def __init__(self) -> None:
+        self._synced = False
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -31,10 +34,11 @@ class SystemClock:
 
     def wall_synced(self) -> bool:
         # systemd-timesyncd touches this file once the clock is synchronised; without it
-        # trust a clock that is at least past this product's release year.
-        if os.path.exists(self._SYNC_MARKER):
-            return True
-        return time.time() > 1_767_225_600  # 2026-01-01
+        # trust a clock that is at least past this product's release year. Once synchronised
+        # it stays so (asked for every event: no file system call each time).
+        if not self._synced:
+            self._synced = os.path.exists(self._SYNC_MARKER) or time.time() > 1_767_225_600
+        return self._synced
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

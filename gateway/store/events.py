@@ -1,4 +1,5 @@
-"""Events with a per-gate ``seq`` that survives restarts, and the telemetry outbox.
+"""Events with a per-gate ``seq`` that survives restarts (one database per gate), and the
+telemetry outbox.
 
 An event is written in the same transaction as the change it reports, and queued in the
 outbox in that transaction too. Retention policy (so an SD card never fills): events older
@@ -14,7 +15,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-SEQ_COUNTER = "event_seq"
+from gateway.store.codec import dumps
 
 
 def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> int:
@@ -42,25 +43,17 @@ def append(
     wall_synced: bool = False,
 ) -> dict[str, Any]:
     """Append an event and queue it for telemetry; returns its envelope."""
-    seq = bump_counter(conn, SEQ_COUNTER)
-    event = {
-        "seq": seq,
-        "event_id": str(uuid.uuid4()),
-        "gate_id": gate_id,
-        "type": type,
-        "ts": ts,
-        "lane_id": lane_id,
-        "wall_synced": wall_synced,
-        "data": data or {},
-    }
-    conn.execute(
-        "INSERT INTO events(seq, event_id, gate_id, type, ts, wall_synced, lane_id, data) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        (seq, event["event_id"], gate_id, type, ts, int(wall_synced), lane_id,
-         json.dumps(event["data"], separators=(",", ":"))),
+    event_id = str(uuid.uuid4())
+    body = data or {}
+    cur = conn.execute(
+        "INSERT INTO events(event_id, gate_id, type, ts, wall_synced, lane_id, data) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (event_id, gate_id, type, ts, int(wall_synced), lane_id, dumps(body)),
     )
+    seq = int(cur.lastrowid or 0)
     conn.execute("INSERT INTO outbox(seq) VALUES (?)", (seq,))
-    return event
+    return {"seq": seq, "event_id": event_id, "gate_id": gate_id, "type": type, "ts": ts,
+            "lane_id": lane_id, "wall_synced": wall_synced, "data": body}
 
 
 def _envelope(r: sqlite3.Row) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.store.codec import dumps
+
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:
@@ -25,7 +27,7 @@ def put(conn: sqlite3.Connection, plate: str, result: dict[str, Any], source: st
         "INSERT INTO plate_cache(plate, result, source, stored_at, expires_at) VALUES (?,?,?,?,?) "
         "ON CONFLICT(plate) DO UPDATE SET result=excluded.result, source=excluded.source, "
         "stored_at=excluded.stored_at, expires_at=excluded.expires_at",
-        (plate, json.dumps(result, separators=(",", ":")), source, now, now + ttl_s),
+        (plate, dumps(result), source, now, now + ttl_s),
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.saga import StepRecord, StepStatus
+from gateway.store.codec import dumps
 
 
 @dataclass
@@ -38,7 +39,7 @@ def create(conn: sqlite3.Connection, *, saga_id: str, kind: str, gate_id: str, l
     conn.execute(
         "INSERT INTO sagas(saga_id, kind, gate_id, lane_id, plate, status, context, created_at, "
         "updated_at) VALUES (?,?,?,?,?,'running',?,?,?) ON CONFLICT(saga_id) DO NOTHING",
-        (saga_id, kind, gate_id, lane_id, plate, json.dumps(context, separators=(",", ":")),
+        (saga_id, kind, gate_id, lane_id, plate, dumps(context),
          now, now),
     )
 
@@ -57,8 +58,8 @@ def write_step(conn: sqlite3.Connection, w: StepWrite) -> None:
         "attempt_log=excluded.attempt_log",
         (w.saga_id, w.index, w.phase, w.name, w.status, w.attempts, w.service, w.source,
          w.idempotency_key, int(w.outcome_unknown), w.started_at, w.finished_at, w.duration_ms,
-         None if w.result is None else json.dumps(w.result, separators=(",", ":")),
-         w.error, json.dumps(w.attempt_log, separators=(",", ":"))),
+         None if w.result is None else dumps(w.result),
+         w.error, dumps(w.attempt_log)),
     )
 
 

@@ -26,7 +26,7 @@ MIGRATIONS: list[str] = [
     );
     -- one saga can never hold two spaces
     CREATE UNIQUE INDEX spaces_one_per_saga ON spaces(saga_id) WHERE saga_id IS NOT NULL;
-    CREATE INDEX spaces_by_state ON spaces(state, zone, number);
+    CREATE INDEX spaces_by_state ON spaces(state, kind, zone, number);
 
     CREATE TABLE vehicle_sessions (
         session_id    INTEGER PRIMARY KEY,
@@ -78,8 +78,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (saga_id, step_index, phase)
     );
 
+    -- AUTOINCREMENT: a seq is never reused, even after the oldest events are pruned
     CREATE TABLE events (
-        seq        INTEGER PRIMARY KEY,
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id   TEXT NOT NULL UNIQUE,
         gate_id    TEXT NOT NULL,
         type       TEXT NOT NULL,

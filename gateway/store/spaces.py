@@ -39,8 +39,12 @@ def allocate(
     held = conn.execute("SELECT space_id FROM spaces WHERE saga_id=?", (saga_id,)).fetchone()
     if held:
         return str(held["space_id"])
+    # Only the lowest-numbered free space of each (kind, zone) can be chosen, so the policy
+    # is given those few instead of every free space (SQLite returns the bare columns of
+    # the row that holds the min()).
     rows = conn.execute(
-        "SELECT space_id, zone, number, kind FROM spaces WHERE state='free' AND retired=0"
+        "SELECT space_id, zone, min(number) AS number, kind FROM spaces "
+        "WHERE state='free' AND retired=0 GROUP BY kind, zone"
     ).fetchall()
     free = [FreeSpace(r["space_id"], r["zone"], r["number"], SpaceKind(r["kind"])) for r in rows]
     choice = choose_space(free, request)
