@@ -119,6 +119,9 @@ class SagaMachine:
     _attempts: dict[int, int] = field(default_factory=dict)
     _permanent_failures: list[int] = field(default_factory=list)
     _current: int | None = None
+    # Rolling forward after a restart: the steps left run knowing the moment has passed
+    # (the barrier cannot ask a vehicle that is long gone whether it drove through).
+    recovering: bool = False
 
     # -- forward -----------------------------------------------------------------------
     def start(self) -> Command:
@@ -191,6 +194,7 @@ class SagaMachine:
         if status is SagaStatus.RUNNING and roll_forward and not failed:
             nxt = in_flight[0] if in_flight else (max(completed) + 1 if completed else 0)
             machine._current = nxt
+            machine.recovering = True
             if nxt >= len(definition.steps):
                 machine.status = SagaStatus.COMPLETED
                 return machine, Finish(SagaStatus.COMPLETED, "recovered")
@@ -228,7 +232,7 @@ class SagaMachine:
             self.status = SagaStatus.COMPLETED
             return Finish(SagaStatus.COMPLETED, "all steps completed")
         self._current = index
-        return RunStep(index, self.definition.steps[index])
+        return RunStep(index, self.definition.steps[index], recovering=self.recovering)
 
     def _begin_compensation(self, done_in_order: list[int]) -> Command:
         self._current = None

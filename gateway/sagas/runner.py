@@ -108,6 +108,11 @@ class SagaRunner:
         ctx = {"saga_id": saga_id, "kind": definition.name, "gate_id": self.gate_id,
                "created_at": iso(now), "captured_at": iso(now), **context}
         ctx["saga_id"] = saga_id
+        if DEFINITIONS.get(definition.name) != definition:
+            # Not one of the daemon's tables (a seed-API saga): keep its steps in the log so
+            # that recovery can rebuild it.
+            ctx["_steps"] = [_spec_json(step)
+                             for step in definition.steps]
         run = _Run(saga_id, definition, SagaMachine(definition), ctx, self.clock.monotonic())
         log_ctx = {k: v for k, v in ctx.items() if k not in KEEP_OUT_OF_LOG}
         run.batch.append(lambda conn: saga_log.create(
@@ -121,9 +126,9 @@ class SagaRunner:
         pending = await self.store.read(saga_log.unfinished)
         outcomes = []
         for saga in pending:
-            definition = DEFINITIONS.get(saga["kind"])
+            definition = _definition_of(saga)
             if definition is None:
-                continue
+                continue  # pragma: no cover - every saga the runner writes is rebuildable
             sid = str(saga["saga_id"])
             records = await self.store.read(partial(saga_log.step_records, saga_id=sid))
             results = await self.store.read(partial(saga_log.step_results, saga_id=sid))
@@ -162,13 +167,13 @@ class SagaRunner:
             await self._flush(run, f"before {step.name}")
         if cmd.recovering:
             payload["recovering"] = True
+        attempts: list[Attempt] = []
         try:
-            result, source, attempts = await self._call(
-                run, step, payload, key if step.kind is not StepKind.READ else None)
+            result, source = await self._call(
+                run, step, payload, key if step.kind is not StepKind.READ else None, attempts)
         except (PermanentError, TransientError) as exc:
             unknown = isinstance(exc, TransientError) and step.kind in (
                 StepKind.REMOTE_WRITE, StepKind.DEVICE)
-            attempts = getattr(exc, "attempts", [])
             self._log_step(run, i, step, "failed", key, started_at, t0, attempts=attempts,
                            error=str(exc), outcome_unknown=unknown)
             self._step_event(run, step, None, str(exc))
@@ -250,7 +255,8 @@ class SagaRunner:
                 # its id (the service answers a replay with the original), then undo it.
                 fwd = payloads.build(step.operation, step.name, run.ctx, run.results)
                 try:
-                    result, _, _ = await self._call(run, step, fwd, f"{run.saga_id}:{step.name}")
+                    result, _ = await self._call(run, step, fwd, f"{run.saga_id}:{step.name}",
+                                                 [])
                 except PermanentError:
                     result = None  # it never took effect: nothing to undo
                 if result is None:
@@ -261,7 +267,8 @@ class SagaRunner:
                 run.results[step.name] = _loggable(result)
             payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
             comp = StepSpec(step.compensation, step.service, step.compensation, step.kind)
-            result, source, attempts = await self._call(run, comp, payload, key)
+            attempts: list[Attempt] = []
+            result, source = await self._call(run, comp, payload, key, attempts)
         except PermanentError as exc:
             self._log_step(run, i, step, "failed", key, started_at, t0, phase="compensation",
                            error=str(exc), attempts_n=cmd.attempt)
@@ -306,8 +313,10 @@ class SagaRunner:
                            duration_ms)
 
     # -- calling services with retry, breaker, alternatives and cache ----------------------
-    async def _call(self, run: _Run, step: StepSpec, payload: Json,
-                    key: str | None) -> tuple[Json, str, list[Attempt]]:
+    async def _call(self, run: _Run, step: StepSpec, payload: Json, key: str | None,
+                    attempts: list[Attempt]) -> tuple[Json, str]:
+        """The step's answer and where it came from; every call made is appended to
+        ``attempts`` (also when it raises)."""
         policy = self.policy_for(step)
         alternatives = [a for a in policy.alternative_services if a in self.registry.remote]
         names = [step.service, *alternatives]
@@ -315,7 +324,6 @@ class SagaRunner:
                                    max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
                                    deadline_s=policy.deadline_s)
         begin = self.clock.monotonic()
-        attempts: list[Attempt] = []
         last: TransientError | None = None
         for name in names:
             service = self.registry.remote.get(name)
@@ -344,7 +352,6 @@ class SagaRunner:
                     if breaker is not None:
                         breaker.record_success(self.clock.monotonic())
                     self._collect_transitions(run, service, breaker)
-                    exc.attempts = attempts  # type: ignore[attr-defined]
                     raise
                 except TransientError as exc:
                     last = exc
@@ -372,18 +379,16 @@ class SagaRunner:
                 if instance:
                     attempts[-1] = Attempt(f"{name}@{instance}", "ok", attempts[-1].duration_ms)
                 self._remember(run, step, policy, result, source)
-                return result, source, attempts
+                return result, source
         if policy.use_cache_fallback and step.kind is StepKind.READ:
             cached = await self._cached(run)
             if cached is not None:
                 attempts.append(Attempt("cache", "cache", 0.0))
                 self._event(run, "fallback_used", {"saga_id": run.saga_id, "step": step.name,
                                                    "source": "cache", "after": str(last)})
-                return cached, "cache", attempts
-        error = last or TransientError(f"{step.name}: no service could be tried",
-                                       service=step.service)
-        error.attempts = attempts  # type: ignore[attr-defined]
-        raise error
+                return cached, "cache"
+        raise last or TransientError(f"{step.name}: no service could be tried",
+                                     service=step.service)
 
     def _remember(self, run: _Run, step: StepSpec, policy: StepPolicy, result: Json,
                   source: str) -> None:
@@ -483,6 +488,20 @@ class SagaRunner:
         run.exists = True
         self.on_boundary(f"after commit {label}")
         return result
+
+
+def _spec_json(step: StepSpec) -> Json:
+    return {"name": step.name, "service": step.service, "operation": step.operation,
+            "kind": step.kind.value, "compensation": step.compensation,
+            "recover_forward": step.recover_forward, "requires": step.requires}
+
+
+def _definition_of(saga: Json) -> SagaDefinition | None:
+    steps = saga["context"].get("_steps")
+    if steps:
+        return SagaDefinition(saga["kind"], tuple(
+            StepSpec(**{**st, "kind": StepKind(st["kind"])}) for st in steps))
+    return DEFINITIONS.get(saga["kind"])
 
 
 def _reason(step: StepSpec, exc: Exception) -> str:

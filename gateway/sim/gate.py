@@ -4,6 +4,7 @@ passage). The full lane with loops and relays on mock pins replaces it in the da
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from gateway.core.errors import PermanentError
@@ -19,6 +20,7 @@ class InstantGate:
 
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
+        await asyncio.sleep(0)  # a real barrier is awaited: let cancellation in as it would
         recovering = bool(payload.get("recovering"))
         if operation == "open_barrier":
             self.opened += 1

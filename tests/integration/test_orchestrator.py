@@ -210,3 +210,50 @@ async def test_malformed_reply_is_a_transient_failure(tmp_path):
         await session.close()
         await store.close()
         await runner_.cleanup()
+
+
+async def test_a_stop_mid_saga_leaves_the_log_and_recovery_compensates(gateway):
+    runner, store, central = gateway
+    task: asyncio.Task | None = None
+
+    def stop_here(label: str) -> None:
+        if label == "before call create_entry_record" and task is not None:
+            task.cancel()  # the daemon is stopping: not a saga failure
+
+    runner.on_boundary = stop_here
+    task = asyncio.create_task(runner.run(ENTRY, {"lane_id": "entry-1",
+                                                  "license_plate": "34ABC123"}))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (saga,) = await store.read(saga_log.unfinished)
+    assert saga["status"] == "running"
+    assert (await store.occupancy())["allocated"] == 1
+    runner.on_boundary = lambda label: None
+    (outcome,) = await runner.recover()
+    assert outcome.status == "compensated"
+    assert (await store.occupancy())["allocated"] == 0
+    # the create whose outcome was unknown was settled under its own key, then cancelled
+    assert all(e["status"] == "cancelled" for e in central.entries.values())
+    types = [e["type"] for e in await store.events_after(0, 200)]
+    assert "saga_recovered" in types
+
+
+async def test_recovery_after_the_barrier_opened_completes_the_entry(gateway):
+    runner, store, _ = gateway
+    task: asyncio.Task | None = None
+
+    def stop_here(label: str) -> None:
+        if label == "after commit before open_barrier" and task is not None:
+            task.cancel()
+
+    runner.on_boundary = stop_here
+    task = asyncio.create_task(runner.run(ENTRY, {"lane_id": "entry-1",
+                                                  "license_plate": "34ABC123"}))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    runner.on_boundary = lambda label: None
+    (outcome,) = await runner.recover()
+    assert outcome.status == "completed"
+    assert outcome.results["confirm_passage"] == {"passed": True, "assumed": True}
+    sessions = await store.read(spaces.list_sessions)
+    assert sessions[0]["status"] == "inside"
