@@ -214,7 +214,7 @@ async def test_malformed_reply_is_a_transient_failure(tmp_path):
 
 async def test_a_stop_mid_saga_leaves_the_log_and_recovery_compensates(gateway):
     runner, store, central = gateway
-    task: asyncio.Task | None = None
+    task: asyncio.Task[object] | None = None
 
     def stop_here(label: str) -> None:
         if label == "before call create_entry_record" and task is not None:
@@ -240,7 +240,7 @@ async def test_a_stop_mid_saga_leaves_the_log_and_recovery_compensates(gateway):
 
 async def test_recovery_after_the_barrier_opened_completes_the_entry(gateway):
     runner, store, _ = gateway
-    task: asyncio.Task | None = None
+    task: asyncio.Task[object] | None = None
 
     def stop_here(label: str) -> None:
         if label == "after commit before open_barrier" and task is not None:
