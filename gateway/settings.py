@@ -104,6 +104,8 @@ class PolicySettings(_Section, frozen=True):
     entry_when_unverifiable: Literal["deny", "allow"] = "deny"
     exit_when_unverifiable: Literal["allow", "deny"] = "allow"
     record_when_unreachable: Literal["queue", "deny"] = "queue"
+    anti_passback: Literal["deny", "allow"] = "deny"  # a plate already inside enters again
+    exit_without_entry: Literal["allow", "deny"] = "allow"  # an exit with no matching entry
 
 
 class SagaSettings(_Section, frozen=True):
@@ -122,6 +124,64 @@ class StoreSettings(_Section, frozen=True):
 
 class SimulationSettings(_Section, frozen=True):
     enabled: bool = False
+    start_central: bool = False  # run the sim central service on central.base_urls[0]
+    traffic: bool = False  # generate vehicles on every lane
+    traffic_interval_s: Positive = 6.0
+    reaction_s: NonNegative = 0.8  # barrier up -> vehicle moves onto the safety loop
+    dwell_s: NonNegative = 0.8  # on both loops
+    crossing_s: NonNegative = 1.2  # on the safety loop alone
+    arm_travel_s: NonNegative = 1.0  # the arm going up or down
+    patience_s: Positive = 8.0  # a vehicle that is not let in leaves after this long
+    stall_s: Positive = 20.0  # how long a stalling vehicle stays
+
+
+class LoopSettings(_Section, frozen=True):
+    kind: Literal["sim", "gpio", "serial"] = "sim"
+    pin: int | str = 0  # gpio: BCM number or a name like "GPIO17"
+    active_high: bool = True
+    pull: Literal["up", "down", "none"] = "none"
+    mode: Literal["presence", "pulse"] = "presence"
+    port: str = ""  # serial: e.g. /dev/ttyUSB0
+    baudrate: Annotated[int, msgspec.Meta(ge=300, le=921600)] = 9600
+    channel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    silent_s: Positive = 10.0  # serial: no line for this long is a fault
+
+
+class BarrierSettings(_Section, frozen=True):
+    kind: Literal["sim", "gpio"] = "sim"
+    open_pin: int | str = 0
+    close_pin: int | str | None = None  # none: the barrier closes on its own timer
+    active_high: bool = True
+    pulse_s: Positive = 0.5
+
+
+class CameraSettings(_Section, frozen=True):
+    kind: Literal["sim", "opencv", "none"] = "sim"
+    source: str = ""  # opencv: USB index ("0"), rtsp://… URL, or a video/image file
+    burst: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    frame_timeout_s: Positive = 1.0
+    max_width: Annotated[int, msgspec.Meta(ge=160, le=4096)] = 1280
+    jpeg_quality: Annotated[int, msgspec.Meta(ge=10, le=100)] = 80
+    crop_plate: bool = True
+    watchdog_s: Positive = 5.0
+    width: Annotated[int, msgspec.Meta(ge=160, le=4096)] = 1280  # sim frames
+    height: Annotated[int, msgspec.Meta(ge=120, le=2160)] = 720
+
+
+class IndicatorSettings(_Section, frozen=True):
+    kind: Literal["sim", "gpio", "none"] = "none"
+    green_pin: int | str | None = None
+    red_pin: int | str | None = None
+    full_sign_pin: int | str | None = None
+
+
+class TimingSettings(_Section, frozen=True):
+    debounce_s: NonNegative = 0.05
+    capture_timeout_s: Positive = 3.0
+    passage_timeout_s: Positive = 30.0
+    arm_travel_s: NonNegative = 2.0
+    stuck_occupied_s: Positive = 900.0
+    duplicate_window_s: NonNegative = 10.0
 
 
 class ZoneSettings(_Section, frozen=True):
@@ -139,6 +199,12 @@ class LaneSettings(_Section, frozen=True):
     id: Ident
     direction: Literal["entry", "exit"]
     zone_order: list[str] = msgspec.field(default_factory=list)
+    timings: TimingSettings = TimingSettings()
+    arming_loop: LoopSettings = LoopSettings()
+    safety_loop: LoopSettings = LoopSettings()
+    barrier: BarrierSettings = BarrierSettings()
+    camera: CameraSettings = CameraSettings()
+    indicators: IndicatorSettings = IndicatorSettings()
 
 
 class Settings(_Section, frozen=True):
@@ -257,6 +323,20 @@ def _cross_checks(s: Settings) -> list[str]:
             if zone not in names:
                 problems.append(f"lanes[{i}].zone_order: unknown zone {zone!r} "
                                 f"(zones: {', '.join(names)})")
+    for i, lane in enumerate(s.lanes):
+        for part in ("arming_loop", "safety_loop", "barrier", "camera"):
+            kind = getattr(lane, part).kind
+            if kind == "sim" and not s.simulation.enabled:
+                problems.append(f"lanes[{i}].{part}.kind: 'sim' needs simulation.enabled = true "
+                                "(or configure the real device)")
+        for part in ("arming_loop", "safety_loop"):
+            loop = getattr(lane, part)
+            if loop.kind == "serial" and not loop.port:
+                problems.append(f"lanes[{i}].{part}.port: a serial loop needs its port, "
+                                "e.g. /dev/ttyUSB0")
+        if lane.camera.kind == "opencv" and not lane.camera.source:
+            problems.append(f"lanes[{i}].camera.source: an opencv camera needs a source "
+                            "(USB index, rtsp:// URL or a file)")
     if s.central.deadline_s > s.central.decision_deadline_s:
         problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
                         f"({s.central.deadline_s} > {s.central.decision_deadline_s})")

@@ -44,6 +44,8 @@ decision_deadline_s = 2.0
 reset_timeout_s = 0.1
 [backup]
 enabled = false
+[simulation]
+enabled = true
 [saga]
 compensation_backoff_initial_s = 0.01
 compensation_backoff_max_s = 0.05

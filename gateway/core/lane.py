@@ -278,10 +278,11 @@ class Lane:
 
     def _on_decide(self, now: float, event: Event | None) -> list[Command]:
         assert isinstance(event, PlateCaptured)
-        if not event.plate:
+        if not event.plate and not event.image_b64:
             self._go(LaneState.DENIED)
             return [self._emit(f"{self.direction}_denied", reason="no_plate_found")]
-        self.plate = event.plate
+        # With an image but no local reading, the central service reads the plate.
+        self.plate = event.plate or ""
         self.saga_id = event.saga_id
         if self._last_granted and self._last_granted[0] == event.plate \
                 and now - self._last_granted[1] < self.t.duplicate_window_s:
@@ -290,9 +291,7 @@ class Lane:
             self._go(LaneState.DENIED)
             return [self._emit("duplicate_read", license_plate=event.plate)]
         self._go(LaneState.DECIDING)
-        return [self._emit("plate_read", license_plate=event.plate,
-                           confidence=event.confidence),
-                StartSaga(event.saga_id, event.plate, event.confidence, event.image_b64)]
+        return [StartSaga(event.saga_id, self.plate, event.confidence, event.image_b64)]
 
     def _on_idle_quietly(self, now: float, _: Event | None) -> list[Command]:
         return self._idle(now)

@@ -52,7 +52,9 @@ def build_registry(settings: Settings, session: aiohttp.ClientSession, clock: Cl
     if backup is not None:
         registry.register(ALTERNATIVE_LICENSE_PLATE_SERVICE, backup)
     registry.register(PARKING_MGMT_SERVICE, ParkingService(
-        {lane.id: lane.zone_order for lane in settings.lanes}))
+        {lane.id: lane.zone_order for lane in settings.lanes},
+        anti_passback=settings.policy.anti_passback,
+        exit_without_entry=settings.policy.exit_without_entry))
     registry.register(GATE_SERVICE, gate)
     return registry
 

@@ -61,7 +61,7 @@ def _cancel_exit(ctx: Json, results: dict[str, Json]) -> Json:
 
 
 def _gate(ctx: Json, results: dict[str, Json]) -> Json:
-    return {**_identity(ctx), "license_plate": _plate(ctx, results),
+    return {**_identity(ctx), "saga_id": ctx["saga_id"], "license_plate": _plate(ctx, results),
             "behaviour": ctx.get("behaviour", "pass")}
 
 

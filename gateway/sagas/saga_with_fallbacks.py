@@ -152,7 +152,8 @@ def default_registry() -> ServiceRegistry:
     registry.register(LICENSE_PLATE_SERVICE, InProcessPlateService(LICENSE_PLATE_SERVICE))
     registry.register(ALTERNATIVE_LICENSE_PLATE_SERVICE,
                       InProcessPlateService(ALTERNATIVE_LICENSE_PLATE_SERVICE))
-    registry.register(PARKING_MGMT_SERVICE, ParkingService())
+    # The seed's examples enter the same plates again and model no exits: flag, not deny.
+    registry.register(PARKING_MGMT_SERVICE, ParkingService(anti_passback="allow"))
     return registry
 
 

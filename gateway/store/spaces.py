@@ -124,6 +124,16 @@ def open_session(
     return int(cur.lastrowid or 0)
 
 
+def inside(conn: sqlite3.Connection, plate: str, exclude_saga: str = "") -> bool:
+    """Is a vehicle with this plate inside (an open session, or a space held by another
+    entry saga)?"""
+    row = conn.execute(
+        "SELECT 1 FROM vehicle_sessions WHERE plate=? AND status != 'exited' "
+        "UNION ALL SELECT 1 FROM spaces WHERE plate=? AND state='allocated' AND saga_id != ? "
+        "LIMIT 1", (plate, plate, exclude_saga)).fetchone()
+    return row is not None
+
+
 def begin_exit(
     conn: sqlite3.Connection, plate: str, exit_saga_id: str, now: str
 ) -> dict[str, Any] | None:

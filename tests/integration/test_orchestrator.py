@@ -31,6 +31,8 @@ decision_deadline_s = 1.0
 reset_timeout_s = 0.1
 [backup]
 enabled = false
+[simulation]
+enabled = true
 [saga]
 compensation_backoff_initial_s = 0.01
 compensation_backoff_max_s = 0.05
@@ -257,3 +259,12 @@ async def test_recovery_after_the_barrier_opened_completes_the_entry(gateway):
     assert outcome.results["confirm_passage"] == {"passed": True, "assumed": True}
     sessions = await store.read(spaces.list_sessions)
     assert sessions[0]["status"] == "inside"
+
+
+async def test_anti_passback_denies_a_plate_already_inside(gateway):
+    runner, store, central = gateway
+    assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})).succeeded
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+    assert out.status == "compensated" and "anti_passback" in out.reason
+    assert (await store.occupancy())["allocated"] == 1
+    assert len(central.entries) == 1

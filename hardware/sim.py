@@ -1,0 +1,97 @@
+"""Simulated hardware that goes through the real interfaces: gpiozero mock pins for loops
+and relays, and a camera that renders a plate on a car-like background and, like an ANPR
+camera, also gives its reading."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+from gpiozero.pins.mock import MockFactory, MockPin
+
+Listener = Callable[[bool], None]
+
+
+class ObservedMockPin(MockPin):  # type: ignore[misc]
+    """A mock pin that tells listeners about output changes (the simulated barrier arm
+    "sees" its relay) and keeps a bounded history (the demo runs for days)."""
+
+    def __init__(self, factory: Any, info: Any) -> None:
+        super().__init__(factory, info)
+        self.listeners: list[Listener] = []
+
+    def _change_state(self, value: bool) -> bool:
+        changed = bool(super()._change_state(value))
+        if len(self.states) > 64:
+            del self.states[:-32]
+        if changed:
+            for listener in list(self.listeners):
+                listener(value)
+        return changed
+
+
+def sim_factory() -> MockFactory:
+    return MockFactory(pin_class=ObservedMockPin)
+
+
+class SimCameraSource:
+    """Synthetic frames: a car with the current vehicle's plate, or an empty lane."""
+
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 15.0) -> None:
+        self.width, self.height = width, height
+        self.frame_interval_s = 1.0 / fps
+        self._lock = threading.Lock()
+        self._plate: str | None = None
+        self._frame_for: str | None = "-"
+        self._frame: np.ndarray[Any, Any] | None = None
+        self._rng = np.random.default_rng(7)
+
+    def show(self, plate: str | None) -> None:
+        """The vehicle in front of the camera (``None``: the lane is empty)."""
+        with self._lock:
+            self._plate = plate
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray[Any, Any] | None:
+        with self._lock:
+            plate = self._plate
+        if plate != self._frame_for or self._frame is None:
+            self._frame = render_frame(plate, self.width, self.height)
+            self._frame_for = plate
+        noisy = self._frame.copy()
+        # a little sensor noise so frames differ and sharpness has something to choose
+        noise = self._rng.integers(0, 6, size=(8, 8), dtype=np.uint8)
+        noisy[:8, :8] = noise[..., None]
+        return noisy
+
+    def reading(self) -> tuple[str | None, float]:
+        with self._lock:
+            return (self._plate, 0.95) if self._plate else (None, 0.0)
+
+
+def render_frame(plate: str | None, width: int, height: int) -> np.ndarray[Any, Any]:
+    frame = np.full((height, width, 3), (70, 75, 80), dtype=np.uint8)  # asphalt
+    if plate is None:
+        return frame
+    cx, cy = width // 2, int(height * 0.55)
+    cw, ch = int(width * 0.55), int(height * 0.5)
+    cv2.rectangle(frame, (cx - cw // 2, cy - ch // 2), (cx + cw // 2, cy + ch // 2),
+                  (40, 40, 150), -1)  # the car body
+    cv2.rectangle(frame, (cx - cw // 3, cy - ch // 2 - ch // 4), (cx + cw // 3, cy - ch // 2),
+                  (60, 60, 170), -1)  # the roof
+    pw, ph = int(width * 0.2), int(width * 0.2 / 4.5)
+    x0, y0 = cx - pw // 2, cy + ch // 6
+    cv2.rectangle(frame, (x0, y0), (x0 + pw, y0 + ph), (245, 245, 245), -1)
+    scale = ph / 40
+    cv2.putText(frame, plate, (x0 + int(pw * 0.06), y0 + int(ph * 0.75)),
+                cv2.FONT_HERSHEY_SIMPLEX, scale, (10, 10, 10), max(1, int(scale * 2)),
+                cv2.LINE_AA)
+    return frame
