@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway check-config``. Exit codes: 0 clean stop,
+"""Command line: ``python -m gateway {run,check-config,hw-test}``. Exit codes: 0 clean stop,
 2 configuration error, 1 anything else."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import argparse
 import os
 import sys
 
-from gateway.core.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.core.errors import ConfigError, StoreError
+from gateway.settings import load_default, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -26,13 +26,33 @@ def _check_config(path: str) -> int:
     return EXIT_OK
 
 
+def _run(path: str | None) -> int:
+    from gateway.app import run_daemon
+
+    try:
+        settings = load_settings(path, os.environ) if path else load_default(os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(run_daemon(settings))
+    except StoreError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parking-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", help="configuration file (default: the embedded demo)")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path")
     args = parser.parse_args(argv)
-    return _check_config(args.path)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    return _run(args.config)
 
 
 if __name__ == "__main__":

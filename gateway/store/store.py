@@ -25,6 +25,8 @@ class Store:
     def __init__(self, db: Database, thread: ThreadPoolExecutor) -> None:
         self.db = db
         self._thread = thread
+        # Called on the event loop after each committed write (wakes SSE streams).
+        self.on_commit: list[Callable[[], None]] = []
 
     @classmethod
     async def open(
@@ -55,7 +57,10 @@ class Store:
         def txn(db: Database) -> T:
             with db.transaction() as conn:
                 return fn(conn)
-        return await self.run(txn)
+        result = await self.run(txn)
+        for hook in self.on_commit:
+            hook()
+        return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.run(lambda db: fn(db.conn))

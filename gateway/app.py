@@ -1,0 +1,268 @@
+"""The composition root: builds, starts and stops everything, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from gateway import __version__
+from gateway.clock import Clock, SystemClock, iso
+from gateway.core.errors import DeviceError
+from gateway.sagas.factory import build_registry, build_runner, central_session
+from gateway.sagas.runner import SagaRunner
+from gateway.services.central import CentralPool
+from gateway.services.lane import GateService, LaneController
+from gateway.settings import Settings
+from gateway.sim.central import SimCentralState
+from gateway.sim.central import make_app as make_sim_central
+from gateway.sim.traffic import SimLaneWorld
+from gateway.sim.world import SimWorld
+from gateway.store import events, plate_cache, spaces
+from gateway.store.store import Store
+from gateway.web.app import make_app
+from hardware.build import LaneDevices, build_lane_devices
+from hardware.serial_loop import SerialLoopPort
+from hardware.sim import sim_factory
+
+log = logging.getLogger("gateway")
+HOUSEKEEPING_INTERVAL_S = 3600.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.started_at = self.clock.monotonic()
+        self.stopping = asyncio.Event()
+        self.lanes: dict[str, LaneController] = {}
+        self.lane_errors: dict[str, str] = {}
+        self.devices: dict[str, LaneDevices] = {}
+        self.serial_ports: dict[str, SerialLoopPort] = {}
+        self.sim: SimWorld | None = None
+        self.sim_central: web.AppRunner | None = None
+        self.store: Store
+        self.runner: SagaRunner
+        self.session: aiohttp.ClientSession | None = None
+        self.web: web.AppRunner | None = None
+        self.web_port: int | None = None
+        self._commit = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lot_full: bool | None = None
+
+    # -- start and stop ----------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.store = await Store.open(s.database_path, s.zone_specs(),
+                                      synchronous=s.store.synchronous,
+                                      busy_timeout_ms=s.store.busy_timeout_ms)
+        self.store.on_commit.append(self.notify_commit)
+        if s.simulation.enabled and s.simulation.start_central:
+            await self._start_sim_central()
+        self.session = central_session(s)
+        gate = GateService()
+        registry = build_registry(s, self.session, self.clock, gate)
+        self.runner = build_runner(s, self.store, registry, self.clock)
+        self._tasks.append(asyncio.create_task(self._recover(), name="recovery"))
+        factory = sim_factory() if s.simulation.enabled else None
+        if s.simulation.enabled:
+            self.sim = SimWorld(s.simulation)
+        for index, lane in enumerate(s.lanes):
+            try:
+                devices = build_lane_devices(lane, index, factory, self.serial_ports)
+            except DeviceError as exc:
+                # one broken lane must not stop the others; it is reported, not hidden
+                self.lane_errors[lane.id] = str(exc)
+                log.error("%s", exc)
+                await self._event("hardware_fault", {"device": "lane", "reason": str(exc)},
+                                  lane.id)
+                continue
+            self.devices[lane.id] = devices
+            controller = LaneController(lane, devices, self.runner, self.store, self.clock,
+                                        s.gate.id, after_saga=self.check_occupancy)
+            self.lanes[lane.id] = controller
+            gate.lanes[lane.id] = controller
+            if self.sim is not None and devices.sim_pins and devices.sim_camera:
+                self.sim.add_lane(SimLaneWorld(lane.id, factory, devices.sim_pins,
+                                               devices.sim_camera, s.simulation), lane.direction)
+        for port in self.serial_ports.values():
+            port.on_fault = self._serial_fault(port)
+            port.start()
+        for controller in self.lanes.values():
+            await controller.start()
+        if self.sim is not None:
+            self.sim.start(self._parked_plates)
+        await self.check_occupancy()
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        await self._start_web()
+        log.info("gateway %s started: %d lane(s), web on http://%s:%s", s.gate.id,
+                 len(self.lanes), s.web.host, self.web_port)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        self.notify_commit()
+        if self.web is not None:
+            await self.web.cleanup()
+        if self.sim is not None:
+            await self.sim.stop()
+        for controller in self.lanes.values():
+            await controller.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for port in self.serial_ports.values():
+            await port.stop()
+        for devices in self.devices.values():
+            devices.release()  # relays de-energised on every exit
+        if self.session is not None:
+            await self.session.close()
+        if self.sim_central is not None:
+            await self.sim_central.cleanup()
+        await self.store.close()
+
+    async def _start_sim_central(self) -> None:
+        url = urlsplit(self.settings.central.base_urls[0])
+        self.sim_central = web.AppRunner(make_sim_central(SimCentralState(
+            blocked={"66BAD66"}, permits={"06PRM001"})), access_log=None)
+        await self.sim_central.setup()
+        await web.TCPSite(self.sim_central, url.hostname or "127.0.0.1", url.port or 80).start()
+
+    async def _start_web(self) -> None:
+        self.web = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        await self.web.setup()
+        site = web.TCPSite(self.web, self.settings.web.host, self.settings.web.port)
+        await site.start()
+        addresses = self.web.addresses
+        self.web_port = addresses[0][1] if addresses else self.settings.web.port
+
+    async def _recover(self) -> None:
+        outcomes = await self.runner.recover()
+        if outcomes:
+            log.info("recovered %d saga(s): %s", len(outcomes),
+                     ", ".join(f"{o.saga_id} {o.status}" for o in outcomes))
+            await self.check_occupancy()
+
+    def _serial_fault(self, port: SerialLoopPort) -> Any:
+        def on_fault(reason: str, recovered: bool) -> None:
+            for lane_id, devices in self.devices.items():
+                for loop in (devices.arming, devices.safety):
+                    if getattr(loop, "port", None) is port:
+                        self.lanes[lane_id].loop_fault(loop.name, reason, recovered)
+        return on_fault
+
+    async def _housekeeping(self) -> None:
+        st = self.settings.store
+        while True:
+            wall = self.clock.wall()
+            oldest = iso(wall - st.events_max_age_days * 86400)
+            await self.store.write(lambda c: events.prune(
+                c, max_rows=st.events_max_rows, oldest_ts_kept=oldest))
+            await self.store.write(lambda c: plate_cache.prune(
+                c, wall, self.runner.cache_max_stale_s, st.plate_cache_max_rows))
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    # -- shared helpers ----------------------------------------------------------------
+    def notify_commit(self) -> None:
+        self._commit.set()
+
+    async def wait_for_commit(self, timeout: float) -> None:
+        self._commit.clear()
+        try:
+            await asyncio.wait_for(self._commit.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
+        ts, synced = iso(self.clock.wall()), self.clock.wall_synced()
+        await self.store.write(lambda c: events.append(
+            c, gate_id=self.settings.gate.id, type=type_, ts=ts, data=data, lane_id=lane_id,
+            wall_synced=synced))
+
+    async def _parked_plates(self) -> list[str]:
+        rows = await self.store.read(lambda c: c.execute(
+            "SELECT plate FROM vehicle_sessions WHERE status='inside' LIMIT 200").fetchall())
+        return [r[0] for r in rows]
+
+    async def check_occupancy(self) -> None:
+        occ = await self.store.occupancy()
+        full = occ["free"] == 0
+        if full != self._lot_full:
+            if self._lot_full is not None:
+                await self._event("lot_full" if full else "lot_available", occ)
+            self._lot_full = full
+            for controller in self.lanes.values():
+                controller.set_full_sign(full)
+
+    async def set_space_state(self, space_id: str, state: str) -> None:
+        now = iso(self.clock.wall())
+        await self.store.write(lambda c: spaces.set_state(c, space_id, state, now))
+        await self._event("space_state_changed", {"space_id": space_id, "state": state})
+        await self.check_occupancy()
+
+    # -- status ------------------------------------------------------------------------
+    def central_circuit(self) -> str:
+        service = self.runner.registry.remote.get("license_plate_service")
+        return service.circuit() if isinstance(service, CentralPool) else "unknown"
+
+    def health_problems(self) -> list[str]:
+        problems = list(self.lane_errors.values())
+        for controller in self.lanes.values():
+            for device, why in controller.status()["faults"].items():
+                problems.append(f"lane {controller.id}: {device}: {why}")
+        if self.central_circuit() == "open":
+            problems.append("central service: circuit open")
+        return problems
+
+    async def status(self) -> dict[str, Any]:
+        occ = await self.store.occupancy()
+        pending = await self.store.read(events.outbox_pending)
+        lanes = [c.status() for c in self.lanes.values()]
+        lanes += [{"id": lane, "direction": "", "state": "fault", "barrier": "unknown",
+                   "loops": {}, "faults": {"lane": why}, "last": {}}
+                  for lane, why in self.lane_errors.items()]
+        problems = self.health_problems()
+        return {
+            "gate_id": self.settings.gate.id, "version": __version__,
+            "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
+            "time": iso(self.clock.wall()), "wall_synced": self.clock.wall_synced(),
+            "occupancy": occ, "lanes": lanes,
+            "services": {"central": {"circuit": self.central_circuit()},
+                         "backup": {"circuit": "closed" if self.settings.backup.enabled
+                                    else "disabled"},
+                         "mqtt": {"connected": False}},
+            "outbox": {"pending": pending}, "offline_queue": {"pending": 0},
+            "healthy": not problems, "problems": problems,
+            "simulation": self.sim is not None,
+        }
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    gateway = Gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        started = time.monotonic()
+        await gateway.stop()
+        log.info("stopped in %.2fs", time.monotonic() - started)
+
+
+def run_daemon(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    asyncio.run(serve(settings))
+    return 0

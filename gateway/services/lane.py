@@ -1,0 +1,325 @@
+"""The lane controller: runs the pure lane machine against the lane's devices and the
+saga orchestrator, and serves the saga's ``gate_service`` steps (open the barrier, confirm
+the passage) for its lane.
+
+Device callbacks arrive on gpiozero's (or the camera's) threads and are handed to the
+event loop with ``call_soon_threadsafe``; everything else runs on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.clock import Clock, iso
+from gateway.core.errors import DeviceError, PermanentError
+from gateway.core.lane import (
+    AnswerOpen,
+    Capture,
+    Close,
+    Command,
+    Emit,
+    Event,
+    Lane,
+    LaneState,
+    LaneTimings,
+    LoopFault,
+    LoopRaw,
+    ManualOpen,
+    OpenRequested,
+    PassageResult,
+    PlateCaptured,
+    PulseOpen,
+    SagaFinished,
+    StartSaga,
+    Tick,
+)
+from gateway.core.steps import DEFINITIONS
+from gateway.sagas.runner import SagaRunner
+from gateway.settings import LaneSettings
+from gateway.store import events
+from gateway.store.store import Store
+from hardware.build import LaneDevices
+from hardware.camera import capture
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+
+class LaneController:
+    def __init__(self, settings: LaneSettings, devices: LaneDevices, runner: SagaRunner,
+                 store: Store, clock: Clock, gate_id: str,
+                 after_saga: Callable[[], Awaitable[None]] | None = None) -> None:
+        t = settings.timings
+        self.settings = settings
+        self.id = settings.id
+        self.direction = settings.direction
+        self.lane = Lane(settings.id, settings.direction, LaneTimings(
+            debounce_s=t.debounce_s, capture_timeout_s=t.capture_timeout_s,
+            passage_timeout_s=t.passage_timeout_s, arm_travel_s=t.arm_travel_s,
+            stuck_occupied_s=t.stuck_occupied_s, duplicate_window_s=t.duplicate_window_s))
+        self.devices = devices
+        self.runner = runner
+        self.store = store
+        self.clock = clock
+        self.gate_id = gate_id
+        self.after_saga = after_saga
+        self.last: Json = {}
+        self.latencies: deque[dict[str, float]] = deque(maxlen=1000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._open: dict[str, asyncio.Future[AnswerOpen]] = {}
+        self._passage: dict[str, asyncio.Future[PassageResult]] = {}
+        self._cycle: dict[str, float] = {}
+        self.camera_fault = ""
+
+    # -- life cycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        d = self.devices
+        for loop in (d.arming, d.safety):
+            loop.start(self._from_thread)
+        if d.camera is not None:
+            d.camera.on_health = lambda ok, why: self._threadsafe(self._camera_health, ok, why)
+            d.camera.start()
+        self._lights()
+        self.feed(LoopRaw("arming", d.arming.occupied))
+        self.feed(LoopRaw("safety", d.safety.occupied))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiters: list[asyncio.Future[Any]] = [*self._open.values(), *self._passage.values()]
+        for fut in waiters:
+            if not fut.done():
+                fut.cancel()
+
+    # -- events in ---------------------------------------------------------------------
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _from_thread(self, name: str, occupied: bool) -> None:
+        self._threadsafe(self.feed, LoopRaw(name, occupied))
+
+    def feed(self, event: Event) -> None:
+        now = self.clock.monotonic()
+        commands = self.lane.handle(event, now)
+        for cmd in commands:
+            self._execute(cmd, now)
+        self._lights()
+        self._arm_timer(now)
+
+    def loop_fault(self, loop: str, reason: str, recovered: bool) -> None:
+        self.feed(LoopFault(loop, reason, recovered))
+
+    def manual_open(self, who: str, why: str) -> bool:
+        before = self.lane.state
+        self.feed(ManualOpen(who, why))
+        return self.lane.state is LaneState.OPENING and before is not LaneState.OPENING
+
+    def _arm_timer(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.lane.next_deadline()
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - now), self.feed, Tick())
+
+    # -- commands out ------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.id} {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("lane %s: %s failed", self.id, task.get_name(), exc_info=task.exception())
+
+    def _execute(self, cmd: Command, now: float) -> None:
+        if isinstance(cmd, Emit):
+            if cmd.type == "vehicle_detected":
+                self._cycle = {"loop": now}
+            self.emit(cmd.type, cmd.data)
+        elif isinstance(cmd, Capture):
+            self._spawn(self._capture(), "capture")
+        elif isinstance(cmd, StartSaga):
+            self._spawn(self._run_saga(cmd), f"saga {cmd.saga_id}")
+        elif isinstance(cmd, PulseOpen):
+            self._cycle["open"] = now
+            self._spawn(self._relay(self.devices.barrier.pulse_open(), "barrier"), "open pulse")
+        elif isinstance(cmd, Close):
+            self._spawn(self._relay(self.devices.barrier.close(), "barrier"), "close")
+        elif isinstance(cmd, PassageResult):
+            fut = self._passage.setdefault(cmd.saga_id, self._new_future())
+            if not fut.done():
+                fut.set_result(cmd)
+        elif isinstance(cmd, AnswerOpen):
+            waiter = self._open.pop(cmd.saga_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(cmd)
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        return self._loop.create_future()
+
+    def emit(self, type_: str, data: Json) -> None:
+        if type_ == "barrier_opened" and "open" in self._cycle:
+            data = {**data, "stages_ms": self._stages()}
+        ts, synced = iso(self.clock.wall()), self.clock.wall_synced()
+        self._spawn(self.store.write(lambda conn: events.append(
+            conn, gate_id=self.gate_id, type=type_, ts=ts, data=data, lane_id=self.id,
+            wall_synced=synced)), f"event {type_}")
+
+    def _stages(self) -> dict[str, float]:
+        c = self._cycle
+        marks = [("frame", "frame"), ("plate", "plate"), ("decision", "decision"),
+                 ("relay", "open")]
+        out: dict[str, float] = {}
+        prev = c.get("loop")
+        for name, key in marks:
+            if key in c and prev is not None:
+                out[name] = round((c[key] - prev) * 1000, 3)
+                prev = c[key]
+        if "loop" in c and "open" in c:
+            out["total"] = round((c["open"] - c["loop"]) * 1000, 3)
+            self.latencies.append(out)
+        return out
+
+    async def _relay(self, action: Awaitable[None], device: str) -> None:
+        try:
+            await action
+        except DeviceError as exc:
+            self.emit("hardware_fault", {"device": device, "reason": str(exc)})
+
+    async def _capture(self) -> None:
+        saga_id = str(uuid.uuid4())
+        grabber = self.devices.camera
+        if grabber is None:
+            self.feed(PlateCaptured(None, saga_id))
+            return
+        try:
+            shot = await asyncio.to_thread(capture, grabber, self.devices.capture)
+        except DeviceError as exc:
+            self.emit("hardware_fault", {"device": "camera", "reason": str(exc)})
+            self.feed(PlateCaptured(None, saga_id))
+            return
+        now = self.clock.monotonic()
+        self._cycle["frame"] = now - shot.timings_ms.get("encode", 0) / 1000 \
+            - shot.timings_ms.get("select", 0) / 1000
+        self._cycle["plate"] = now
+        self.feed(PlateCaptured(shot.plate, saga_id, shot.confidence, shot.image_b64))
+
+    async def _run_saga(self, cmd: StartSaga) -> None:
+        ctx: Json = {"lane_id": self.id, "license_plate": cmd.plate,
+                     "plate_confidence": cmd.confidence}
+        if cmd.image_b64:
+            ctx["image_jpeg_b64"] = cmd.image_b64
+        definition = DEFINITIONS[self.direction]
+        try:
+            outcome = await self.runner.run(definition, ctx, saga_id=cmd.saga_id)
+        except asyncio.CancelledError:
+            raise  # stopping: the log stays as it is and recovery finishes the saga
+        except Exception as exc:
+            log.exception("lane %s: saga %s crashed", self.id, cmd.saga_id)
+            self.feed(SagaFinished(cmd.saga_id, "failed", str(exc)))
+            return
+        self.last = {"saga_id": outcome.saga_id, "license_plate": cmd.plate,
+                     "status": outcome.status, "reason": outcome.reason,
+                     "sources": outcome.sources, "duration_ms": round(outcome.duration_ms, 1)}
+        self._open.pop(cmd.saga_id, None)
+        self._passage.pop(cmd.saga_id, None)
+        self.feed(SagaFinished(cmd.saga_id, outcome.status, outcome.reason))
+        if self.after_saga is not None:
+            await self.after_saga()
+
+    # -- the saga's gate_service steps ---------------------------------------------------
+    async def open_barrier(self, saga_id: str, recovering: bool) -> Json:
+        if recovering:
+            return {"opened": False, "assumed": True}
+        self._cycle["decision"] = self.clock.monotonic()
+        waiter: asyncio.Future[AnswerOpen] = self._new_future()
+        self._open[saga_id] = waiter
+        self.feed(OpenRequested(saga_id))
+        answer = await waiter
+        if not answer.opened:
+            raise PermanentError(f"barrier not opened: {answer.reason}", service="gate_service")
+        return {"opened": True}
+
+    async def confirm_passage(self, saga_id: str, recovering: bool) -> Json:
+        if recovering:
+            return {"passed": True, "assumed": True}
+        fut = self._passage.setdefault(saga_id, self._new_future())
+        try:
+            result = await fut
+        finally:
+            self._passage.pop(saga_id, None)
+        if not result.passed:
+            raise PermanentError(result.reason or "no passage", service="gate_service")
+        return {"passed": True}
+
+    # -- lights and status -------------------------------------------------------------
+    def _lights(self) -> None:
+        go = self.lane.state in (LaneState.OPENING, LaneState.PASSING)
+        ind = self.devices.indicators
+        if "green" in ind:
+            ind["green"].set(go)
+        if "red" in ind:
+            ind["red"].set(not go)
+
+    def set_full_sign(self, full: bool) -> None:
+        if "full" in self.devices.indicators:
+            self.devices.indicators["full"].set(full)
+
+    def _camera_health(self, ok: bool, why: str) -> None:
+        if ok and self.camera_fault:
+            self.camera_fault = ""
+            self.emit("hardware_recovered", {"device": "camera"})
+        elif not ok and not self.camera_fault:
+            self.camera_fault = why or "no frames"
+            self.emit("hardware_fault", {"device": "camera", "reason": self.camera_fault})
+
+    def status(self) -> Json:
+        d = self.devices
+        return {
+            "id": self.id, "direction": self.direction, "state": self.lane.state.value,
+            "barrier": self.lane.barrier,
+            "loops": {"arming": bool(d.arming.occupied), "safety": bool(d.safety.occupied)},
+            "faults": {**self.lane.faults, **({"camera": self.camera_fault}
+                                              if self.camera_fault else {})},
+            "last": self.last,
+        }
+
+
+class GateService:
+    """The saga's ``gate_service``: routes each call to its lane's controller."""
+
+    name = "gate_service"
+
+    def __init__(self) -> None:
+        self.lanes: dict[str, LaneController] = {}
+
+    async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
+                   deadline_s: float) -> Json:
+        lane = self.lanes.get(str(payload.get("lane_id", "")))
+        saga_id = str(payload.get("saga_id", ""))
+        recovering = bool(payload.get("recovering"))
+        if lane is None:
+            if recovering:  # the lane is gone from the configuration: nothing to drive
+                return {"assumed": True}
+            raise PermanentError(f"no lane {payload.get('lane_id')!r}", service=self.name)
+        if operation == "open_barrier":
+            return await lane.open_barrier(saga_id, recovering)
+        if operation == "confirm_passage":
+            return await lane.confirm_passage(saga_id, recovering)
+        raise PermanentError(f"gate_service has no operation {operation!r}", service=self.name)

@@ -1,0 +1,1 @@
+"""The gateway's web server: status page, JSON API, SSE, simulation API."""

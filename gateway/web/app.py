@@ -1,0 +1,223 @@
+"""The aiohttp application of contracts/web-api.md."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from gateway.core.errors import PermanentError
+from gateway.store import events, saga_log, spaces
+from gateway.web.page import PAGE
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+Plate = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
+
+
+class SimVehicleRequest(msgspec.Struct, forbid_unknown_fields=True):
+    plate: Plate
+    behaviour: Literal["pass", "back_out", "stall", "tailgate"] = "pass"
+
+
+class ManualOpenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    who: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "operator"
+    why: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class SpaceStateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    state: Literal["free", "out_of_service"]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), status=status,
+                        content_type="application/json")
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return _json({"error": reason}, status)
+
+
+async def _body(request: web.Request, type_: type[Any]) -> Any:
+    raw = await request.content.read(16_385)
+    if len(raw) > 16_384:
+        raise web.HTTPRequestEntityTooLarge(max_size=16_384, actual_size=len(raw))
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise web.HTTPBadRequest(body=msgspec.json.encode({"error": str(exc)}),
+                                 content_type="application/json") from None
+
+
+def _admin(request: web.Request) -> None:
+    token = request.app[GATEWAY].settings.admin_token.reveal()
+    given = request.headers.get("Authorization", "")
+    if not token:
+        raise web.HTTPUnauthorized(text='{"error": "no admin token is configured"}',
+                                   content_type="application/json")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise web.HTTPUnauthorized(text='{"error": "a valid admin token is required"}',
+                                   content_type="application/json")
+
+
+def _int(request: web.Request, name: str, default: int, high: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f'{{"error": "{name} must be an integer"}}',
+                                 content_type="application/json") from None
+    return max(0, min(value, high))
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    problems = request.app[GATEWAY].health_problems()
+    return _json({"healthy": not problems, "problems": problems}, 503 if problems else 200)
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(await request.app[GATEWAY].status())
+
+
+async def list_events(request: web.Request) -> web.Response:
+    after = _int(request, "after_seq", 0, 2**62)
+    limit = _int(request, "limit", 100, 1000)
+    store = request.app[GATEWAY].store
+    return _json(await store.read(lambda c: events.list_after(c, after, limit)))
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    after = _int(request, "after_seq", 0, 2**62)
+    if "Last-Event-ID" in request.headers:
+        try:
+            after = int(request.headers["Last-Event-ID"])
+        except ValueError:
+            pass
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    if after == 0:  # a new page: start from the last few events
+        latest = await gw.store.read(lambda c: c.execute("SELECT max(seq) FROM events")
+                                     .fetchone()[0]) or 0
+        after = max(0, int(latest) - 20)
+    while not gw.stopping.is_set():
+        batch = await gw.store.read(lambda c: events.list_after(c, after, 200))
+        for event in batch:
+            after = event["seq"]
+            await resp.write(b"id: %d\ndata: %s\n\n" % (after, msgspec.json.encode(event)))
+        if not batch:
+            await gw.wait_for_commit(15.0)
+            if not gw.stopping.is_set():
+                await resp.write(b": keep-alive\n\n")
+    return resp
+
+
+async def list_spaces(request: web.Request) -> web.Response:
+    return _json(await request.app[GATEWAY].store.read(spaces.list_spaces))
+
+
+async def list_sagas(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    limit = _int(request, "limit", 100, 1000)
+    return _json(await request.app[GATEWAY].store.read(
+        lambda c: saga_log.list_sagas(c, state, limit)))
+
+
+async def get_saga(request: web.Request) -> web.Response:
+    saga_id = request.match_info["saga_id"]
+    saga = await request.app[GATEWAY].store.read(lambda c: saga_log.get(c, saga_id))
+    return _json(saga) if saga else _error(404, "no such saga")
+
+
+async def manual_open(request: web.Request) -> web.Response:
+    _admin(request)
+    gw = request.app[GATEWAY]
+    lane = gw.lanes.get(request.match_info["lane_id"])
+    if lane is None:
+        return _error(404, "no such lane")
+    body = await _body(request, ManualOpenRequest)
+    if not lane.manual_open(body.who, body.why):
+        return _error(409, f"not opened: the barrier is {lane.lane.barrier} "
+                           f"({lane.lane.state.value})")
+    return _json({"lane_id": lane.id, "opened": True})
+
+
+async def space_state(request: web.Request) -> web.Response:
+    _admin(request)
+    body = await _body(request, SpaceStateRequest)
+    gw = request.app[GATEWAY]
+    space_id = request.match_info["space_id"]
+    try:
+        await gw.set_space_state(space_id, body.state)
+    except PermanentError as exc:
+        return _error(exc.status or 400, str(exc))
+    return _json({"space_id": space_id, "state": body.state})
+
+
+async def sim_vehicle(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.sim is None:
+        return _error(404, "simulation is not enabled")
+    lane_id = request.match_info["lane_id"]
+    if lane_id not in gw.sim.worlds:
+        return _error(404, f"no simulated lane {lane_id!r}")
+    body = await _body(request, SimVehicleRequest)
+    vehicle = gw.sim.add_vehicle(lane_id, body.plate, body.behaviour)
+    return _json({"vehicle_id": vehicle.vehicle_id}, 202)
+
+
+async def sim_vehicle_status(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.sim is None:
+        return _error(404, "simulation is not enabled")
+    vehicle = gw.sim.vehicles.get(request.match_info["vehicle_id"])
+    return _json(vehicle.as_json()) if vehicle else _error(404, "no such vehicle")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        request.app.logger.exception("error serving %s", request.path)
+        return _error(500, "internal error")
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app[GATEWAY] = gateway
+    r = app.router
+    r.add_get("/", page)
+    r.add_get("/healthz", healthz)
+    r.add_get("/api/status", status)
+    r.add_get("/api/events", list_events)
+    r.add_get("/api/events/stream", stream_events)
+    r.add_get("/api/spaces", list_spaces)
+    r.add_get("/api/sagas", list_sagas)
+    r.add_get("/api/sagas/{saga_id}", get_saga)
+    r.add_post("/api/lanes/{lane_id}/open", manual_open)
+    r.add_post("/api/spaces/{space_id}/state", space_state)
+    r.add_post("/api/sim/lanes/{lane_id}/vehicles", sim_vehicle)
+    r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)
+
+    async def wake_streams(app: web.Application) -> None:
+        # an open status page would otherwise hold a SIGTERM shutdown for 30 s
+        gateway.stopping.set()
+        gateway.notify_commit()
+
+    app.on_shutdown.append(wake_streams)
+    return app
