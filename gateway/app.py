@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -161,22 +163,21 @@ class Gateway:
         while True:
             wall = self.clock.wall()
             oldest = iso(wall - st.events_max_age_days * 86400)
-            await self.store.write(lambda c: events.prune(
-                c, max_rows=st.events_max_rows, oldest_ts_kept=oldest))
-            await self.store.write(lambda c: plate_cache.prune(
-                c, wall, self.runner.cache_max_stale_s, st.plate_cache_max_rows))
+            await self.store.write(partial(events.prune, max_rows=st.events_max_rows,
+                                           oldest_ts_kept=oldest))
+            await self.store.write(partial(plate_cache.prune, now=wall,
+                                           max_stale_s=self.runner.cache_max_stale_s,
+                                           max_rows=st.plate_cache_max_rows))
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     # -- shared helpers ----------------------------------------------------------------
     def notify_commit(self) -> None:
         self._commit.set()
 
-    async def wait_for_commit(self, timeout: float) -> None:
+    async def wait_for_commit(self, within_s: float) -> None:
         self._commit.clear()
-        try:
-            await asyncio.wait_for(self._commit.wait(), timeout)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._commit.wait(), within_s)
 
     async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
         ts, synced = iso(self.clock.wall()), self.clock.wall_synced()

@@ -14,6 +14,7 @@ after the port disappears, and reports a port that stays silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,14 +127,10 @@ class SerialLoopPort:
 
     def _close(self) -> None:
         if self._serial is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError, RuntimeError, serial.SerialException):
                 asyncio.get_running_loop().remove_reader(self._serial.fileno())
-            except (OSError, ValueError, RuntimeError, serial.SerialException):
-                pass
-            try:
+            with contextlib.suppress(OSError, serial.SerialException):
                 self._serial.close()
-            except (OSError, serial.SerialException):
-                pass
             self._serial = None
         self.connected = False
 

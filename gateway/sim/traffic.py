@@ -107,9 +107,9 @@ class SimLaneWorld:
                 self.safety.drive_low()
                 self.camera.show(None)
 
-    async def _arm_up(self, timeout: float) -> bool:
+    async def _arm_up(self, within_s: float) -> bool:
         try:
-            await asyncio.wait_for(self.arm.up.wait(), timeout)
+            await asyncio.wait_for(self.arm.up.wait(), within_s)
         except TimeoutError:
             return False
         return True

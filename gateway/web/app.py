@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
@@ -98,10 +100,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     after = _int(request, "after_seq", 0, 2**62)
     if "Last-Event-ID" in request.headers:
-        try:
+        with contextlib.suppress(ValueError):
             after = int(request.headers["Last-Event-ID"])
-        except ValueError:
-            pass
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
@@ -110,7 +110,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                                      .fetchone()[0]) or 0
         after = max(0, int(latest) - 20)
     while not gw.stopping.is_set():
-        batch = await gw.store.read(lambda c: events.list_after(c, after, 200))
+        batch = await gw.store.read(partial(events.list_after, after_seq=after, limit=200))
         for event in batch:
             after = event["seq"]
             await resp.write(b"id: %d\ndata: %s\n\n" % (after, msgspec.json.encode(event)))
