@@ -234,7 +234,7 @@ def capture(grabber: LatestFrameGrabber, s: CaptureSettings) -> Shot:
     encoded."""
     t0 = time.monotonic()
     frames = []
-    after = t0 - 0.5  # a frame from the last half second is still this vehicle
+    after = t0  # frames from after the trigger: the vehicle is on the loop, in view
     for _ in range(max(1, s.burst)):
         got = grabber.latest(newer_than=after, timeout_s=s.frame_timeout_s)
         if got is None:

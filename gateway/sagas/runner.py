@@ -470,8 +470,6 @@ class SagaRunner:
                 "saga_id": run.saga_id, "license_plate": run.ctx.get("license_plate"),
                 "reason": (result or {}).get("reason") if granted else error,
                 "source": run.sources.get(step.name, "")})
-        elif step.name == "confirm_passage" and error is not None and kind == "entry":
-            self._event(run, "vehicle_backed_out", {"saga_id": run.saga_id, "reason": error})
 
     async def _flush(self, run: _Run, label: str, extra: Callable[[sqlite3.Connection], Any]
                      | None = None) -> Any:

@@ -126,7 +126,7 @@ async def test_back_out_compensates_in_reverse_with_idempotency_keys(gateway):
     assert f"{out.saga_id}:create_entry_record" in keys
     assert f"{out.saga_id}:cancel_entry_record" in keys
     types = [e["type"] for e in await store.events_after()]
-    assert "vehicle_backed_out" in types
+    assert "saga_compensated" in types and "vehicle_entered" not in types
 
 
 async def test_lot_full_is_a_definitive_refusal(gateway):

@@ -1,0 +1,126 @@
+"""Running the daemon as a separate process for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "e2e-secret-token"
+
+
+def e2e_config(data_dir: Path, central_url: str, extra: str = "") -> str:
+    lane = """
+[lanes.timings]
+debounce_s = 0.01
+arm_travel_s = 0.3
+capture_timeout_s = 1.0
+passage_timeout_s = 2.0
+duplicate_window_s = 0.5
+[lanes.camera]
+burst = 1
+width = 320
+height = 240
+[lanes.indicators]
+kind = "sim"
+"""
+    return f"""
+[gate]
+id = "e2e-gate"
+data_dir = "{data_dir}"
+[central]
+base_urls = ["{central_url}"]
+deadline_s = 0.5
+reset_timeout_s = 1.0
+[backup]
+enabled = false
+[web]
+host = "127.0.0.1"
+port = 0
+[simulation]
+enabled = true
+reaction_s = 0.05
+dwell_s = 0.05
+crossing_s = 0.05
+arm_travel_s = 0.2
+patience_s = 0.6
+stall_s = 0.5
+[[zones]]
+name = "A"
+spaces = 10
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+{lane}
+[[lanes]]
+id = "exit-1"
+direction = "exit"
+{lane}
+{extra}
+"""
+
+
+class Daemon:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.log: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, within_s: float = 30.0) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", "--config", str(self.config), cwd=ROOT,
+            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(found))
+        self.url = await asyncio.wait_for(found, within_s)
+
+    async def _read(self, found: asyncio.Future[str]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            m = re.search(r"web on (http://\S+)", line)
+            if m and not found.done():
+                found.set_result(m.group(1))
+        if not found.done():
+            found.set_exception(RuntimeError("daemon exited:\n" + "\n".join(self.log[-30:])))
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), 20)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+
+async def until(check: Callable[[], Any], within_s: float = 10.0, every_s: float = 0.02) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; the daemon is
+    another process, so its API is the thing to wait on."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {within_s}s")
+        await asyncio.sleep(every_s)
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as resp:
+        return await resp.json()

@@ -1,0 +1,140 @@
+"""The daemon as a separate process on a temp data dir, driven through the simulation
+API; then the space table, the sessions, the events and the central records must agree."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.sim.central import SimCentralState
+from tests.conftest import start_central
+from tests.e2e.daemon import ADMIN_TOKEN, Daemon, e2e_config, get, until
+
+
+@pytest.fixture
+async def world(tmp_path):
+    state = SimCentralState(blocked={"66BAD66"})
+    central = await start_central(state)
+    config = tmp_path / "gateway.toml"
+    config.write_text(e2e_config(tmp_path / "data", central.url))
+    daemon = Daemon(config)
+    await daemon.start()
+    async with aiohttp.ClientSession() as http:
+        yield daemon, http, state, tmp_path
+    try:
+        assert await daemon.stop() == 0, "\n".join(daemon.log[-40:])
+    finally:
+        await central.runner.cleanup()
+
+
+async def drive(daemon: Daemon, http: aiohttp.ClientSession, lane: str, plate: str,
+                behaviour: str = "pass") -> Any:
+    async with http.post(f"{daemon.url}/api/sim/lanes/{lane}/vehicles",
+                         json={"plate": plate, "behaviour": behaviour}) as resp:
+        assert resp.status == 202, await resp.text()
+        vid = (await resp.json())["vehicle_id"]
+
+    async def finished():
+        v = await get(http, f"{daemon.url}/api/sim/vehicles/{vid}")
+        return v if v["status"] in ("passed", "left") else None
+
+    vehicle = await until(finished)
+
+    async def settled():
+        status = await get(http, f"{daemon.url}/api/status")
+        running = await get(http, f"{daemon.url}/api/sagas?state=running")
+        comp = await get(http, f"{daemon.url}/api/sagas?state=compensating")
+        idle = all(lane["state"] == "idle" for lane in status["lanes"])
+        return idle and not running and not comp
+    await until(settled)
+    return vehicle
+
+
+async def test_entries_exits_back_outs_denials_and_tailgating_agree(world):
+    daemon, http, central, tmp_path = world
+    url = daemon.url
+    assert (await drive(daemon, http, "entry-1", "34ABC123"))["status"] == "passed"
+    assert (await drive(daemon, http, "entry-1", "06XYZ99", "back_out"))["status"] == "left"
+    assert (await drive(daemon, http, "entry-1", "66BAD66"))["status"] == "left"  # blocked
+    assert (await drive(daemon, http, "entry-1", "35KLM77", "tailgate"))["status"] == "passed"
+    assert (await drive(daemon, http, "exit-1", "34ABC123"))["status"] == "passed"
+    assert (await drive(daemon, http, "exit-1", "35KLM77", "back_out"))["status"] == "left"
+
+    events = await get(http, f"{url}/api/events?limit=1000")
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    types = Counter(e["type"] for e in events)
+    assert types["vehicle_entered"] == 2 and types["vehicle_exited"] == 1
+    assert types["entry_denied"] == 1 and types["tailgating_detected"] == 1
+    assert types["vehicle_backed_out"] == 2
+    assert types["barrier_opened"] == types["barrier_closed"] == 5
+
+    spaces = await get(http, f"{url}/api/spaces")
+    allocated = {s["plate"]: s["space_id"] for s in spaces if s["state"] == "allocated"}
+    assert set(allocated) == {"35KLM77"}
+    status = await get(http, f"{url}/api/status")
+    assert status["occupancy"]["allocated"] == 1 and status["healthy"]
+
+    # the central service saw each record once, and it agrees with the gate
+    entries = {r["license_plate"]: r for r in central.entries.values()}
+    assert entries["34ABC123"]["status"] == "active"
+    assert entries["06XYZ99"]["status"] == "cancelled"
+    assert entries["35KLM77"]["status"] == "active"
+    assert "66BAD66" not in entries
+    exits = {r["license_plate"]: r for r in central.exits.values()}
+    assert exits["34ABC123"]["status"] == "active"
+    assert exits["35KLM77"]["status"] == "cancelled"
+    assert all(n == 1 for n in Counter(
+        r["idempotency_key"] for r in [*central.entries.values(), *central.exits.values()]
+    ).values())
+
+    db = sqlite3.connect(f"file:{tmp_path / 'data' / 'gateway.sqlite3'}?mode=ro", uri=True)
+    sessions = {r[0]: (r[1], r[2]) for r in db.execute(
+        "SELECT plate, status, space_id FROM vehicle_sessions")}
+    db.close()
+    assert sessions["34ABC123"][0] == "exited"
+    assert sessions["35KLM77"] == ("inside", allocated["35KLM77"])
+    assert set(sessions) == {"34ABC123", "35KLM77"}
+
+
+async def test_bad_requests_admin_and_manual_open(world):
+    daemon, http, _, _ = world
+    url = daemon.url
+    async with http.post(f"{url}/api/sim/lanes/nope/vehicles", json={"plate": "X1"}) as r:
+        assert r.status == 404
+    for body in ({"plate": "<b>x</b>"}, {"plate": "X1", "behaviour": "fly"}, {"x": 1}):
+        async with http.post(f"{url}/api/sim/lanes/entry-1/vehicles", json=body) as r:
+            assert r.status == 400, body
+    async with http.post(f"{url}/api/sim/lanes/entry-1/vehicles", data=b"{not json") as r:
+        assert r.status == 400
+    async with http.post(f"{url}/api/lanes/entry-1/open", json={}) as r:
+        assert r.status == 401
+    async with http.post(f"{url}/api/lanes/entry-1/open", json={},
+                         headers={"Authorization": "Bearer wrong"}) as r:
+        assert r.status == 401
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.post(f"{url}/api/lanes/entry-1/open", headers=auth,
+                         json={"who": "tester", "why": "e2e"}) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(f"{url}/api/lanes/entry-1/open", headers=auth, json={}) as r:
+        assert r.status == 409  # already open
+    async with http.post(f"{url}/api/spaces/A-003/state", headers=auth,
+                         json={"state": "out_of_service"}) as r:
+        assert r.status == 200
+    async with http.post(f"{url}/api/spaces/Z-999/state", headers=auth,
+                         json={"state": "free"}) as r:
+        assert r.status == 404
+    events = await get(http, f"{url}/api/events?limit=1000")
+    manual = [e for e in events if e["type"] == "manual_open"]
+    assert manual and manual[0]["data"]["who"] == "tester"
+    status = await get(http, f"{url}/api/status")
+    assert status["occupancy"]["out_of_service"] == 1
+    assert ADMIN_TOKEN not in "\n".join(daemon.log)
+    async with http.get(f"{url}/healthz") as r:
+        assert r.status == 200
+    async with http.get(f"{url}/") as r:
+        assert "Parking gate" in await r.text()
