@@ -92,7 +92,7 @@ class LatestFrameGrabber:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="camera-grabber", daemon=True)
-        self._healthy = False
+        self._healthy: bool | None = None  # unknown until the first frame or failure
 
     def start(self) -> None:
         self._thread.start()

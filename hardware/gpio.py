@@ -65,7 +65,6 @@ class GpioLoop:
                     state = self._pulse_state
                 on_change(self.name, state)
             self.device.when_activated = pulse
-            self.device.when_deactivated = None
         else:
             self.device.when_activated = lambda: on_change(self.name, True)
             self.device.when_deactivated = lambda: on_change(self.name, False)
