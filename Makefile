@@ -31,6 +31,7 @@ soak: venv
 
 bench: venv
 	$(PY) bench/saga_throughput.py
+	$(PY) bench/lane_latency.py
 
 venv: $(STAMP)
 

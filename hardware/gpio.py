@@ -114,6 +114,7 @@ class GpioBarrier:
         self.open_pulses = 0
         self.close_pulses = 0
         self.refused_closes = 0
+        self._generation = 0
 
     async def pulse_open(self) -> None:
         self.open_pulses += 1
@@ -129,11 +130,19 @@ class GpioBarrier:
         await self._pulse(self.close_relay)
 
     async def _pulse(self, relay: GpioRelay) -> None:
+        # One command at a time: a new one ends the pulse in progress first, so open and
+        # close are never energised together, and a repeated open is a fresh edge.
+        for other in (self.open_relay, self.close_relay):
+            if other is not None and other.energised:
+                other.set(False)
+        self._generation += 1
+        mine = self._generation
         relay.set(True)
         try:
             await asyncio.sleep(self.pulse_s)
         finally:
-            relay.set(False)  # also when cancelled: never leave a relay energised
+            if self._generation == mine:  # else a newer pulse owns the relays now
+                relay.set(False)  # also when cancelled: never leave a relay energised
 
     def release(self) -> None:
         """De-energise everything and free the pins (on any exit)."""

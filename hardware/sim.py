@@ -40,7 +40,7 @@ def sim_factory() -> MockFactory:
 class SimCameraSource:
     """Synthetic frames: a car with the current vehicle's plate, or an empty lane."""
 
-    def __init__(self, width: int = 1280, height: int = 720, fps: float = 15.0) -> None:
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 25.0) -> None:
         self.width, self.height = width, height
         self.frame_interval_s = 1.0 / fps
         self._lock = threading.Lock()

@@ -77,6 +77,7 @@ class LaneController:
         self._passage: dict[str, asyncio.Future[PassageResult]] = {}
         self._cycle: dict[str, float] = {}
         self.camera_fault = ""
+        self.idle = asyncio.Event()  # set while the lane is idle (tools and benchmarks wait)
 
     # -- life cycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,6 +116,10 @@ class LaneController:
         commands = self.lane.handle(event, now)
         for cmd in commands:
             self._execute(cmd, now)
+        if self.lane.state is LaneState.IDLE:
+            self.idle.set()
+        else:
+            self.idle.clear()
         self._lights()
         self._arm_timer(now)
 

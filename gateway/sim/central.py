@@ -7,6 +7,7 @@ blocked. Run it alone with ``python -m gateway.sim central --port N``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class SimCentralState:
     by_key: dict[str, tuple[int, Json]] = field(default_factory=dict)  # key -> (status, body)
     key_hits: Counter[str] = field(default_factory=Counter)
     verify_calls: int = 0
+    delay_s: float = 0.0  # added to every answer (benchmarks, demos of a slow service)
 
     def decide(self, plate: str, direction: str) -> Json:
         if plate in self.blocked:
@@ -97,7 +99,14 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _delay(request: web.Request) -> None:
+    delay = request.app[STATE].delay_s
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 async def verify(request: web.Request) -> web.Response:
+    await _delay(request)
     status, reply = request.app[STATE].verify(await _body(request))
     return web.json_response(reply, status=status)
 
@@ -105,6 +114,7 @@ async def verify(request: web.Request) -> web.Response:
 def _create(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         key = _key(request)
+        await _delay(request)
         status, reply = request.app[STATE].create(kind, key, await _body(request))
         return web.json_response(reply, status=status)
     return handler

@@ -31,10 +31,13 @@ class SimVehicle:
     behaviour: str
     status: str = "queued"  # queued | arriving | waiting | passing | passed | left
     history: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set(self, status: str) -> None:
         self.status = status
         self.history.append(status)
+        if status in ("passed", "left"):
+            self.done.set()
 
     def as_json(self) -> dict[str, Any]:
         return {"vehicle_id": self.vehicle_id, "lane_id": self.lane_id, "plate": self.plate,

@@ -121,3 +121,24 @@ kind = "sim"
         devices.release()
     finally:
         f.reset()
+
+
+async def test_open_and_close_relays_are_never_energised_together(factory):
+    barrier = GpioBarrier(GpioRelay("open", 22, pin_factory=factory),
+                          GpioRelay("close", 23, pin_factory=factory), pulse_s=5,
+                          safety_occupied=lambda: False)
+    open_pin, close_pin = factory.pin(22), factory.pin(23)
+    closing = asyncio.create_task(barrier.close())
+    await asyncio.sleep(0)
+    assert close_pin.state is True
+    opening = asyncio.create_task(barrier.pulse_open())  # a new vehicle: open again
+    await asyncio.sleep(0)
+    assert open_pin.state is True and close_pin.state is False
+    again = asyncio.create_task(barrier.pulse_open())  # a repeated open is a fresh edge
+    await asyncio.sleep(0)
+    assert [s.state for s in open_pin.states][-3:] == [True, False, True]
+    for task in (closing, opening, again):
+        task.cancel()
+    await asyncio.gather(closing, opening, again, return_exceptions=True)
+    assert open_pin.state is False and close_pin.state is False
+    barrier.release()
