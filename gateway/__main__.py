@@ -42,6 +42,20 @@ def _run(path: str | None) -> int:
         return EXIT_FAILURE
 
 
+def _hw_test(path: str, seconds: float, pulse: bool) -> int:
+    import asyncio
+
+    from gateway.hw_test import hw_test
+
+    try:
+        settings = load_settings(path, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(hw_test(settings, seconds, pulse, sys.stdout))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parking-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", help="configuration file (default: the embedded demo)")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path")
+    hw = sub.add_parser("hw-test", help="installer's check of loops, relays and camera")
+    hw.add_argument("--config", required=True)
+    hw.add_argument("--seconds", type=float, default=10.0,
+                    help="how long to watch the loops (default 10)")
+    hw.add_argument("--pulse", action="store_true",
+                    help="also pulse the barrier relays and the lights")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path)
+    if args.command == "hw-test":
+        return _hw_test(args.config, args.seconds, args.pulse)
     return _run(args.config)
 
 

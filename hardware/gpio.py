@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import DigitalInputDevice, OutputDevice
-from gpiozero.exc import GPIOZeroError
+from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError
 
 from gateway.core.errors import DeviceError
 
@@ -25,7 +25,13 @@ OnChange = Callable[[str, bool], None]
 
 
 def _device_error(what: str, exc: Exception) -> DeviceError:
-    return DeviceError(f"{what}: {type(exc).__name__}: {exc}")
+    hint = ""
+    if isinstance(exc, BadPinFactory):
+        hint = (" (no GPIO here: not a Raspberry Pi, or the lgpio package is missing; "
+                "use kind = \"sim\" with simulation.enabled to try the gateway without one)")
+    elif isinstance(exc, GPIOPinInUse):
+        hint = " (another device in the configuration, or another program, uses this pin)"
+    return DeviceError(f"{what}: {type(exc).__name__}: {exc}{hint}")
 
 
 class GpioLoop:
