@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TextIO
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TextIO
 
 from gateway.core.errors import DeviceError
 from gateway.settings import LaneSettings, Settings
@@ -24,7 +26,7 @@ from hardware.sim import sim_factory
 
 async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: float,
                 pulse: bool, out: TextIO, ports: dict[str, SerialLoopPort],
-                factory: object) -> bool:
+                factory: object, on_watch: Callable[[], None]) -> bool:
     print(f"lane {lane.id} ({lane.direction})", file=out)
     try:
         devices: LaneDevices = build_lane_devices(lane, index, factory, ports)
@@ -37,8 +39,8 @@ async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: flo
 
     def changed(name: str, occupied: bool) -> None:
         t = time.monotonic() - started
-        loop.call_soon_threadsafe(
-            print, f"  {t:7.3f}s {name} loop {'OCCUPIED' if occupied else 'clear'}", file=out)
+        line = f"  {t:7.3f}s {name} loop {'OCCUPIED' if occupied else 'clear'}"
+        loop.call_soon_threadsafe(partial(print, line, file=out))
 
     try:
         for port in ports.values():  # this lane's serial ports only
@@ -59,9 +61,10 @@ async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: flo
                 path = settings.data_dir / f"hw-test-{lane.id}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(shot.jpeg)
+                region = "found" if shot.cropped else "not found"
                 print(f"  camera: {len(shot.jpeg)} byte JPEG saved to {path}; sharpness "
-                      f"{shot.sharpness:.0f}; plate region {'found' if shot.cropped else 'not found'}"
-                      f"; reading {shot.plate or '-'}", file=out)
+                      f"{shot.sharpness:.0f}; plate region {region}; reading "
+                      f"{shot.plate or '-'}", file=out)
         else:
             print("  camera: none configured", file=out)
         if pulse:
@@ -80,6 +83,7 @@ async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: flo
                 print(f"  light {name} on for 0.5 s", file=out)
         if seconds > 0:
             print(f"  watching the loops for {seconds:g}s …", file=out)
+            on_watch()
             await asyncio.sleep(seconds)
     finally:
         devices.release()
@@ -89,12 +93,15 @@ async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: flo
     return ok
 
 
-async def hw_test(settings: Settings, seconds: float, pulse: bool, out: TextIO) -> int:
-    factory = sim_factory() if settings.simulation.enabled else None
+async def hw_test(settings: Settings, seconds: float, pulse: bool, out: TextIO, *,
+                  factory: Any = None, on_watch: Callable[[], None] = lambda: None) -> int:
+    if factory is None and settings.simulation.enabled:
+        factory = sim_factory()
     results = []
     for index, lane in enumerate(settings.lanes):
         ports: dict[str, SerialLoopPort] = {}
-        results.append(await _lane(lane, index, settings, seconds, pulse, out, ports, factory))
+        results.append(await _lane(lane, index, settings, seconds, pulse, out, ports, factory,
+                                   on_watch))
     if not settings.lanes:
         print("no lanes configured", file=out)
     print("all devices answered" if all(results) else "some devices did not answer", file=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from gateway.hw_test import hw_test
 from gateway.settings import load_default, parse_settings
+from hardware.build import sim_pins
+from hardware.sim import sim_factory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +61,20 @@ def test_run_with_a_bad_config_exits_2_naming_the_problem(tmp_path):
 
 def test_the_embedded_default_is_the_demo_config():
     assert load_default().gate.id == "demo-gate"
+
+
+async def test_hw_test_prints_loop_changes(tmp_path):
+    text = (ROOT / "config" / "demo.toml").read_text().replace(
+        'data_dir = "./data/demo"', f'data_dir = "{tmp_path}"')
+    settings = parse_settings(text, "demo.toml")
+    out = io.StringIO()
+    factory = sim_factory()
+    watching = asyncio.Event()
+    task = asyncio.create_task(hw_test(settings, 0.3, False, out, factory=factory,
+                                       on_watch=watching.set))
+    await watching.wait()
+    factory.pin(sim_pins(0).arming).drive_high()
+    factory.pin(sim_pins(0).arming).drive_low()
+    assert await task == 0
+    report = out.getvalue()
+    assert "arming loop OCCUPIED" in report and "arming loop clear" in report
