@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.clock import Clock, SystemClock, iso
 from gateway.core.errors import DeviceError
+from gateway.notify import sd_notify
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.runner import SagaRunner
 from gateway.services.central import CentralPool
@@ -249,16 +250,33 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog: asyncio.Task[None] | None = None
     try:
         await gateway.start()
+        sd_notify(settings.notify_socket, f"READY=1\nSTATUS=serving {len(gateway.lanes)} lane(s)")
+        if settings.watchdog_s > 0:
+            watchdog = asyncio.create_task(_watchdog(gateway, settings.watchdog_s / 2))
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("stopping")
     finally:
+        sd_notify(settings.notify_socket, "STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
         started = time.monotonic()
         await gateway.stop()
         log.info("stopped in %.2fs", time.monotonic() - started)
+
+
+async def _watchdog(gateway: Gateway, every_s: float) -> None:
+    """Tell systemd we are alive only while the loop runs and the database answers: a hung
+    database thread then gets the daemon restarted."""
+    while True:
+        await asyncio.wait_for(gateway.store.read(lambda c: c.execute("SELECT 1").fetchone()),
+                               every_s)
+        sd_notify(gateway.settings.notify_socket, "WATCHDOG=1")
+        await asyncio.sleep(every_s)
 
 
 def run_daemon(settings: Settings) -> int:

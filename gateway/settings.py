@@ -224,6 +224,8 @@ class Settings(_Section, frozen=True):
     # Filled from the environment, never from the file.
     mqtt_password: Secret = msgspec.field(default_factory=lambda: Secret(""))
     admin_token: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    notify_socket: str = ""  # systemd's NOTIFY_SOCKET
+    watchdog_s: float = 0.0  # systemd's WATCHDOG_USEC, in seconds (0: no watchdog)
     source: str = "<defaults>"
 
     @property
@@ -238,7 +240,7 @@ class Settings(_Section, frozen=True):
         return [z.spec() for z in self.zones]
 
 
-_FILE_SECTIONS = {"mqtt_password", "admin_token", "source"}
+_FILE_SECTIONS = {"mqtt_password", "admin_token", "notify_socket", "watchdog_s", "source"}
 
 
 # -- validation that reports every problem --------------------------------------------------
@@ -361,10 +363,16 @@ def parse_settings(
     if cross:
         raise ConfigError([f"{source}: {p}" for p in cross])
     env = env or {}
+    try:
+        watchdog_s = int(env.get("WATCHDOG_USEC", "0")) / 1e6
+    except ValueError:
+        watchdog_s = 0.0
     return msgspec.structs.replace(
         settings,
         mqtt_password=Secret(env.get("GATEWAY_MQTT_PASSWORD", "")),
         admin_token=Secret(env.get("GATEWAY_ADMIN_TOKEN", "")),
+        notify_socket=env.get("NOTIFY_SOCKET", ""),
+        watchdog_s=max(0.0, watchdog_s),
         source=source,
     )
 
