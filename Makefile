@@ -53,5 +53,8 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+diagrams: venv
+	$(PY) -c "import pathlib; from gateway.core.diagrams import update; p = pathlib.Path('README.md'); p.write_text(update(p.read_text()))"
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

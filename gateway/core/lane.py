@@ -393,3 +393,21 @@ class Lane:
         if self.state in (LaneState.IDLE, LaneState.PRESENT, LaneState.DENIED):
             self._go(LaneState.FAULT)
         return out
+
+
+def render_mermaid() -> str:
+    """The lane cycle as a Mermaid state diagram, generated from ``TRANSITIONS``."""
+    lines = ["stateDiagram-v2", "  [*] --> idle"]
+    targets = {
+        "present": "present", "decide": "deciding", "idle_quietly": "idle",
+        "capture_failed": "denied", "open": "opening", "deny": "denied",
+        "left_while_deciding": "idle", "passing": "passing", "backed_out": "closing",
+        "passage_timeout": "closing", "passed": "closing", "tailgate": "tailgate",
+        "closed": "idle", "tailgater_through": "closing", "recovered": "idle",
+    }
+    for (state, trigger), handler in TRANSITIONS.items():
+        lines.append(f"  {state.value} --> {targets[handler]}: {trigger}")
+    for state in sorted(MANUAL_OPEN_STATES, key=lambda s: s.value):
+        lines.append(f"  {state.value} --> opening: manual open")
+    lines.append("  idle --> fault: loop stuck or reported faulty")
+    return "\n".join(lines)

@@ -25,3 +25,10 @@ def test_core_module_imports_nothing_that_does_io(path: Path) -> None:
 def test_core_has_the_modules_the_design_names() -> None:
     names = {p.stem for p in CORE.glob("*.py")}
     assert {"saga", "steps", "breaker", "backoff", "balancing", "allocation", "errors"} <= names
+
+
+def test_readme_diagrams_are_generated_from_the_current_tables() -> None:
+    from gateway.core.diagrams import render
+
+    readme = (CORE.parents[1] / "README.md").read_text()
+    assert render() in readme, "README diagrams are out of date: run `make diagrams`"
