@@ -6,8 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# System packages the product and its tests use; installed when missing.
-SYSTEM_PACKAGES := python3-venv mosquitto chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams
@@ -42,7 +40,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# Installs only what is missing, so a machine that has everything is not touched.
+# System packages the product and its tests use (python3-venv, mosquitto, chromium),
+# installed only when missing, so a machine that has everything is not touched.
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
