@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.clock import Clock, iso
 from gateway.core.backoff import BackoffSchedule
-from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
+from gateway.core.breaker import BreakerPolicy
 from gateway.core.errors import PermanentError, TransientError
 from gateway.core.saga import (
     Command,
@@ -35,21 +35,18 @@ from gateway.core.saga import (
     StepSpec,
 )
 from gateway.core.steps import (
-    ALTERNATIVE_LICENSE_PLATE_SERVICE,
     DEFINITIONS,
-    LICENSE_PLATE_SERVICE,
 )
 from gateway.sagas import payloads
+from gateway.sagas.chain import KEEP_OUT_OF_LOG, CallScope, ServiceChain, loggable
 from gateway.sagas.policy import Attempt, SagaOutcome, StepPolicy
 from gateway.services.base import ServiceRegistry
-from gateway.store import events, plate_cache, saga_log
+from gateway.store import events, saga_log
 from gateway.store.saga_log import StepWrite
 from gateway.store.store import Store
 
 Json = dict[str, Any]
 Op = Callable[[sqlite3.Connection], Any]
-SOURCES = {LICENSE_PLATE_SERVICE: "central", ALTERNATIVE_LICENSE_PLATE_SERVICE: "backup"}
-KEEP_OUT_OF_LOG = ("image_jpeg_b64",)
 
 
 @dataclass
@@ -92,13 +89,15 @@ class SagaRunner:
         self.policies = policies or {}
         self.default_policy = default_policy or StepPolicy()
         self.breaker_policy = breaker_policy or BreakerPolicy()
-        self.breakers: dict[str, Breaker] = {}
         self.compensation_backoff = compensation_backoff or BackoffSchedule(
             initial_s=0.2, max_delay_s=30.0, retries=None)
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng or random.Random()
         # Instrumentation hook called at every durability boundary (tests kill here).
         self.on_boundary = on_boundary or (lambda _label: None)
+        self.chain = ServiceChain(store, registry, clock, breaker_policy=self.breaker_policy,
+                                  cache_max_stale_s=cache_max_stale_s, rng=self.rng,
+                                  on_boundary=lambda label: self.on_boundary(label))
 
     # -- public --------------------------------------------------------------------------
     async def run(self, definition: SagaDefinition, context: Json,
@@ -169,8 +168,9 @@ class SagaRunner:
             payload["recovering"] = True
         attempts: list[Attempt] = []
         try:
-            result, source = await self._call(
-                run, step, payload, key if step.kind is not StepKind.READ else None, attempts)
+            result, source = await self.chain.call(
+                self._scope(run), step, self.policy_for(step), payload,
+                key if step.kind is not StepKind.READ else None, attempts)
         except (PermanentError, TransientError) as exc:
             unknown = isinstance(exc, TransientError) and step.kind in (
                 StepKind.REMOTE_WRITE, StepKind.DEVICE)
@@ -186,7 +186,7 @@ class SagaRunner:
                            error=reason, result=result, source=source)
             self._step_event(run, step, result, reason)
             return self._enter_compensation(run, run.machine.step_failed(i, reason))
-        run.results[step.name] = _loggable(result)
+        run.results[step.name] = loggable(result)
         self._log_step(run, i, step, "succeeded", key, started_at, t0, attempts=attempts,
                        result=result, source=source)
         self._step_event(run, step, result, None)
@@ -255,8 +255,9 @@ class SagaRunner:
                 # its id (the service answers a replay with the original), then undo it.
                 fwd = payloads.build(step.operation, step.name, run.ctx, run.results)
                 try:
-                    result, _ = await self._call(run, step, fwd, f"{run.saga_id}:{step.name}",
-                                                 [])
+                    result, _ = await self.chain.call(
+                        self._scope(run), step, self.policy_for(step), fwd,
+                        f"{run.saga_id}:{step.name}", [])
                 except PermanentError:
                     result = None  # it never took effect: nothing to undo
                 if result is None:
@@ -264,11 +265,12 @@ class SagaRunner:
                                    phase="compensation", attempts_n=cmd.attempt,
                                    result={"status": "nothing_to_undo"})
                     return run.machine.compensation_succeeded(i)
-                run.results[step.name] = _loggable(result)
+                run.results[step.name] = loggable(result)
             payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
             comp = StepSpec(step.compensation, step.service, step.compensation, step.kind)
             attempts: list[Attempt] = []
-            result, source = await self._call(run, comp, payload, key, attempts)
+            result, source = await self.chain.call(self._scope(run), comp,
+                                                   self.policy_for(comp), payload, key, attempts)
         except PermanentError as exc:
             self._log_step(run, i, step, "failed", key, started_at, t0, phase="compensation",
                            error=str(exc), attempts_n=cmd.attempt)
@@ -312,116 +314,6 @@ class SagaRunner:
         return SagaOutcome(run.saga_id, kind, status, reason, run.results, run.sources,
                            duration_ms)
 
-    # -- calling services with retry, breaker, alternatives and cache ----------------------
-    async def _call(self, run: _Run, step: StepSpec, payload: Json, key: str | None,
-                    attempts: list[Attempt]) -> tuple[Json, str]:
-        """The step's answer and where it came from; every call made is appended to
-        ``attempts`` (also when it raises)."""
-        policy = self.policy_for(step)
-        alternatives = [a for a in policy.alternative_services if a in self.registry.remote]
-        names = [step.service, *alternatives]
-        schedule = BackoffSchedule(initial_s=policy.backoff_initial_s,
-                                   max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
-                                   deadline_s=policy.deadline_s)
-        begin = self.clock.monotonic()
-        last: TransientError | None = None
-        for name in names:
-            service = self.registry.remote.get(name)
-            if service is None:
-                raise PermanentError(f"no service registered as {name!r}", service=name)
-            breaker = None
-            if policy.use_circuit_breaker and not hasattr(service, "take_transitions"):
-                breaker = self.breakers.setdefault(name, Breaker(name, self.breaker_policy))
-            failures = 0
-            while True:
-                now = self.clock.monotonic()
-                remaining = policy.deadline_s - (now - begin)
-                if remaining <= 0:
-                    break
-                if breaker is not None and not breaker.allow(now):
-                    attempts.append(Attempt(name, "circuit_open", 0.0))
-                    self._transitions(run, breaker.take_transitions())
-                    break
-                self.on_boundary(f"before call {step.name}")
-                t0 = self.clock.monotonic()
-                try:
-                    result = await service.call(step.operation, payload, idempotency_key=key,
-                                                deadline_s=min(policy.call_deadline_s, remaining))
-                except PermanentError as exc:
-                    attempts.append(Attempt(name, "permanent", _ms(self.clock, t0), str(exc)))
-                    if breaker is not None:
-                        breaker.record_success(self.clock.monotonic())
-                    self._collect_transitions(run, service, breaker)
-                    raise
-                except TransientError as exc:
-                    last = exc
-                    failures += 1
-                    attempts.append(Attempt(name, "transient", _ms(self.clock, t0), str(exc)))
-                    if breaker is not None:
-                        breaker.record_failure(self.clock.monotonic())
-                    self._collect_transitions(run, service, breaker)
-                    delay = schedule.next_delay(failures, self.clock.monotonic() - begin,
-                                                self.rng.random())
-                    if delay is None:
-                        break
-                    await self.clock.sleep(delay)
-                    continue
-                self.on_boundary(f"after call {step.name}")
-                attempts.append(Attempt(name, "ok", _ms(self.clock, t0)))
-                if breaker is not None:
-                    breaker.record_success(self.clock.monotonic())
-                self._collect_transitions(run, service, breaker)
-                source = SOURCES.get(name, name)
-                if name != step.service:
-                    self._event(run, "fallback_used", {"saga_id": run.saga_id, "step": step.name,
-                                                       "source": source, "after": str(last)})
-                instance = result.pop("_instance", None)
-                if instance:
-                    attempts[-1] = Attempt(f"{name}@{instance}", "ok", attempts[-1].duration_ms)
-                self._remember(run, step, policy, result, source)
-                return result, source
-        if policy.use_cache_fallback and step.kind is StepKind.READ:
-            cached = await self._cached(run)
-            if cached is not None:
-                attempts.append(Attempt("cache", "cache", 0.0))
-                self._event(run, "fallback_used", {"saga_id": run.saga_id, "step": step.name,
-                                                   "source": "cache", "after": str(last)})
-                return cached, "cache"
-        raise last or TransientError(f"{step.name}: no service could be tried",
-                                     service=step.service)
-
-    def _remember(self, run: _Run, step: StepSpec, policy: StepPolicy, result: Json,
-                  source: str) -> None:
-        ttl = result.get("cacheable_for_s")
-        if policy.use_cache_fallback and step.kind is StepKind.READ \
-                and isinstance(ttl, int | float) and ttl > 0:
-            plate = str(result.get("license_plate") or run.ctx.get("license_plate") or "")
-            wall = self.clock.wall()
-            run.batch.append(partial(plate_cache.put, plate=plate, result=_loggable(result),
-                                     source=source, now=wall, ttl_s=float(ttl)))
-
-    async def _cached(self, run: _Run) -> Json | None:
-        plate = str(run.ctx.get("license_plate") or "")
-        wall = self.clock.wall()
-        hit = await self.store.read(
-            lambda c: plate_cache.get(c, plate, wall, self.cache_max_stale_s))
-        if hit is None:
-            return None
-        return {**hit.result, "cached_age_s": round(hit.age_s, 1), "cache_fresh": hit.fresh}
-
-    def _collect_transitions(self, run: _Run, service: object, breaker: Breaker | None) -> None:
-        take = getattr(service, "take_transitions", None)
-        if callable(take):
-            self._transitions(run, take())
-        if breaker is not None:
-            self._transitions(run, breaker.take_transitions())
-
-    def _transitions(self, run: _Run, transitions: list[BreakerTransition]) -> None:
-        for t in transitions:
-            self._event(run, "circuit_state_changed", {
-                "service": t.name, "from": t.from_state.value, "to": t.to_state.value,
-                "reason": t.reason})
-
     # -- log and event records -----------------------------------------------------------
     def _write(self, run: _Run, i: int, step: StepSpec, status: str, key: str, started_at: str,
                t0: float, *, result: Json | None = None, source: str = "", error: str | None
@@ -436,7 +328,7 @@ class SagaRunner:
             outcome_unknown=outcome_unknown, started_at=started_at,
             finished_at=iso(self.clock.wall()) if status != "started" else None,
             duration_ms=round((self.clock.monotonic() - t0) * 1000, 3),
-            result=_loggable(result) if result is not None else None, error=error,
+            result=loggable(result) if result is not None else None, error=error,
             attempt_log=log)
 
     def _log_step(self, run: _Run, i: int, step: StepSpec, status: str, key: str,
@@ -448,6 +340,11 @@ class SagaRunner:
         w = StepWrite(run.saga_id, i, "forward", step.name, "started", service=step.service,
                       idempotency_key=key, started_at=started_at)
         return lambda conn: saga_log.write_step(conn, w)
+
+    def _scope(self, run: _Run) -> CallScope:
+        return CallScope(run.saga_id, str(run.ctx.get("license_plate") or ""),
+                         emit=lambda type_, data: self._event(run, type_, data),
+                         defer=run.batch.append)
 
     def _event(self, run: _Run, type_: str, data: Json) -> None:
         ts = iso(self.clock.wall())
@@ -511,11 +408,3 @@ def _space(run: _Run) -> Any:
         if name in run.results:
             return run.results[name].get("space_id")
     return None
-
-
-def _loggable(result: Json | None) -> Json:
-    return {k: v for k, v in (result or {}).items() if k not in KEEP_OUT_OF_LOG}
-
-
-def _ms(clock: Clock, t0: float) -> float:
-    return (clock.monotonic() - t0) * 1000

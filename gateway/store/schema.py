@@ -101,6 +101,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX plate_cache_by_expiry ON plate_cache(expires_at);
     """,
+    # 2: records waiting for the central service (written while it was unreachable, or
+    # created by the backup service and to be confirmed at the central service)
+    """
+    CREATE TABLE offline_queue (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        saga_id         TEXT NOT NULL,
+        operation       TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        payload         TEXT NOT NULL,
+        reason          TEXT NOT NULL CHECK (reason IN ('unreachable','confirm')),
+        local_id        TEXT,
+        remote_id       TEXT,
+        state           TEXT NOT NULL CHECK (state IN ('pending','sent','dead','dropped')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error      TEXT NOT NULL DEFAULT '',
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    );
+    CREATE INDEX offline_queue_due ON offline_queue(state, next_attempt_at, id);
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,191 @@
+"""Asking services for a step's answer: retries with backoff for transient failures, a
+breaker per service, the alternatives in order, and the plate cache, all inside the step's
+deadline. For a verification the order is: the primary service, a fresh cached answer, the
+alternatives, a stale cached answer (within the configured maximum age).
+
+Every call made is appended to ``attempts``; fallbacks and breaker changes are reported
+through ``emit``; cache writes are handed to ``defer`` (they ride the saga's next commit).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.core.backoff import BackoffSchedule
+from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
+from gateway.core.errors import PermanentError, TransientError
+from gateway.core.saga import StepKind, StepSpec
+from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
+from gateway.sagas.policy import Attempt, StepPolicy
+from gateway.services.base import RemoteService, ServiceRegistry
+from gateway.store import plate_cache
+from gateway.store.store import Store
+
+Json = dict[str, Any]
+SOURCES = {LICENSE_PLATE_SERVICE: "central", ALTERNATIVE_LICENSE_PLATE_SERVICE: "backup"}
+KEEP_OUT_OF_LOG = ("image_jpeg_b64",)
+
+
+def loggable(result: Json | None) -> Json:
+    return {k: v for k, v in (result or {}).items() if k not in KEEP_OUT_OF_LOG}
+
+
+@dataclass
+class CallScope:
+    """What one step's calls need from its saga."""
+
+    saga_id: str
+    plate: str
+    emit: Callable[[str, Json], None]
+    defer: Callable[[Callable[[sqlite3.Connection], Any]], None]
+
+
+class ServiceChain:
+    def __init__(self, store: Store, registry: ServiceRegistry, clock: Clock, *,
+                 breaker_policy: BreakerPolicy, cache_max_stale_s: float,
+                 rng: random.Random, on_boundary: Callable[[str], None]) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.breaker_policy = breaker_policy
+        self.breakers: dict[str, Breaker] = {}
+        self.cache_max_stale_s = cache_max_stale_s
+        self.rng = rng
+        self.on_boundary = on_boundary
+
+    async def call(self, scope: CallScope, step: StepSpec, policy: StepPolicy, payload: Json,
+                   key: str | None, attempts: list[Attempt]) -> tuple[Json, str]:
+        """The step's answer and where it came from. Raises ``PermanentError`` at once on a
+        definitive answer, ``TransientError`` when nothing answered within the deadline."""
+        begin = self.clock.monotonic()
+        use_cache = policy.use_cache_fallback and step.kind is StepKind.READ
+        names = [step.service, *[a for a in policy.alternative_services
+                                 if a in self.registry.remote]]
+        last: TransientError | None = None
+        for position, name in enumerate(names):
+            if position == 1 and use_cache:
+                cached = await self._cached(scope, fresh_only=True)
+                if cached is not None:
+                    return self._from_cache(scope, step, cached, attempts, last)
+            try:
+                result = await self._ask(scope, name, step, policy, payload, key, begin,
+                                         attempts)
+            except TransientError as exc:
+                last = exc
+                continue
+            source = SOURCES.get(name, name)
+            if name != step.service:
+                scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
+                                             "source": source, "after": str(last)})
+            if use_cache:
+                self._remember(scope, result, source)
+            return result, source
+        if use_cache:
+            cached = await self._cached(scope, fresh_only=False)
+            if cached is not None:
+                return self._from_cache(scope, step, cached, attempts, last)
+        raise last or TransientError(f"{step.name}: no service could be tried",
+                                     service=step.service)
+
+    async def _ask(self, scope: CallScope, name: str, step: StepSpec, policy: StepPolicy,
+                   payload: Json, key: str | None, begin: float,
+                   attempts: list[Attempt]) -> Json:
+        """One service, retried with backoff while the step's deadline allows."""
+        service: RemoteService | None = self.registry.remote.get(name)
+        if service is None:
+            raise PermanentError(f"no service registered as {name!r}", service=name)
+        breaker = None
+        if policy.use_circuit_breaker and not hasattr(service, "take_transitions"):
+            breaker = self.breakers.setdefault(name, Breaker(name, self.breaker_policy))
+        schedule = BackoffSchedule(initial_s=policy.backoff_initial_s,
+                                   max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
+                                   deadline_s=policy.deadline_s)
+        failures = 0
+        last: TransientError = TransientError(f"{name}: no time left", service=name)
+        while True:
+            now = self.clock.monotonic()
+            remaining = policy.deadline_s - (now - begin)
+            if remaining <= 0:
+                raise last
+            if breaker is not None and not breaker.allow(now):
+                attempts.append(Attempt(name, "circuit_open", 0.0))
+                self._report(scope, service, breaker)
+                raise TransientError(f"{name}: circuit open", service=name)
+            self.on_boundary(f"before call {step.name}")
+            t0 = self.clock.monotonic()
+            try:
+                result = await service.call(step.operation, payload, idempotency_key=key,
+                                            deadline_s=min(policy.call_deadline_s, remaining))
+            except PermanentError as exc:
+                attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
+                if breaker is not None:
+                    breaker.record_success(self.clock.monotonic())  # it answered
+                self._report(scope, service, breaker)
+                raise
+            except TransientError as exc:
+                last = exc
+                failures += 1
+                attempts.append(Attempt(name, "transient", self._ms(t0), str(exc)))
+                if breaker is not None:
+                    breaker.record_failure(self.clock.monotonic())
+                self._report(scope, service, breaker)
+                delay = schedule.next_delay(failures, self.clock.monotonic() - begin,
+                                            self.rng.random())
+                if delay is None:
+                    raise
+                await self.clock.sleep(delay)
+                continue
+            self.on_boundary(f"after call {step.name}")
+            instance = result.pop("_instance", None)
+            label = f"{name}@{instance}" if instance else name
+            attempts.append(Attempt(label, "ok", self._ms(t0)))
+            if breaker is not None:
+                breaker.record_success(self.clock.monotonic())
+            self._report(scope, service, breaker)
+            return result
+
+    def _from_cache(self, scope: CallScope, step: StepSpec, cached: Json,
+                    attempts: list[Attempt], last: Exception | None) -> tuple[Json, str]:
+        attempts.append(Attempt("cache", "cache", 0.0))
+        scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
+                                     "source": "cache", "fresh": cached["cache_fresh"],
+                                     "after": str(last)})
+        return cached, "cache"
+
+    def _remember(self, scope: CallScope, result: Json, source: str) -> None:
+        ttl = result.get("cacheable_for_s")
+        if isinstance(ttl, int | float) and ttl > 0:
+            plate = str(result.get("license_plate") or scope.plate)
+            scope.defer(partial(plate_cache.put, plate=plate, result=loggable(result),
+                                source=source, now=self.clock.wall(), ttl_s=float(ttl)))
+
+    async def _cached(self, scope: CallScope, *, fresh_only: bool) -> Json | None:
+        if not scope.plate:
+            return None
+        wall = self.clock.wall()
+        stale = 0.0 if fresh_only else self.cache_max_stale_s
+        hit = await self.store.read(partial(plate_cache.get, plate=scope.plate, now=wall,
+                                            max_stale_s=stale))
+        if hit is None:
+            return None
+        return {**hit.result, "cached_age_s": round(hit.age_s, 1), "cache_fresh": hit.fresh}
+
+    def _report(self, scope: CallScope, service: object, breaker: Breaker | None) -> None:
+        transitions: list[BreakerTransition] = []
+        take = getattr(service, "take_transitions", None)
+        if callable(take):
+            transitions += take()
+        if breaker is not None:
+            transitions += breaker.take_transitions()
+        for t in transitions:
+            scope.emit("circuit_state_changed", {"service": t.name, "from": t.from_state.value,
+                                                 "to": t.to_state.value, "reason": t.reason})
+
+    def _ms(self, t0: float) -> float:
+        return (self.clock.monotonic() - t0) * 1000
