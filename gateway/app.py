@@ -20,6 +20,7 @@ from gateway.core.errors import DeviceError
 from gateway.notify import sd_notify
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.runner import SagaRunner
+from gateway.sagas.sync import OfflineSync
 from gateway.services.central import CentralPool
 from gateway.services.lane import GateService, LaneController
 from gateway.settings import Settings
@@ -27,7 +28,7 @@ from gateway.sim.central import SimCentralState
 from gateway.sim.central import make_app as make_sim_central
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
-from gateway.store import events, plate_cache, spaces
+from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
 from gateway.web.app import make_app
 from hardware.build import LaneDevices, build_lane_devices
@@ -52,12 +53,14 @@ class Gateway:
         self.sim_central: web.AppRunner | None = None
         self.store: Store
         self.runner: SagaRunner
+        self.sync: OfflineSync
         self.session: aiohttp.ClientSession | None = None
         self.web: web.AppRunner | None = None
         self.web_port: int | None = None
         self._commit = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lot_full: bool | None = None
+        self.dead_letters = 0
 
     # -- start and stop ----------------------------------------------------------------
     async def start(self) -> None:
@@ -72,6 +75,10 @@ class Gateway:
         gate = GateService()
         registry = build_registry(s, self.session, self.clock, gate)
         self.runner = build_runner(s, self.store, registry, self.clock)
+        self.sync = OfflineSync(self.store, registry.remote["license_plate_service"],
+                                self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
+        self.store.on_commit.append(self.sync.wake)
+        self._tasks.append(asyncio.create_task(self.sync.run(), name="offline sync"))
         self._tasks.append(asyncio.create_task(self._recover(), name="recovery"))
         factory = sim_factory() if s.simulation.enabled else None
         if s.simulation.enabled:
@@ -214,6 +221,9 @@ class Gateway:
 
     def health_problems(self) -> list[str]:
         problems = list(self.lane_errors.values())
+        if self.dead_letters:
+            problems.append(f"{self.dead_letters} record(s) refused by the central service "
+                            "(see offline_queue.dead_letters)")
         for controller in self.lanes.values():
             for device, why in controller.status()["faults"].items():
                 problems.append(f"lane {controller.id}: {device}: {why}")
@@ -224,6 +234,10 @@ class Gateway:
     async def status(self) -> dict[str, Any]:
         occ = await self.store.occupancy()
         pending = await self.store.read(events.outbox_pending)
+        queue = await self.store.read(offline_queue.counts)
+        self.dead_letters = queue["dead"]
+        dead = await self.store.read(partial(offline_queue.dead_letters, limit=10)) \
+            if queue["dead"] else []
         lanes = [c.status() for c in self.lanes.values()]
         lanes += [{"id": lane, "direction": "", "state": "fault", "barrier": "unknown",
                    "loops": {}, "faults": {"lane": why}, "last": {}}
@@ -238,7 +252,9 @@ class Gateway:
                          "backup": {"circuit": "closed" if self.settings.backup.enabled
                                     else "disabled"},
                          "mqtt": {"connected": False}},
-            "outbox": {"pending": pending}, "offline_queue": {"pending": 0},
+            "outbox": {"pending": pending},
+            "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
+                              "dead_letters": dead},
             "healthy": not problems, "problems": problems,
             "simulation": self.sim is not None,
         }

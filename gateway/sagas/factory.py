@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import aiohttp
 
 from gateway.clock import Clock
@@ -63,9 +65,11 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
                  clock: Clock) -> SagaRunner:
     c, s = settings.central, settings.saga
     alternatives = (ALTERNATIVE_LICENSE_PLATE_SERVICE,) if settings.backup.enabled else ()
+    p = settings.policy
     remote = StepPolicy(retry_count=c.retry_count, alternative_services=alternatives,
                         deadline_s=c.decision_deadline_s, call_deadline_s=c.deadline_s,
-                        backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s)
+                        backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s,
+                        queue_when_unreachable=p.record_when_unreachable == "queue")
     verify = StepPolicy(retry_count=c.retry_count, use_cache_fallback=True,
                         alternative_services=alternatives, deadline_s=c.decision_deadline_s,
                         call_deadline_s=c.deadline_s, backoff_initial_s=c.backoff_initial_s,
@@ -73,7 +77,9 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
     gate = StepPolicy(retry_count=0, deadline_s=s.step_deadline_s,
                       call_deadline_s=s.step_deadline_s)
     policies = {
-        "verify_license_plate": verify,
+        "entry:verify_license_plate": replace(verify,
+                                              when_unverifiable=p.entry_when_unverifiable),
+        "exit:verify_license_plate": replace(verify, when_unverifiable=p.exit_when_unverifiable),
         "create_entry_record": remote, "create_exit_record": remote,
         "cancel_entry_record": remote, "cancel_exit_record": remote,
         "open_barrier": gate, "confirm_passage": gate,

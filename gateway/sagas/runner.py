@@ -37,11 +37,11 @@ from gateway.core.saga import (
 from gateway.core.steps import (
     DEFINITIONS,
 )
-from gateway.sagas import payloads
+from gateway.sagas import offline, payloads
 from gateway.sagas.chain import KEEP_OUT_OF_LOG, CallScope, ServiceChain, loggable
 from gateway.sagas.policy import Attempt, SagaOutcome, StepPolicy
 from gateway.services.base import ServiceRegistry
-from gateway.store import events, saga_log
+from gateway.store import events, offline_queue, saga_log
 from gateway.store.saga_log import StepWrite
 from gateway.store.store import Store
 
@@ -140,8 +140,11 @@ class SagaRunner:
             outcomes.append(await self._drive(run, cmd))
         return outcomes
 
-    def policy_for(self, step: StepSpec) -> StepPolicy:
-        return self.policies.get(step.name, self.default_policy)
+    def policy_for(self, step: StepSpec, kind: str = "") -> StepPolicy:
+        """The policy of ``kind:step`` (e.g. ``entry:verify_license_plate``), else of the
+        step, else the default."""
+        return self.policies.get(f"{kind}:{step.name}") or self.policies.get(
+            step.name, self.default_policy)
 
     # -- the loop ------------------------------------------------------------------------
     async def _drive(self, run: _Run, cmd: Command) -> SagaOutcome:
@@ -167,10 +170,15 @@ class SagaRunner:
         if cmd.recovering:
             payload["recovering"] = True
         attempts: list[Attempt] = []
+        policy = self.policy_for(step, run.definition.name)
+        scope = self._scope(run)
         try:
-            result, source = await self.chain.call(
-                self._scope(run), step, self.policy_for(step), payload,
-                key if step.kind is not StepKind.READ else None, attempts)
+            try:
+                result, source = await self.chain.call(
+                    scope, step, policy, payload,
+                    key if step.kind is not StepKind.READ else None, attempts)
+            except TransientError as exc:
+                result, source = self._unreachable(run, scope, policy, step, payload, key, exc)
         except (PermanentError, TransientError) as exc:
             unknown = isinstance(exc, TransientError) and step.kind in (
                 StepKind.REMOTE_WRITE, StepKind.DEVICE)
@@ -179,6 +187,9 @@ class SagaRunner:
             self._step_event(run, step, None, str(exc))
             return self._enter_compensation(
                 run, run.machine.step_failed(i, _reason(step, exc), outcome_unknown=unknown))
+        if source == "backup" and step.kind is StepKind.REMOTE_WRITE:
+            offline.confirm_at_central(scope, step.operation, payload, key, result,
+                                       iso(self.clock.wall()))
         run.sources[step.name] = source
         if step.requires and not result.get(step.requires):
             reason = f"not {step.requires}: {result.get('reason', 'refused')}"
@@ -191,6 +202,21 @@ class SagaRunner:
                        result=result, source=source)
         self._step_event(run, step, result, None)
         return run.machine.step_succeeded(i)
+
+    def _unreachable(self, run: _Run, scope: CallScope, policy: StepPolicy, step: StepSpec,
+                     payload: Json, key: str, error: TransientError) -> tuple[Json, str]:
+        """No service answered: the policy's answer, the offline queue, or the error."""
+        if step.kind is StepKind.READ and step.requires:
+            answer = offline.policy_answer(policy, scope, step, error)
+            if answer is not None:
+                return answer, "policy"
+            raise TransientError(f"unverifiable: {error}", service=step.service)
+        if step.kind is StepKind.REMOTE_WRITE and step.operation in offline.ID_FIELDS:
+            queued = offline.queue_record(policy, scope, step.operation, payload, key,
+                                          iso(self.clock.wall()), error)
+            if queued is not None:
+                return queued, "queue"
+        raise error
 
     async def _run_local_step(self, run: _Run, i: int, step: StepSpec, payload: Json, key: str,
                               started_at: str, t0: float) -> Command:
@@ -267,10 +293,31 @@ class SagaRunner:
                     return run.machine.compensation_succeeded(i)
                 run.results[step.name] = loggable(result)
             payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
+            id_field = offline.ID_FIELDS.get(step.compensation, "")
+            local_id = str(payload.get(id_field) or "")
+            if local_id.startswith(offline.LOCAL_PREFIX):
+                # the record only ever reached the offline queue
+                remote = await self._unqueue(run, i, step, key, started_at, t0, cmd.attempt,
+                                             local_id)
+                if remote is None:
+                    return run.machine.compensation_succeeded(i)
+                payload[id_field] = remote
             comp = StepSpec(step.compensation, step.service, step.compensation, step.kind)
+            policy = self.policy_for(comp, run.definition.name)
+            scope = self._scope(run)
             attempts: list[Attempt] = []
-            result, source = await self.chain.call(self._scope(run), comp,
-                                                   self.policy_for(comp), payload, key, attempts)
+            try:
+                result, source = await self.chain.call(scope, comp, policy, payload, key,
+                                                       attempts)
+            except TransientError as exc:
+                queued = offline.queue_record(policy, scope, step.compensation, payload, key,
+                                              iso(self.clock.wall()), exc)
+                if queued is None:
+                    raise
+                result, source = queued, "queue"
+            if source == "backup":
+                offline.confirm_at_central(scope, step.compensation, payload, key, result,
+                                           iso(self.clock.wall()))
         except PermanentError as exc:
             self._log_step(run, i, step, "failed", key, started_at, t0, phase="compensation",
                            error=str(exc), attempts_n=cmd.attempt)
@@ -282,6 +329,25 @@ class SagaRunner:
         self._log_step(run, i, step, "succeeded", key, started_at, t0, phase="compensation",
                        result=result, source=source, attempts=attempts, attempts_n=cmd.attempt)
         return run.machine.compensation_succeeded(i)
+
+    async def _unqueue(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str,
+                       t0: float, attempt: int, local_id: str) -> str | None:
+        """Undo a record that was queued: drop it if it was never sent (nothing to cancel
+        anywhere), else the central service's id to cancel. ``None``: nothing left to do."""
+        now = iso(self.clock.wall())
+
+        def txn(conn: sqlite3.Connection) -> str | None:
+            if offline_queue.drop_pending_create(conn, local_id, now):
+                remote = None
+            else:
+                remote = offline_queue.remote_id_for(conn, local_id)
+            if remote is None:  # dropped unsent, or refused for good: never created
+                saga_log.write_step(conn, self._write(
+                    run, i, step, "succeeded", key, started_at, t0, phase="compensation",
+                    attempts_n=attempt, source="queue", result={"status": "dropped"}))
+            return remote
+
+        return await self._flush(run, f"unqueue {step.name}", txn)  # type: ignore[no-any-return]
 
     def _enter_compensation(self, run: _Run, cmd: Command) -> Command:
         if run.machine.status is SagaStatus.COMPENSATING:

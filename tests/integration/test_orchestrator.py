@@ -4,17 +4,20 @@ and a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp import web
 
 from gateway.clock import SystemClock
+from gateway.core.breaker import Breaker
 from gateway.core.steps import ENTRY, EXIT
 from gateway.sagas.factory import build_registry, build_runner, central_session
+from gateway.sagas.sync import OfflineSync
 from gateway.settings import parse_settings
 from gateway.sim.central import make_app
 from gateway.sim.gate import InstantGate
-from gateway.store import Store, saga_log, spaces
+from gateway.store import Store, offline_queue, saga_log, spaces
 
 
 def settings_for(url: str, tmp_path, extra: str = ""):
@@ -146,45 +149,137 @@ async def test_exit_without_entry_is_flagged(gateway):
     assert rows[0]["flags"] == "no_matching_entry"
 
 
-async def test_central_down_uses_cache_and_compensation_waits_for_its_return(gateway,
-                                                                           sim_central):
+async def test_central_down_exit_is_verified_from_cache_and_queued_then_synced(
+        gateway, sim_central):
     runner, store, central = gateway
-    assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})).succeeded
+    entry = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+    assert entry.succeeded
     port = int(sim_central.url.rsplit(":", 1)[1])
     await sim_central.runner.cleanup()  # the central service goes away
-    tries = 0
-    retried = asyncio.Event()
+    out = await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"})
+    assert out.status == "completed", out.reason
+    assert out.sources["verify_license_plate"] == "cache"
+    assert out.sources["create_exit_record"] == "queue"
+    local_id = out.results["create_exit_record"]["exit_id"]
+    assert local_id.startswith("local-")
+    assert (await store.occupancy())["allocated"] == 0
+    assert (await store.read(offline_queue.counts))["pending"] == 1
+    types = [e["type"] for e in await store.events_after(0, 200)]
+    assert types.count("fallback_used") == 2
 
-    def count(label: str) -> None:
-        nonlocal tries
-        if label == "before call create_exit_record":
-            tries += 1
-            if tries >= 4:  # 2 forward attempts, then compensation attempts
-                retried.set()
-
-    runner.on_boundary = count
-    task = asyncio.create_task(
-        runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"}))
-    await asyncio.wait_for(retried.wait(), 10)
-    assert not task.done()  # a compensation is retried until it succeeds
+    sync = OfflineSync(store, runner.registry.remote["license_plate_service"], SystemClock(),
+                       gate_id="g1", deadline_s=0.3)
+    assert await sync.drain() == 0  # still down: it waits, with backoff
     back = web.AppRunner(make_app(central))
     await back.setup()
     await web.TCPSite(back, "127.0.0.1", port).start()
     try:
-        out = await asyncio.wait_for(task, 10)
+        await store.write(lambda c: c.execute("UPDATE offline_queue SET next_attempt_at=0"))
+        runner.registry.remote["license_plate_service"].breakers.clear()  # a fresh start
+        for b in runner.registry.remote["license_plate_service"].instances:
+            runner.registry.remote["license_plate_service"].breakers[b.name] = Breaker(b.name)
+        assert await sync.drain() == 1
+        assert await sync.drain() == 0  # exactly once
     finally:
         await back.cleanup()
-    assert out.sources["verify_license_plate"] == "cache"
-    assert out.status == "compensated"
-    assert (await store.occupancy())["allocated"] == 1  # the vehicle keeps its space
-    saga = await store.read(lambda c: saga_log.get(c, out.saga_id))
-    fwd = {s["name"]: s for s in saga["steps"] if s["phase"] == "forward"}
-    assert fwd["create_exit_record"]["outcome_unknown"] is True
-    # the write whose outcome was unknown is settled at the central service: created
-    # once under its key, then cancelled
     (record,) = central.exits.values()
-    assert record["status"] == "cancelled"
+    assert record["entry_id"] == entry.results["create_entry_record"]["entry_id"]
     assert central.key_hits[f"{out.saga_id}:create_exit_record"] == 1
+    sessions = await store.read(spaces.list_sessions)
+    assert sessions[0]["exit_id"] == next(iter(central.exits))
+    types = [e["type"] for e in await store.events_after(0, 200)]
+    assert "records_synced" in types
+
+
+async def test_a_queued_entry_that_backs_out_is_never_sent(gateway, sim_central):
+    runner, store, central = gateway
+    central.permits.add("34ABC123")
+    assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+            ).succeeded
+    exit_ = await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"})
+    assert exit_.succeeded
+    await sim_central.runner.cleanup()
+    out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123",
+                                   "behaviour": "back_out"})
+    assert out.status == "compensated"
+    assert out.sources["create_entry_record"] == "queue"
+    counts = await store.read(offline_queue.counts)
+    assert counts["pending"] == 0 and counts["dropped"] == 1
+    assert len(central.entries) == 1  # only the first, real entry
+
+
+def nobody_listening() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_unverifiable_entry_follows_the_lane_policy(tmp_path):
+    url = nobody_listening()
+    for policy, expect in (("deny", "compensated"), ("allow", "completed")):
+        settings = settings_for(url, tmp_path / policy,
+                                f'[policy]\nentry_when_unverifiable = "{policy}"\n')
+        store = await Store.open(settings.database_path, settings.zone_specs())
+        session = central_session(settings)
+        try:
+            runner = build_runner(settings, store, build_registry(
+                settings, session, SystemClock(), InstantGate()), SystemClock())
+            out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "NEW1"})
+            assert out.status == expect, out.reason
+            if policy == "allow":
+                assert out.sources["verify_license_plate"] == "policy"
+                assert out.sources["create_entry_record"] == "queue"
+            else:
+                assert "unverifiable" in out.reason
+        finally:
+            await session.close()
+            await store.close()
+
+
+async def test_with_records_denied_when_unreachable_compensation_waits_for_central(
+        sim_central, tmp_path):
+    settings = settings_for(sim_central.url, tmp_path,
+                            '[policy]\nrecord_when_unreachable = "deny"\n')
+    store = await Store.open(settings.database_path, settings.zone_specs())
+    session = central_session(settings)
+    central = sim_central.state
+    try:
+        runner = build_runner(settings, store, build_registry(
+            settings, session, SystemClock(), InstantGate()), SystemClock())
+        assert (await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+                ).succeeded
+        port = int(sim_central.url.rsplit(":", 1)[1])
+        await sim_central.runner.cleanup()
+        tries = 0
+        retried = asyncio.Event()
+
+        def count(label: str) -> None:
+            nonlocal tries
+            if label == "before call create_exit_record":
+                tries += 1
+                if tries >= 4:  # 2 forward attempts, then compensation attempts
+                    retried.set()
+
+        runner.on_boundary = count
+        task = asyncio.create_task(
+            runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"}))
+        await asyncio.wait_for(retried.wait(), 10)
+        assert not task.done()  # a compensation is retried until it succeeds
+        back = web.AppRunner(make_app(central))
+        await back.setup()
+        await web.TCPSite(back, "127.0.0.1", port).start()
+        try:
+            out = await asyncio.wait_for(task, 10)
+        finally:
+            await back.cleanup()
+        assert out.status == "compensated"
+        assert (await store.occupancy())["allocated"] == 1  # the vehicle keeps its space
+        (record,) = central.exits.values()
+        assert record["status"] == "cancelled"
+        assert central.key_hits[f"{out.saga_id}:create_exit_record"] == 1
+    finally:
+        await session.close()
+        await store.close()
 
 
 async def test_malformed_reply_is_a_transient_failure(tmp_path):

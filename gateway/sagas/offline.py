@@ -1,0 +1,55 @@
+"""What a step answers when no service could: the lane's policy for a verification, the
+offline queue for a record. Records created by the backup service are queued too, to be
+confirmed at the central service (the system of record) under the same key."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from gateway.core.saga import StepSpec
+from gateway.sagas.chain import CallScope
+from gateway.sagas.policy import StepPolicy
+from gateway.store import offline_queue
+
+Json = dict[str, Any]
+ID_FIELDS = {"create_entry_record": "entry_id", "create_exit_record": "exit_id",
+             "cancel_entry_record": "entry_id", "cancel_exit_record": "exit_id"}
+LOCAL_PREFIX = "local-"
+
+
+def policy_answer(policy: StepPolicy, scope: CallScope, step: StepSpec,
+                  error: Exception) -> Json | None:
+    """A verification nobody could answer: allowed by the lane's policy, or ``None``."""
+    if policy.when_unverifiable != "allow":
+        return None
+    scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
+                                 "source": "policy", "after": str(error)})
+    return {"license_plate": scope.plate, "authorized": True, "reason": "policy",
+            "confidence": 0.0}
+
+
+def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: Json,
+                 key: str, now: str, error: Exception) -> Json | None:
+    """A record nobody could take: queued for later (same key), or ``None`` by policy."""
+    if not policy.queue_when_unreachable:
+        return None
+    id_field = ID_FIELDS[operation]
+    local_id = f"{LOCAL_PREFIX}{scope.saga_id}" if operation.startswith("create_") else None
+    scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
+                        key=key, payload=payload, reason="unreachable", now=now,
+                        local_id=local_id))
+    scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": operation,
+                                 "source": "queue", "after": str(error)})
+    if local_id is None:
+        return {id_field: payload.get(id_field), "status": "queued", "queued": True}
+    return {id_field: local_id, "queued": True}
+
+
+def confirm_at_central(scope: CallScope, operation: str, payload: Json, key: str,
+                       result: Json, now: str) -> None:
+    """The backup service answered a write: the central service must hear it too."""
+    id_field = ID_FIELDS[operation]
+    scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
+                        key=key, payload=payload, reason="confirm", now=now,
+                        remote_id=str(result.get(id_field) or "") or None))
