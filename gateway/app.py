@@ -26,6 +26,7 @@ from gateway.services.lane import GateService, LaneController
 from gateway.settings import Settings
 from gateway.sim.central import SimCentralState
 from gateway.sim.central import make_app as make_sim_central
+from gateway.sim.faults import Faults, SimServer
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
@@ -50,7 +51,8 @@ class Gateway:
         self.devices: dict[str, LaneDevices] = {}
         self.serial_ports: dict[str, SerialLoopPort] = {}
         self.sim: SimWorld | None = None
-        self.sim_central: web.AppRunner | None = None
+        self.sim_central: SimServer | None = None
+        self.sim_faults = Faults()
         self.store: Store
         self.runner: SagaRunner
         self.sync: OfflineSync
@@ -133,15 +135,15 @@ class Gateway:
         if self.session is not None:
             await self.session.close()
         if self.sim_central is not None:
-            await self.sim_central.cleanup()
+            await self.sim_central.stop()
         await self.store.close()
 
     async def _start_sim_central(self) -> None:
         url = urlsplit(self.settings.central.base_urls[0])
-        self.sim_central = web.AppRunner(make_sim_central(SimCentralState(
-            blocked={"66BAD66"}, permits={"06PRM001"})), access_log=None)
-        await self.sim_central.setup()
-        await web.TCPSite(self.sim_central, url.hostname or "127.0.0.1", url.port or 80).start()
+        state = SimCentralState(blocked={"66BAD66"}, permits={"06PRM001"})
+        self.sim_central = SimServer(make_sim_central(state, self.sim_faults), self.sim_faults,
+                                     url.hostname or "127.0.0.1", url.port or 80)
+        await self.sim_central.start()
 
     async def _start_web(self) -> None:
         self.web = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
@@ -257,6 +259,7 @@ class Gateway:
                               "dead_letters": dead},
             "healthy": not problems, "problems": problems,
             "simulation": self.sim is not None,
+            "sim_central": self.sim_faults.as_json() if self.sim_central else None,
         }
 
 

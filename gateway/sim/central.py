@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.sim.faults import Faults
+
 Json = dict[str, Any]
 
 
@@ -128,9 +130,12 @@ def _cancel(kind: str) -> Any:
     return handler
 
 
-def make_app(state: SimCentralState | None = None) -> web.Application:
-    app = web.Application()
+def make_app(state: SimCentralState | None = None,
+             faults: Faults | None = None) -> web.Application:
+    faults = faults or Faults()
+    app = web.Application(middlewares=[faults.middleware()])
     app[STATE] = state or SimCentralState()
+    faults.routes(app)
     app.router.add_get("/v1/health", health)
     app.router.add_post("/v1/plates/verify", verify)
     app.router.add_post("/v1/entries", _create("entry"))

@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.core.errors import PermanentError
+from gateway.sim.faults import FaultRequest
 from gateway.store import events, saga_log, spaces
 from gateway.web.page import PAGE
 
@@ -175,6 +176,15 @@ async def sim_vehicle(request: web.Request) -> web.Response:
     return _json({"vehicle_id": vehicle.vehicle_id}, 202)
 
 
+async def sim_central_fault(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.sim is None or gw.sim_central is None:
+        return _error(404, "the simulated central service does not run in this daemon")
+    body = await _body(request, FaultRequest)
+    await gw.sim_faults.set(body)
+    return _json(gw.sim_faults.as_json())
+
+
 async def sim_vehicle_status(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.sim is None:
@@ -213,6 +223,7 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_post("/api/spaces/{space_id}/state", space_state)
     r.add_post("/api/sim/lanes/{lane_id}/vehicles", sim_vehicle)
     r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)
+    r.add_post("/api/sim/central/fault", sim_central_fault)
 
     async def wake_streams(app: web.Application) -> None:
         # an open status page would otherwise hold a SIGTERM shutdown for 30 s

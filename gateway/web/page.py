@@ -24,7 +24,12 @@ PAGE = """<!doctype html>
 <div class="row">
  <div class="card"><h2>Spaces</h2><div class="big" id="free">–</div>
   <div class="muted" id="occ"></div></div>
- <div class="card"><h2>Services</h2><table id="services"></table></div>
+ <div class="card"><h2>Services</h2><table id="services"></table>
+  <div class="muted" id="queue"></div>
+  <div id="fault" hidden><label>simulated central:
+   <select id="fault-mode"><option>ok</option><option>refuse</option><option>blackhole</option>
+   <option>error500</option><option>garbage</option><option>oversized</option>
+   <option>slow</option></select></label></div></div>
 </div>
 <h2 style="margin-top:1rem">Lanes</h2><div class="row" id="lanes"></div>
 <h2 style="margin-top:1rem">Events</h2>
@@ -74,6 +79,10 @@ async function refresh() {
       const tr = el("tr"); tr.append(el("td", name));
       const v = info.circuit !== undefined ? info.circuit : (info.connected ? "connected" : "disconnected");
       tr.append(el("td", v, v === "closed" || v === "connected" ? "ok" : "warn")); sv.append(tr); }
+    const q = s.offline_queue; $("queue").textContent = "offline queue: " + q.pending +
+      " waiting" + (q.dead ? ", " + q.dead + " refused" : "");
+    if (s.sim_central) { $("fault").hidden = false;
+      if (document.activeElement !== $("fault-mode")) $("fault-mode").value = s.sim_central.mode; }
     const lanes = $("lanes"); lanes.replaceChildren(...s.lanes.map((l) => laneCard(l, s.simulation)));
     $("health").textContent = s.healthy ? "" : "needs attention";
     $("health").className = s.healthy ? "muted" : "bad";
@@ -89,6 +98,9 @@ function addEvent(ev) {
   while (body.children.length > 60) body.lastChild.remove();
   refresh();
 }
+$("fault-mode").onchange = async (e) => { await fetch("/api/sim/central/fault", {method: "POST",
+  headers: {"Content-Type": "application/json"}, body: JSON.stringify({mode: e.target.value})});
+  refresh(); };
 const source = new EventSource("/api/events/stream");
 source.onmessage = (m) => addEvent(JSON.parse(m.data));
 refresh(); setInterval(refresh, 2000);

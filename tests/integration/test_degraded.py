@@ -1,0 +1,142 @@
+"""The central service fails in every way the simulator can: the gate still decides, from
+the cache or by policy, queues what it cannot write, and sends it exactly once later."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.clock import SystemClock
+from gateway.core.steps import ENTRY, EXIT
+from gateway.sagas.factory import build_registry, build_runner, central_session
+from gateway.sagas.runner import SagaRunner
+from gateway.sagas.sync import OfflineSync
+from gateway.settings import parse_settings
+from gateway.sim.central import SimCentralState, make_app
+from gateway.sim.faults import FaultRequest, Faults, SimServer
+from gateway.sim.gate import InstantGate
+from gateway.store import Store, offline_queue
+
+FAULTS = ["refuse", "blackhole", "error500", "garbage", "oversized", "slow"]
+
+
+@dataclass
+class World:
+    runner: SagaRunner
+    store: Store
+    central: SimCentralState
+    faults: Faults
+    sync: OfflineSync
+
+    async def fault(self, mode: str, fraction: float = 0.0) -> None:
+        await self.faults.set(FaultRequest(mode=mode, fail_fraction=fraction, delay_s=1.0))
+
+
+@pytest.fixture
+async def world(tmp_path) -> AsyncIterator[World]:
+    state, faults = SimCentralState(), Faults()
+    server = SimServer(make_app(state, faults), faults, "127.0.0.1", 0)
+    await server.start()
+    settings = parse_settings(f"""
+[gate]
+id = "g1"
+data_dir = "{tmp_path}"
+[central]
+base_urls = ["{server.url}"]
+deadline_s = 0.2
+retry_count = 1
+backoff_initial_s = 0.01
+decision_deadline_s = 0.6
+failure_threshold = 3
+reset_timeout_s = 0.5
+max_body_bytes = 4096
+[backup]
+enabled = false
+[simulation]
+enabled = true
+[[zones]]
+name = "A"
+spaces = 20
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+[[lanes]]
+id = "exit-1"
+direction = "exit"
+""", "t.toml")
+    store = await Store.open(settings.database_path, settings.zone_specs())
+    session = central_session(settings)
+    clock = SystemClock()
+    registry = build_registry(settings, session, clock, InstantGate())
+    runner = build_runner(settings, store, registry, clock)
+    sync = OfflineSync(store, registry.remote["license_plate_service"], clock, gate_id="g1",
+                       deadline_s=0.5)
+    yield World(runner, store, state, faults, sync)
+    await session.close()
+    await store.close()
+    await server.stop()
+
+
+async def drain_when_healthy(w: World) -> int:
+    """The central service is back: wait out its breaker, then send everything due."""
+    pool = w.runner.registry.remote["license_plate_service"]
+    sent = 0
+    for _ in range(200):
+        await w.store.write(lambda c: c.execute("UPDATE offline_queue SET next_attempt_at=0"))
+        sent += await w.sync.drain()
+        if (await w.store.read(offline_queue.counts))["pending"] == 0:
+            return sent
+        await pool._clock.sleep(0.05)  # the breaker's reset timeout passes
+    raise AssertionError("the queue did not drain")
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+async def test_each_fault_mode_falls_back_then_syncs_exactly_once(world: World, mode: str):
+    w = world
+    entry = await w.runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+    assert entry.succeeded
+    await w.fault(mode)
+    out = await w.runner.run(EXIT, {"lane_id": "exit-1", "license_plate": "34ABC123"})
+    assert out.status == "completed", out.reason
+    assert out.sources["verify_license_plate"] == "cache"
+    assert out.sources["create_exit_record"] == "queue"
+    assert w.faults.injected >= 1
+    assert w.central.exits == {}
+    await w.fault("ok")
+    assert await drain_when_healthy(w) == 1
+    (record,) = w.central.exits.values()
+    assert record["idempotency_key"] == f"{out.saga_id}:create_exit_record"
+    assert w.central.key_hits[record["idempotency_key"]] == 1
+
+
+async def test_the_breaker_opens_and_stops_calling_a_dead_service(world: World):
+    w = world
+    await w.fault("error500")
+    for i in range(3):
+        await w.runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": f"P{i}"})
+    calls = w.faults.injected
+    out = await w.runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "P9"})
+    assert w.faults.injected == calls  # the open breaker did not let the call through
+    assert "unverifiable" in out.reason  # entry policy: deny
+    types = [e["type"] for e in await w.store.events_after(0, 500)]
+    assert "circuit_state_changed" in types
+
+
+async def test_flapping_service_leaves_every_record_consistent(world: World):
+    w = world
+    await w.fault("ok", fraction=0.5)
+    w.central.permits.update({f"F{i}" for i in range(8)})
+    outcomes = [await w.runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": f"F{i}"})
+                for i in range(8)]
+    await w.fault("ok")
+    await drain_when_healthy(w)
+    by_key = {r["idempotency_key"]: r for r in w.central.entries.values()}
+    for o in outcomes:
+        record = by_key.get(f"{o.saga_id}:create_entry_record")
+        if o.status == "completed":
+            assert record is not None and record["status"] == "active"
+        else:
+            assert record is None or record["status"] == "cancelled"
+    assert all(n == 1 for k, n in w.central.key_hits.items() if k.endswith("create_entry_record"))
