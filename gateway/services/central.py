@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -67,7 +68,26 @@ def _checked(value: Any, meta: msgspec.Meta, what: str) -> str:
     try:
         return str(msgspec.convert(value, Annotated[str, meta]))
     except msgspec.ValidationError:
-        raise TransientError(f"reply field {what} is invalid: {str(value)[:40]!r}") from None
+        raise TransientError(f"bad_field: {what} is invalid: {str(value)[:40]!r}") from None
+
+
+def validate_reply(operation: str, data: Any) -> Json:
+    """An answer's body checked against the contract; a wrong shape is a
+    ``TransientError`` whose message starts with the reason (``wrong_shape``,
+    ``bad_field``), never a crash and never trusted."""
+    _, reply_type, _ = _ROUTES[operation]
+    try:
+        reply = msgspec.convert(data, reply_type)
+    except msgspec.ValidationError as exc:
+        raise TransientError(f"wrong_shape: {str(exc)[:120]}") from None
+    out: Json = msgspec.structs.asdict(reply)
+    if isinstance(reply, VerifyReply):
+        out["license_plate"] = _checked(reply.license_plate, PLATE, "license_plate")
+    elif isinstance(reply, EntryReply):
+        out["entry_id"] = _checked(reply.entry_id, ID, "entry_id")
+    elif isinstance(reply, ExitReply):
+        out["exit_id"] = _checked(reply.exit_id, ID, "exit_id")
+    return out
 
 
 class CentralInstance:
@@ -80,6 +100,7 @@ class CentralInstance:
         self._session = session
         self._max_body = max_body_bytes
         self.outstanding = 0
+        self.rejected: Counter[str] = Counter()  # replies refused, by reason
 
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
@@ -112,6 +133,7 @@ class CentralInstance:
         async with self._session.post(self.base_url + path, json=body, headers=headers) as resp:
             raw = await resp.content.read(self._max_body + 1)
             if len(raw) > self._max_body:
+                self.rejected["too_large"] += 1
                 raise TransientError(f"reply larger than {self._max_body} bytes",
                                      service=self.name, status=resp.status)
             status = resp.status
@@ -128,18 +150,17 @@ class CentralInstance:
             raise PermanentError(f"HTTP {status} {error}".strip(), service=self.name,
                                  status=status)
         try:
-            reply = msgspec.json.decode(raw, type=reply_type)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            data = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            self.rejected["not_json"] += 1
             raise TransientError(f"malformed reply: {str(exc)[:120]}", service=self.name,
                                  status=status) from None
-        out: Json = msgspec.structs.asdict(reply)
-        if isinstance(reply, VerifyReply):
-            out["license_plate"] = _checked(reply.license_plate, PLATE, "license_plate")
-        elif isinstance(reply, EntryReply):
-            out["entry_id"] = _checked(reply.entry_id, ID, "entry_id")
-        elif isinstance(reply, ExitReply):
-            out["exit_id"] = _checked(reply.exit_id, ID, "exit_id")
-        return out
+        try:
+            return validate_reply(operation, data)
+        except TransientError as exc:
+            self.rejected[exc.args[0].split(":")[0]] += 1
+            exc.service = self.name
+            raise
 
 
 class CentralPool:

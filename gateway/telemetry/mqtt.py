@@ -1,0 +1,249 @@
+"""One MQTT v5 connection driven from the asyncio loop (no paho background thread): paho's
+socket callbacks register the socket with the loop, ``loop_read``/``loop_write``/
+``loop_misc`` run on it. We own the reconnects (capped backoff) and track acknowledgements
+by message id. The blocking TCP connect runs in a worker thread so an unreachable broker
+never stalls the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.core.backoff import BackoffSchedule
+
+log = logging.getLogger(__name__)
+MessageHandler = Callable[[paho.MQTTMessage], None]
+
+
+@dataclass
+class MqttOptions:
+    host: str
+    port: int
+    client_id: str
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 3.0
+    will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
+    backoff: BackoffSchedule = field(default_factory=lambda: BackoffSchedule(
+        initial_s=0.5, max_delay_s=30.0, retries=None, jitter=0.3))
+
+
+class MqttConnection:
+    def __init__(self, options: MqttOptions) -> None:
+        self.o = options
+        self.connected = False
+        self.last_error = ""
+        self.reconnects = 0
+        self.on_connected: list[Callable[[], Awaitable[None] | None]] = []
+        self._handlers: list[tuple[str, MessageHandler]] = []
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._up = asyncio.Event()
+        self.client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.o.client_id,
+                        protocol=paho.MQTTv5)
+        c.connect_timeout = self.o.connect_timeout_s
+        # paho must not drop what we publish while reconnecting (the outbox tracks acks)
+        c.max_queued_messages_set(0)
+        if self.o.username:
+            c.username_pw_set(self.o.username, self.o.password or None)
+        if self.o.tls:
+            c.tls_set(ca_certs=self.o.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        if self.o.will:
+            topic, payload, retain = self.o.will
+            c.will_set(topic, payload, qos=1, retain=retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
+        return c
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="mqtt")
+
+    async def stop(self, last_words: tuple[str, bytes, bool] | None = None) -> None:
+        """Disconnect cleanly; ``last_words`` (topic, payload, retain) is published first
+        (a clean stop's own availability message, distinct from the last will)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.connected and last_words is not None:
+            topic, payload, retain = last_words
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=retain), 2.0)
+        if self.connected:
+            self.client.disconnect()
+        if self._misc is not None:
+            self._misc.cancel()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.cancel()
+
+    async def wait_connected(self) -> None:
+        await self._up.wait()
+
+    async def _run(self) -> None:
+        failures = 0
+        assert self._loop is not None
+        while True:
+            self._lost.clear()
+            try:
+                await self._loop.run_in_executor(None, self._connect)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self.last_error = f"cannot reach the broker {self.o.host}:{self.o.port}: {exc}"
+                failures += 1
+            else:
+                await self._lost.wait()
+                failures = 1 if self.connected_once else failures + 1
+            self.reconnects += 1
+            delay = self.o.backoff.next_delay(failures, 0.0, 0.5) or self.o.backoff.max_delay_s
+            await asyncio.sleep(delay)
+
+    connected_once = False
+
+    def _connect(self) -> None:
+        # in a worker thread: a TCP connect to a distant broker can block for seconds
+        self.client.connect(self.o.host, self.o.port, keepalive=self.o.keepalive_s)
+
+    # -- socket plumbing (paho calls these; they may come from the connect thread) -------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._call(self._add_reader, sock)
+
+    def _add_reader(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._read)
+        if self._misc is None or self._misc.done():
+            self._misc = self._loop.create_task(self._misc_loop(), name="mqtt misc")
+
+    def _read(self) -> None:
+        rc = self.client.loop_read()
+        if rc != paho.MQTT_ERR_SUCCESS and rc != paho.MQTT_ERR_AGAIN:
+            self._lose(f"read failed: {paho.error_string(rc)}")
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._call(self._remove, sock)
+
+    def _remove(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._call(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.add_writer(sock, self.client.loop_write)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._call(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    async def _misc_loop(self) -> None:
+        while True:
+            rc = self.client.loop_misc()
+            if rc != paho.MQTT_ERR_SUCCESS:
+                self._lose("keepalive lost")
+            await asyncio.sleep(1.0)
+
+    def _lose(self, why: str) -> None:
+        if self.connected:
+            self.last_error = why
+        self.connected = False
+        self._up.clear()
+        self._lost.set()
+
+    # -- protocol callbacks (on the loop thread, from loop_read) -------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        if reason.is_failure:
+            self.last_error = f"the broker refused the connection: {reason}"
+            log.warning("mqtt: %s", self.last_error)
+            self._lose(self.last_error)
+            return
+        self.connected = True
+        self.connected_once = True
+        self.last_error = ""
+        self._up.set()
+        for topic, _ in self._handlers:
+            client.subscribe(topic, qos=1)
+        assert self._loop is not None
+        for hook in self.on_connected:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                self._loop.create_task(result)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        self._lose(f"disconnected: {reason}")
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        for topic, handler in self._handlers:
+            if paho.topic_matches_sub(topic, msg.topic):
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception("mqtt: handler for %s failed", topic)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties | None) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- API ---------------------------------------------------------------------------
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        self._handlers.append((topic, handler))
+        if self.connected:
+            self.client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                properties: Properties | None = None) -> asyncio.Future[None]:
+        """Publish; the future completes when the broker acknowledges (QoS 1)."""
+        assert self._loop is not None
+        info = self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if qos == 0 or info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                fut.set_result(None)
+            else:
+                fut.set_exception(ConnectionError(paho.error_string(info.rc)))
+            return fut
+        self._acks[info.mid] = fut
+        return fut
+

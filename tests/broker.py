@@ -1,0 +1,66 @@
+"""A private Mosquitto broker for a test: a free port on 127.0.0.1, a temporary config,
+started, polled until it accepts, stopped and restarted on the same port to test outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.config = workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if password is None:
+            lines.append("allow_anonymous true")
+        else:
+            pw = workdir / "passwd"
+            pw.write_text(f"gate:{password}\n")
+            import subprocess
+
+            subprocess.run([MOSQUITTO_PASSWD, "-U", str(pw)],
+                           check=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+            if os.geteuid() == 0:  # else mosquitto drops to its own user, who cannot read it
+                lines.append("user root")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115, ASYNC230 - tiny, local
+        self.proc = await asyncio.create_subprocess_exec(
+            MOSQUITTO, "-c", str(self.config), stdout=log, stderr=log)
+        log.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    text = (self.workdir / "mosquitto.log").read_text(errors="replace")
+                    raise RuntimeError(f"mosquitto did not start:\n{text[-2000:]}") from None
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        self.proc = None
