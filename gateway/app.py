@@ -21,6 +21,7 @@ from gateway.notify import sd_notify
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.runner import SagaRunner
 from gateway.sagas.sync import OfflineSync
+from gateway.services.backup import BackupClient
 from gateway.services.central import CentralPool
 from gateway.services.lane import GateService, LaneController
 from gateway.settings import Settings
@@ -31,6 +32,7 @@ from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
+from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from gateway.web.app import make_app
 from hardware.build import LaneDevices, build_lane_devices
 from hardware.serial_loop import SerialLoopPort
@@ -57,6 +59,7 @@ class Gateway:
         self.runner: SagaRunner
         self.sync: OfflineSync
         self.session: aiohttp.ClientSession | None = None
+        self.mqtt: MqttConnection | None = None
         self.web: web.AppRunner | None = None
         self.web_port: int | None = None
         self._commit = asyncio.Event()
@@ -75,7 +78,15 @@ class Gateway:
             await self._start_sim_central()
         self.session = central_session(s)
         gate = GateService()
-        registry = build_registry(s, self.session, self.clock, gate)
+        backup = None
+        if s.backup.enabled:
+            self.mqtt = MqttConnection(MqttOptions(
+                s.mqtt.host, s.mqtt.port, client_id=f"parking-gateway-{s.gate.id}",
+                username=s.mqtt.username, password=s.mqtt_password.reveal(), tls=s.mqtt.tls,
+                ca_file=s.mqtt.ca_file, keepalive_s=s.mqtt.keepalive_s))
+            backup = BackupClient(self.mqtt, s.mqtt.topic_prefix, s.gate.id)
+            self.mqtt.start()
+        registry = build_registry(s, self.session, self.clock, gate, backup)
         self.runner = build_runner(s, self.store, registry, self.clock)
         self.sync = OfflineSync(self.store, registry.remote["license_plate_service"],
                                 self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
@@ -134,6 +145,8 @@ class Gateway:
             devices.release()  # relays de-energised on every exit
         if self.session is not None:
             await self.session.close()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         if self.sim_central is not None:
             await self.sim_central.stop()
         await self.store.close()
@@ -221,6 +234,12 @@ class Gateway:
         service = self.runner.registry.remote.get("license_plate_service")
         return service.circuit() if isinstance(service, CentralPool) else "unknown"
 
+    def backup_circuit(self) -> str:
+        if not self.settings.backup.enabled:
+            return "disabled"
+        breaker = self.runner.chain.breakers.get("alternative_license_plate_service")
+        return breaker.current_state(self.clock.monotonic()).value if breaker else "closed"
+
     def health_problems(self) -> list[str]:
         problems = list(self.lane_errors.values())
         if self.dead_letters:
@@ -251,9 +270,10 @@ class Gateway:
             "time": iso(self.clock.wall()), "wall_synced": self.clock.wall_synced(),
             "occupancy": occ, "lanes": lanes,
             "services": {"central": {"circuit": self.central_circuit()},
-                         "backup": {"circuit": "closed" if self.settings.backup.enabled
-                                    else "disabled"},
-                         "mqtt": {"connected": False}},
+                         "backup": {"circuit": self.backup_circuit()},
+                         "mqtt": {"connected": bool(self.mqtt and self.mqtt.connected),
+                                  **({"error": self.mqtt.last_error}
+                                     if self.mqtt and self.mqtt.last_error else {})}},
             "outbox": {"pending": pending},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},

@@ -67,10 +67,12 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
     alternatives = (ALTERNATIVE_LICENSE_PLATE_SERVICE,) if settings.backup.enabled else ()
     p = settings.policy
     remote = StepPolicy(retry_count=c.retry_count, alternative_services=alternatives,
+                        use_circuit_breaker=True,
                         deadline_s=c.decision_deadline_s, call_deadline_s=c.deadline_s,
                         backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s,
                         queue_when_unreachable=p.record_when_unreachable == "queue")
     verify = StepPolicy(retry_count=c.retry_count, use_cache_fallback=True,
+                        use_circuit_breaker=True,
                         alternative_services=alternatives, deadline_s=c.decision_deadline_s,
                         call_deadline_s=c.deadline_s, backoff_initial_s=c.backoff_initial_s,
                         backoff_max_s=c.backoff_max_s)

@@ -46,10 +46,18 @@ def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: 
     return {id_field: local_id, "queued": True}
 
 
+def queue_cancel_after_confirm(scope: CallScope, operation: str, payload: Json, key: str,
+                               now: str) -> None:
+    scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
+                        key=key, payload=payload, reason="confirm", now=now))
+
+
 def confirm_at_central(scope: CallScope, operation: str, payload: Json, key: str,
                        result: Json, now: str) -> None:
     """The backup service answered a write: the central service must hear it too."""
     id_field = ID_FIELDS[operation]
+    # the id the gate holds (the backup's) maps to the central service's once confirmed
+    held = str(result.get(id_field) or "") or None
     scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
                         key=key, payload=payload, reason="confirm", now=now,
-                        remote_id=str(result.get(id_field) or "") or None))
+                        local_id=held if operation.startswith("create_") else None))

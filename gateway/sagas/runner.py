@@ -131,10 +131,11 @@ class SagaRunner:
             sid = str(saga["saga_id"])
             records = await self.store.read(partial(saga_log.step_records, saga_id=sid))
             results = await self.store.read(partial(saga_log.step_results, saga_id=sid))
+            sources = await self.store.read(partial(saga_log.step_sources, saga_id=sid))
             machine, cmd = SagaMachine.restore(definition, SagaStatus(saga["status"]), records,
                                                saga["reason"])
             run = _Run(saga["saga_id"], definition, machine, saga["context"],
-                       self.clock.monotonic(), results=results, exists=True)
+                       self.clock.monotonic(), results=results, sources=sources, exists=True)
             self._event(run, "saga_recovered", {"saga_id": run.saga_id,
                                                 "action": type(cmd).__name__})
             outcomes.append(await self._drive(run, cmd))
@@ -293,6 +294,16 @@ class SagaRunner:
                     return run.machine.compensation_succeeded(i)
                 run.results[step.name] = loggable(result)
             payload = payloads.build(step.compensation, step.compensation, run.ctx, run.results)
+            if run.sources.get(step.name) == "backup":
+                # made by the backup service and waiting to be confirmed at the central
+                # service: the cancel follows it there, in order, under its own key
+                scope = self._scope(run)
+                offline.queue_cancel_after_confirm(scope, step.compensation, payload, key,
+                                                   iso(self.clock.wall()))
+                self._log_step(run, i, step, "succeeded", key, started_at, t0,
+                               phase="compensation", attempts_n=cmd.attempt, source="queue",
+                               result={"status": "queued"})
+                return run.machine.compensation_succeeded(i)
             id_field = offline.ID_FIELDS.get(step.compensation, "")
             local_id = str(payload.get(id_field) or "")
             if local_id.startswith(offline.LOCAL_PREFIX):

@@ -86,12 +86,14 @@ class OfflineSync:
         id_field = ID_FIELDS[operation]
         for field in ("entry_id", "exit_id"):  # a record made offline refers to its peer
             value = str(payload.get(field) or "")
-            if value.startswith(LOCAL_PREFIX):
-                remote = await self.store.read(partial(offline_queue.remote_id_for,
-                                                       local_id=value))
-                if remote is None:
-                    return "retry"  # its peer is not at the central service yet
+            if not value:
+                continue
+            remote = await self.store.read(partial(offline_queue.remote_id_for,
+                                                   local_id=value))
+            if remote is not None:
                 payload[field] = remote
+            elif value.startswith(LOCAL_PREFIX):
+                return "retry"  # its peer is not at the central service yet
         now = iso(self.clock.wall())
         try:
             result = await self.central.call(operation, payload,
@@ -113,13 +115,15 @@ class OfflineSync:
                                            now=now))
             return "retry"
         remote_id = str(result.get(id_field) or "") or None
-        local_id = row["local_id"]
+        # the id the gate used until now: its own (queued) or the backup service's
+        old_id = row["local_id"]
 
         def record(conn: Any) -> None:
             offline_queue.mark_sent(conn, row["id"], remote_id, now)
-            if local_id and remote_id:  # the session now carries the central service's id
+            if old_id and remote_id and old_id != remote_id and operation.startswith("create"):
+                # the session now carries the central service's id
                 conn.execute(f"UPDATE vehicle_sessions SET {id_field}=? WHERE {id_field}=?",
-                             (remote_id, local_id))
+                             (remote_id, old_id))
         await self.store.write(record)
         return "sent"
 

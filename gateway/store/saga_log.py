@@ -101,6 +101,13 @@ def step_results(conn: sqlite3.Connection, saga_id: str) -> dict[str, dict[str, 
     }
 
 
+def step_sources(conn: sqlite3.Connection, saga_id: str) -> dict[str, str]:
+    """Where each forward step that succeeded got its answer (central, backup, queue…)."""
+    return {r["name"]: r["source"] for r in conn.execute(
+        "SELECT name, source FROM saga_steps WHERE saga_id=? AND phase='forward' "
+        "AND status='succeeded'", (saga_id,))}
+
+
 def _saga(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
     d["context"] = json.loads(d["context"])
