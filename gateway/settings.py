@@ -78,6 +78,12 @@ class CentralSettings(_Section, frozen=True):
     half_open_probes: Annotated[int, msgspec.Meta(ge=1)] = 1
     decision_deadline_s: Positive = 2.5
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
+    hedge_after_s: NonNegative = 0.0  # > 0: ask the backup too when central is this slow
+
+
+class CacheSettings(_Section, frozen=True):
+    max_stale_s: NonNegative = 86_400.0  # an expired answer is still used this long
+    permit_misread_tolerance: bool = False  # a permit plate one character off matches
 
 
 class BackupSettings(_Section, frozen=True):
@@ -215,6 +221,7 @@ class Settings(_Section, frozen=True):
     web: WebSettings = WebSettings()
     policy: PolicySettings = PolicySettings()
     saga: SagaSettings = SagaSettings()
+    cache: CacheSettings = CacheSettings()
     store: StoreSettings = StoreSettings()
     simulation: SimulationSettings = SimulationSettings()
     zones: list[ZoneSettings] = msgspec.field(

@@ -9,10 +9,11 @@ through ``emit``; cache writes are handed to ``defer`` (they ride the saga's nex
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -38,18 +39,21 @@ def loggable(result: Json | None) -> Json:
 
 @dataclass
 class CallScope:
-    """What one step's calls need from its saga."""
+    """What one step's calls need from its saga. ``deadline_at`` (monotonic) is the
+    decision deadline that no chain of retries and fallbacks may pass."""
 
     saga_id: str
     plate: str
     emit: Callable[[str, Json], None]
     defer: Callable[[Callable[[sqlite3.Connection], Any]], None]
+    deadline_at: float | None = None
 
 
 class ServiceChain:
     def __init__(self, store: Store, registry: ServiceRegistry, clock: Clock, *,
                  breaker_policy: BreakerPolicy, cache_max_stale_s: float,
-                 rng: random.Random, on_boundary: Callable[[str], None]) -> None:
+                 rng: random.Random, on_boundary: Callable[[str], None],
+                 permit_misread_tolerance: bool = False) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -58,16 +62,31 @@ class ServiceChain:
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng
         self.on_boundary = on_boundary
+        self.permit_misread_tolerance = permit_misread_tolerance
 
     async def call(self, scope: CallScope, step: StepSpec, policy: StepPolicy, payload: Json,
                    key: str | None, attempts: list[Attempt]) -> tuple[Json, str]:
         """The step's answer and where it came from. Raises ``PermanentError`` at once on a
         definitive answer, ``TransientError`` when nothing answered within the deadline."""
         begin = self.clock.monotonic()
+        if scope.deadline_at is not None:  # the decision's deadline bounds the step's
+            policy = replace(policy, deadline_s=max(0.0, min(policy.deadline_s,
+                                                             scope.deadline_at - begin)))
         use_cache = policy.use_cache_fallback and step.kind is StepKind.READ
         names = [step.service, *[a for a in policy.alternative_services
                                  if a in self.registry.remote]]
         last: TransientError | None = None
+        if policy.hedge_after_s > 0 and step.kind is StepKind.READ and len(names) > 1:
+            try:
+                return await self._hedged(scope, names[0], names[1], step, policy, payload,
+                                          begin, attempts)
+            except TransientError as exc:
+                last = exc
+                names = names[2:]
+                if use_cache:
+                    cached = await self._cached(scope, fresh_only=True)
+                    if cached is not None:
+                        return self._from_cache(scope, step, cached, attempts, last)
         for position, name in enumerate(names):
             if position == 1 and use_cache:
                 cached = await self._cached(scope, fresh_only=True)
@@ -92,6 +111,52 @@ class ServiceChain:
                 return self._from_cache(scope, step, cached, attempts, last)
         raise last or TransientError(f"{step.name}: no service could be tried",
                                      service=step.service)
+
+    async def _hedged(self, scope: CallScope, primary: str, second: str, step: StepSpec,
+                      policy: StepPolicy, payload: Json, begin: float,
+                      attempts: list[Attempt]) -> tuple[Json, str]:
+        """Ask the primary; if it has not answered within ``hedge_after_s``, ask the second
+        too, and take the first valid answer."""
+        first = asyncio.ensure_future(
+            self._ask(scope, primary, step, policy, payload, None, begin, attempts))
+        done, _ = await asyncio.wait({first}, timeout=policy.hedge_after_s)
+        tasks = {first: primary}
+        if not done:
+            hedge = asyncio.ensure_future(
+                self._ask(scope, second, step, policy, payload, None, begin, attempts))
+            tasks[hedge] = second
+        last: BaseException | None = None
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        name = tasks[task]
+                        source = SOURCES.get(name, name)
+                        if name != primary:
+                            scope.emit("fallback_used", {"saga_id": scope.saga_id,
+                                                         "step": step.name, "source": source,
+                                                         "after": "hedged: primary slow"})
+                        if policy.use_cache_fallback:
+                            self._remember(scope, task.result(), source)
+                        return task.result(), source
+                    last = task.exception()
+                    if isinstance(last, PermanentError):
+                        raise last
+            if len(tasks) == 1:  # the primary failed before the hedge: ask the second now
+                result = await self._ask(scope, second, step, policy, payload, None, begin,
+                                         attempts)
+                source = SOURCES.get(second, second)
+                scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
+                                             "source": source, "after": str(last)})
+                if policy.use_cache_fallback:
+                    self._remember(scope, result, source)
+                return result, source
+        finally:
+            for task in pending:
+                task.cancel()
+        raise last if isinstance(last, TransientError) else TransientError(str(last))
 
     async def _ask(self, scope: CallScope, name: str, step: StepSpec, policy: StepPolicy,
                    payload: Json, key: str | None, begin: float,
@@ -172,6 +237,9 @@ class ServiceChain:
         stale = 0.0 if fresh_only else self.cache_max_stale_s
         hit = await self.store.read(partial(plate_cache.get, plate=scope.plate, now=wall,
                                             max_stale_s=stale))
+        if hit is None and self.permit_misread_tolerance:
+            hit = await self.store.read(partial(plate_cache.get_permit_one_off,
+                                                plate=scope.plate, now=wall, max_stale_s=stale))
         if hit is None:
             return None
         return {**hit.result, "cached_age_s": round(hit.age_s, 1), "cache_fresh": hit.fresh}

@@ -72,7 +72,7 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
                         backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s,
                         queue_when_unreachable=p.record_when_unreachable == "queue")
     verify = StepPolicy(retry_count=c.retry_count, use_cache_fallback=True,
-                        use_circuit_breaker=True,
+                        use_circuit_breaker=True, hedge_after_s=c.hedge_after_s,
                         alternative_services=alternatives, deadline_s=c.decision_deadline_s,
                         call_deadline_s=c.deadline_s, backoff_initial_s=c.backoff_initial_s,
                         backoff_max_s=c.backoff_max_s)
@@ -89,6 +89,9 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
     return SagaRunner(
         store, registry, clock, gate_id=settings.gate.id, policies=policies,
         default_policy=remote, breaker_policy=breaker_policy(settings),
+        cache_max_stale_s=settings.cache.max_stale_s,
+        permit_misread_tolerance=settings.cache.permit_misread_tolerance,
+        decision_deadline_s=c.decision_deadline_s,
         compensation_backoff=BackoffSchedule(initial_s=s.compensation_backoff_initial_s,
                                              max_delay_s=s.compensation_backoff_max_s,
                                              retries=None),

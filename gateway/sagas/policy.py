@@ -16,6 +16,7 @@ class StepPolicy:
     call_deadline_s: float = 0.8  # one call
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 0.5
+    hedge_after_s: float = 0.0  # > 0: ask the first alternative too when this slow
     when_unverifiable: str | None = None  # "allow": a verification nobody answered passes
     queue_when_unreachable: bool = False  # a record nobody took waits in the offline queue
 

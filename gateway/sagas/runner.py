@@ -79,9 +79,13 @@ class SagaRunner:
         breaker_policy: BreakerPolicy | None = None,
         compensation_backoff: BackoffSchedule | None = None,
         cache_max_stale_s: float = 86_400.0,
+        permit_misread_tolerance: bool = False,
+        decision_deadline_s: float | None = None,
         rng: random.Random | None = None,
         on_boundary: Callable[[str], None] | None = None,
     ) -> None:
+        # Steps before the first device step (the decision) share this deadline.
+        self.decision_deadline_s = decision_deadline_s
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -97,7 +101,8 @@ class SagaRunner:
         self.on_boundary = on_boundary or (lambda _label: None)
         self.chain = ServiceChain(store, registry, clock, breaker_policy=self.breaker_policy,
                                   cache_max_stale_s=cache_max_stale_s, rng=self.rng,
-                                  on_boundary=lambda label: self.on_boundary(label))
+                                  on_boundary=lambda label: self.on_boundary(label),
+                                  permit_misread_tolerance=permit_misread_tolerance)
 
     # -- public --------------------------------------------------------------------------
     async def run(self, definition: SagaDefinition, context: Json,
@@ -172,7 +177,7 @@ class SagaRunner:
             payload["recovering"] = True
         attempts: list[Attempt] = []
         policy = self.policy_for(step, run.definition.name)
-        scope = self._scope(run)
+        scope = self._scope(run, i)
         try:
             try:
                 result, source = await self.chain.call(
@@ -418,10 +423,14 @@ class SagaRunner:
                       idempotency_key=key, started_at=started_at)
         return lambda conn: saga_log.write_step(conn, w)
 
-    def _scope(self, run: _Run) -> CallScope:
+    def _scope(self, run: _Run, step_index: int | None = None) -> CallScope:
+        deadline_at = None
+        if self.decision_deadline_s is not None and step_index is not None and not any(
+                s.kind is StepKind.DEVICE for s in run.definition.steps[:step_index + 1]):
+            deadline_at = run.started + self.decision_deadline_s
         return CallScope(run.saga_id, str(run.ctx.get("license_plate") or ""),
                          emit=lambda type_, data: self._event(run, type_, data),
-                         defer=run.batch.append)
+                         defer=run.batch.append, deadline_at=deadline_at)
 
     def _event(self, run: _Run, type_: str, data: Json) -> None:
         ts = iso(self.clock.wall())

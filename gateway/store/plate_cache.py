@@ -45,6 +45,27 @@ def get(conn: sqlite3.Connection, plate: str, now: float,
                         now - row["stored_at"], fresh)
 
 
+def get_permit_one_off(conn: sqlite3.Connection, plate: str, now: float,
+                       max_stale_s: float = 0.0) -> CachedResult | None:
+    """A cached permit holder whose plate differs from ``plate`` in exactly one character
+    (a misread), when exactly one such plate exists; ``None`` otherwise."""
+    matches = []
+    for row in conn.execute(
+            "SELECT plate FROM plate_cache WHERE length(plate)=? AND expires_at >= ? "
+            "AND json_extract(result, '$.reason')='permit' "
+            "AND json_extract(result, '$.authorized')", (len(plate), now - max_stale_s)):
+        other = str(row[0])
+        if sum(a != b for a, b in zip(other, plate, strict=True)) == 1:
+            matches.append(other)
+    if len(matches) != 1:
+        return None  # none, or ambiguous: no guessing
+    hit = get(conn, matches[0], now, max_stale_s)
+    if hit is None:
+        return None
+    return CachedResult(hit.plate, {**hit.result, "misread_of": plate}, hit.source,
+                        hit.age_s, hit.fresh)
+
+
 def prune(conn: sqlite3.Connection, now: float, max_stale_s: float, max_rows: int) -> int:
     n = conn.execute("DELETE FROM plate_cache WHERE expires_at < ?", (now - max_stale_s,)).rowcount
     over = conn.execute("SELECT count(*) FROM plate_cache").fetchone()[0] - max_rows

@@ -140,3 +140,96 @@ async def test_flapping_service_leaves_every_record_consistent(world: World):
         else:
             assert record is None or record["status"] == "cancelled"
     assert all(n == 1 for k, n in w.central.key_hits.items() if k.endswith("create_entry_record"))
+
+
+async def make_runner(tmp_path, url: str, extra: str, backup=None):
+    settings = parse_settings(f"""
+[gate]
+id = "g1"
+data_dir = "{tmp_path}"
+[central]
+base_urls = ["{url}"]
+deadline_s = 0.8
+retry_count = 0
+decision_deadline_s = 1.0
+{extra}
+[backup]
+enabled = {"true" if backup else "false"}
+[simulation]
+enabled = true
+[[zones]]
+name = "A"
+spaces = 5
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+[[lanes]]
+id = "exit-1"
+direction = "exit"
+""", "t.toml")
+    store = await Store.open(settings.database_path, settings.zone_specs())
+    session = central_session(settings)
+    registry = build_registry(settings, session, SystemClock(), InstantGate(), backup)
+    return build_runner(settings, store, registry, SystemClock()), store, session
+
+
+async def test_hedging_takes_the_backup_when_central_is_slow(world: World, tmp_path):
+    from gateway.sim.inprocess import InProcessPlateService
+
+    backup = InProcessPlateService("alternative_license_plate_service")
+    runner, store, session = await make_runner(
+        tmp_path / "h", w_url(world), "hedge_after_s = 0.05", backup)
+    try:
+        await world.fault("slow")
+        world.faults.delay_s = 0.5
+        out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+        assert out.sources["verify_license_plate"] == "backup"
+        types = [e["data"].get("after") for e in await store.events_after(0, 100)
+                 if e["type"] == "fallback_used"]
+        assert "hedged: primary slow" in types
+    finally:
+        await session.close()
+        await store.close()
+
+
+async def test_the_decision_deadline_bounds_the_whole_chain(world: World, tmp_path):
+    runner, store, session = await make_runner(tmp_path / "d", w_url(world), "")
+    try:
+        await world.fault("slow")
+        world.faults.delay_s = 0.7  # each answer in time, but two do not fit in 1.0 s
+        out = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+        assert out.status == "completed", out.reason
+        assert out.sources["verify_license_plate"] == "central"
+        assert out.sources["create_entry_record"] == "queue"
+    finally:
+        await session.close()
+        await store.close()
+
+
+async def test_a_permit_plate_misread_by_one_character_matches_only_when_enabled(
+        world: World, tmp_path):
+    for enabled, expect in ((False, "compensated"), (True, "completed")):
+        runner, store, session = await make_runner(
+            tmp_path / str(enabled), w_url(world),
+            f"[cache]\npermit_misread_tolerance = {'true' if enabled else 'false'}")
+        try:
+            await world.fault("ok")
+            world.central.permits.add("34ABC123")
+            assert (await runner.run(ENTRY, {"lane_id": "entry-1",
+                                             "license_plate": "34ABC123"})).succeeded
+            assert (await runner.run(EXIT, {"lane_id": "exit-1",
+                                            "license_plate": "34ABC123"})).succeeded
+            await world.fault("refuse")
+            out = await runner.run(ENTRY, {"lane_id": "entry-1",
+                                           "license_plate": "34A8C123"})
+            assert out.status == expect, out.reason
+            if enabled:
+                assert out.sources["verify_license_plate"] == "cache"
+                assert out.results["verify_license_plate"]["misread_of"] == "34A8C123"
+        finally:
+            await session.close()
+            await store.close()
+
+
+def w_url(world: World) -> str:
+    return str(world.sync.central.instances[0].base_url)  # type: ignore[attr-defined]
