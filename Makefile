@@ -30,6 +30,7 @@ soak: venv
 bench: venv
 	$(PY) bench/saga_throughput.py
 	$(PY) bench/lane_latency.py
+	$(PY) bench/degraded_latency.py
 
 venv: $(STAMP)
 

@@ -24,7 +24,8 @@ class Broker:
         self.port = free_port()
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        # set_tcp_nodelay: small MQTT packets are not held back by Nagle's algorithm
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "set_tcp_nodelay true"]
         if password is None:
             lines.append("allow_anonymous true")
         else:
