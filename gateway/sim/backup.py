@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,7 +18,7 @@ from paho.mqtt.properties import Properties
 from gateway.sim.central import SimCentralState
 from gateway.telemetry.mqtt import MqttConnection
 
-BACKUP_MODES = ("ok", "blackhole", "error", "garbage", "slow", "duplicate")
+BACKUP_MODES = ("ok", "blackhole", "error", "garbage", "oversized", "slow", "duplicate")
 
 
 class SimBackup:
@@ -28,7 +29,9 @@ class SimBackup:
         self.state = state or SimCentralState()
         self.mode = "ok"
         self.delay_s = 2.0
+        self.fail_fraction = 0.0  # on top of any mode: this share answers an error
         self.requests = 0
+        self._rng = random.Random()
         mqtt.subscribe(f"{prefix}/backup/v1/+", self._on_request)
 
     def _on_request(self, msg: paho.MQTTMessage) -> None:
@@ -49,11 +52,14 @@ class SimBackup:
             status, reply = self._handle(operation, body)
         except (ValueError, KeyError) as exc:
             status, reply = 400, {"error": str(exc)}
-        if self.mode == "error":
+        if self.mode == "error" or (self.fail_fraction
+                                    and self._rng.random() < self.fail_fraction):
             payload = json.dumps({"ok": False, "error": "backup unavailable",
                                   "retryable": True}).encode()
         elif self.mode == "garbage":
             payload = b"\xff\xfenot json"
+        elif self.mode == "oversized":
+            payload = b'{"ok": true, "result": {"pad": "' + b"x" * 200_000 + b'"}}'
         elif status >= 400:
             payload = json.dumps({"ok": False, "error": reply.get("error", "refused"),
                                   "retryable": status >= 500}).encode()

@@ -32,6 +32,7 @@ class SimCentralState:
     key_hits: Counter[str] = field(default_factory=Counter)
     verify_calls: int = 0
     delay_s: float = 0.0  # added to every answer (benchmarks, demos of a slow service)
+    reject_plates: set[str] = field(default_factory=set)  # records refused for good (422)
 
     def decide(self, plate: str, direction: str) -> Json:
         if plate in self.blocked:
@@ -58,6 +59,8 @@ class SimCentralState:
         self.key_hits[key] += 1
         if key in self.by_key:
             return 200, self.by_key[key][1]
+        if str(body.get("license_plate", "")) in self.reject_plates:
+            return 422, {"error": "plate_rejected"}
         record_id = f"{kind[0]}-{uuid.uuid4().hex[:12]}"
         records = self.entries if kind == "entry" else self.exits
         records[record_id] = {**body, "status": "active", "idempotency_key": key}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -233,3 +233,22 @@ async def test_a_permit_plate_misread_by_one_character_matches_only_when_enabled
 
 def w_url(world: World) -> str:
     return str(world.sync.central.instances[0].base_url)  # type: ignore[attr-defined]
+
+
+async def test_a_record_refused_for_good_goes_to_the_dead_letters(world: World):
+    w = world
+    await w.fault("refuse")
+    w.runner.policies["entry:verify_license_plate"] = replace(
+        w.runner.policies["entry:verify_license_plate"], when_unverifiable="allow")
+    out = await w.runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "BAD1"})
+    assert out.sources == {**out.sources, "verify_license_plate": "policy",
+                           "create_entry_record": "queue"}
+    w.central.reject_plates.add("BAD1")
+    await w.fault("ok")
+    await drain_when_healthy(w)
+    counts = await w.store.read(offline_queue.counts)
+    assert counts["dead"] == 1 and counts["pending"] == 0
+    (dead,) = await w.store.read(offline_queue.dead_letters)
+    assert "plate_rejected" in dead["last_error"]
+    types = [e["type"] for e in await w.store.events_after(0, 500)]
+    assert "record_rejected" in types

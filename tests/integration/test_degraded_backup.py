@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.clock import SystemClock
+from gateway.core.errors import DeadlineExceeded
 from gateway.core.steps import ENTRY, EXIT
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.sync import OfflineSync
@@ -101,6 +104,21 @@ direction = "exit"
         (sess,) = await store.read(spaces.list_sessions)
         assert sess["entry_id"] == entry_id and sess["exit_id"] == next(iter(central_state.exits))
         assert sess["status"] == "exited"
+
+        # central blackholed while the backup is too slow, then answers oversized replies:
+        # the cache decides, the record waits, nothing malformed is trusted
+        await faults.set(FaultRequest(mode="blackhole"))
+        backup.mode, backup.delay_s = "slow", 1.0
+        again = await runner.run(ENTRY, {"lane_id": "entry-1", "license_plate": "34ABC123"})
+        assert again.status == "completed", again.reason
+        assert again.sources["verify_license_plate"] == "cache"
+        assert again.sources["create_entry_record"] == "queue"
+        backup.mode = "oversized"
+        with pytest.raises(DeadlineExceeded):
+            await client.call("verify_license_plate", {"license_plate": "X1"},
+                              idempotency_key=None, deadline_s=0.3)
+        assert client.dropped["malformed"] == 1
+        await faults.set(FaultRequest(mode="ok"))
     finally:
         await session.close()
         await store.close()
