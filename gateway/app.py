@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,9 @@ from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
+from gateway.telemetry.metrics import board, summary
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
+from gateway.telemetry.publisher import TelemetryPublisher, availability_topic
 from gateway.web.app import make_app
 from hardware.build import LaneDevices, build_lane_devices
 from hardware.serial_loop import SerialLoopPort
@@ -60,6 +63,7 @@ class Gateway:
         self.sync: OfflineSync
         self.session: aiohttp.ClientSession | None = None
         self.mqtt: MqttConnection | None = None
+        self.publisher: TelemetryPublisher | None = None
         self.web: web.AppRunner | None = None
         self.web_port: int | None = None
         self._commit = asyncio.Event()
@@ -79,12 +83,25 @@ class Gateway:
         self.session = central_session(s)
         gate = GateService()
         backup = None
-        if s.backup.enabled:
+        if s.backup.enabled or s.telemetry.enabled:
             self.mqtt = MqttConnection(MqttOptions(
                 s.mqtt.host, s.mqtt.port, client_id=f"parking-gateway-{s.gate.id}",
                 username=s.mqtt.username, password=s.mqtt_password.reveal(), tls=s.mqtt.tls,
-                ca_file=s.mqtt.ca_file, keepalive_s=s.mqtt.keepalive_s))
+                ca_file=s.mqtt.ca_file, keepalive_s=s.mqtt.keepalive_s,
+                will=(availability_topic(s.mqtt.topic_prefix, s.gate.id), b"offline", True),
+                will_reason="connection_lost"))
+        if s.backup.enabled and self.mqtt is not None:
             backup = BackupClient(self.mqtt, s.mqtt.topic_prefix, s.gate.id)
+        if s.telemetry.enabled and self.mqtt is not None:
+            t = s.telemetry
+            self.publisher = TelemetryPublisher(
+                self.mqtt, self.store, prefix=s.mqtt.topic_prefix, gate_id=s.gate.id,
+                state=self.status, metrics=self.metrics, inflight=t.inflight,
+                state_min_interval_s=t.state_min_interval_s,
+                metrics_interval_s=t.metrics_interval_s)
+            self.store.on_commit.append(self.publisher.changed)
+            self.publisher.start()
+        if self.mqtt is not None:
             self.mqtt.start()
         registry = build_registry(s, self.session, self.clock, gate, backup)
         self.runner = build_runner(s, self.store, registry, self.clock)
@@ -145,8 +162,11 @@ class Gateway:
             devices.release()  # relays de-energised on every exit
         if self.session is not None:
             await self.session.close()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.mqtt is not None:
-            await self.mqtt.stop()
+            await self.mqtt.stop(last_words=self.publisher.clean_stop_message()
+                                 if self.publisher is not None else None)
         if self.sim_central is not None:
             await self.sim_central.stop()
         await self.store.close()
@@ -252,6 +272,30 @@ class Gateway:
             problems.append("central service: circuit open")
         return problems
 
+    async def metrics(self) -> dict[str, Any]:
+        counts = await self.store.read(lambda c: dict(c.execute(
+            "SELECT status, count(*) FROM sagas GROUP BY status").fetchall()))
+        stages: dict[str, dict[str, float]] = {}
+        for controller in self.lanes.values():
+            for stage in ("frame", "plate", "decision", "relay", "total"):
+                stages[f"{controller.id}.{stage}"] = summary(
+                    x.get(stage, 0.0) for x in controller.latencies)
+        central = self.runner.registry.remote.get("license_plate_service")
+        return {
+            "gate_id": self.settings.gate.id, "time": iso(self.clock.wall()),
+            "sagas": counts, "latency_ms": stages,
+            "breakers": {"central": self.central_circuit(), "backup": self.backup_circuit()},
+            "central_replies_refused": sum(
+                (i.rejected for i in central.instances), Counter()) if isinstance(
+                    central, CentralPool) else {},
+            "outbox_pending": await self.store.read(events.outbox_pending),
+            "events_published": self.publisher.published if self.publisher else 0,
+            "outbox_dropped": await self.store.read(
+                partial(events.read_counter, name="outbox_dropped")),
+            "offline_queue": await self.store.read(offline_queue.counts),
+            "board": board(self.settings.data_dir),
+        }
+
     async def status(self) -> dict[str, Any]:
         occ = await self.store.occupancy()
         pending = await self.store.read(events.outbox_pending)
@@ -274,7 +318,8 @@ class Gateway:
                          "mqtt": {"connected": bool(self.mqtt and self.mqtt.connected),
                                   **({"error": self.mqtt.last_error}
                                      if self.mqtt and self.mqtt.last_error else {})}},
-            "outbox": {"pending": pending},
+            "outbox": {"pending": pending, "dropped": await self.store.read(
+                partial(events.read_counter, name="outbox_dropped"))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
             "healthy": not problems, "problems": problems,

@@ -128,6 +128,13 @@ class StoreSettings(_Section, frozen=True):
     plate_cache_max_rows: Annotated[int, msgspec.Meta(ge=100)] = 50_000
 
 
+class TelemetrySettings(_Section, frozen=True):
+    enabled: bool = True  # events, state and metrics to central monitoring over MQTT
+    state_min_interval_s: NonNegative = 1.0  # the retained state at most this often
+    metrics_interval_s: Positive = 30.0
+    inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200  # events awaiting acks
+
+
 class SimulationSettings(_Section, frozen=True):
     enabled: bool = False
     start_central: bool = False  # run the sim central service on central.base_urls[0]
@@ -222,6 +229,7 @@ class Settings(_Section, frozen=True):
     policy: PolicySettings = PolicySettings()
     saga: SagaSettings = SagaSettings()
     cache: CacheSettings = CacheSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     store: StoreSettings = StoreSettings()
     simulation: SimulationSettings = SimulationSettings()
     zones: list[ZoneSettings] = msgspec.field(

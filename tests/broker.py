@@ -20,12 +20,20 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, *, password: str | None = None,
+                 persistent: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
-        # set_tcp_nodelay: small MQTT packets are not held back by Nagle's algorithm
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "set_tcp_nodelay true"]
+        # set_tcp_nodelay: small MQTT packets are not held back by Nagle's algorithm;
+        # persistent: sessions and their queued messages survive a restart (for a test
+        # subscriber that must miss nothing while the broker was down)
+        lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true"]
+        if persistent:
+            lines += ["persistence true", f"persistence_location {workdir}/",
+                      "user root" if os.geteuid() == 0 else ""]
+        else:
+            lines.append("persistence false")
         if password is None:
             lines.append("allow_anonymous true")
         else:

@@ -100,3 +100,15 @@ def prune(conn: sqlite3.Connection, *, max_rows: int, oldest_ts_kept: str) -> in
     deleted = conn.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount
     bump_counter(conn, "events_pruned", deleted)
     return int(deleted)
+
+
+def outbox_batch(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    """Unsent events after ``after_seq``, in ``seq`` order, as envelopes."""
+    return [_envelope(r) for r in conn.execute(
+        "SELECT e.* FROM outbox o JOIN events e ON e.seq = o.seq WHERE o.seq > ? "
+        "ORDER BY o.seq LIMIT ?", (after_seq, limit))]
+
+
+def mark_published(conn: sqlite3.Connection, seqs: list[int]) -> None:
+    """The broker acknowledged these: they leave the outbox (the events stay)."""
+    conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])

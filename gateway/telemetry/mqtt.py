@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -38,6 +39,7 @@ class MqttOptions:
     keepalive_s: int = 30
     connect_timeout_s: float = 3.0
     will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
+    will_reason: str = ""  # an MQTT v5 user property "reason" on the last will
     backoff: BackoffSchedule = field(default_factory=lambda: BackoffSchedule(
         initial_s=0.5, max_delay_s=30.0, retries=None, jitter=0.3))
 
@@ -56,6 +58,8 @@ class MqttConnection:
         self._misc: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
         self.client = self._make_client()
 
     def _make_client(self) -> paho.Client:
@@ -70,7 +74,11 @@ class MqttConnection:
             c.tls_set(ca_certs=self.o.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         if self.o.will:
             topic, payload, retain = self.o.will
-            c.will_set(topic, payload, qos=1, retain=retain)
+            props = None
+            if self.o.will_reason:
+                props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+                props.UserProperty = ("reason", self.o.will_reason)
+            c.will_set(topic, payload, qos=1, retain=retain, properties=props)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -86,16 +94,18 @@ class MqttConnection:
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="mqtt")
 
-    async def stop(self, last_words: tuple[str, bytes, bool] | None = None) -> None:
+    async def stop(self, last_words: tuple[str, bytes, bool, Properties | None] | None = None
+                   ) -> None:
         """Disconnect cleanly; ``last_words`` (topic, payload, retain) is published first
         (a clean stop's own availability message, distinct from the last will)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.connected and last_words is not None:
-            topic, payload, retain = last_words
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=retain), 2.0)
+            topic, payload, retain, props = last_words
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=retain,
+                                                    properties=props), 2.0)
         if self.connected:
             self.client.disconnect()
         if self._misc is not None:
@@ -106,6 +116,9 @@ class MqttConnection:
 
     async def wait_connected(self) -> None:
         await self._up.wait()
+
+    async def wait_disconnected(self) -> None:
+        await self._down.wait()
 
     async def _run(self) -> None:
         failures = 0
@@ -190,7 +203,13 @@ class MqttConnection:
             self.last_error = why
         self.connected = False
         self._up.clear()
+        self._down.set()
         self._lost.set()
+        # acknowledgements that can no longer come: the outbox sends those again
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(why))
+        self._acks.clear()
 
     # -- protocol callbacks (on the loop thread, from loop_read) -------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
@@ -204,6 +223,7 @@ class MqttConnection:
         self.connected_once = True
         self.last_error = ""
         self._up.set()
+        self._down.clear()
         for topic, _ in self._handlers:
             client.subscribe(topic, qos=1)
         assert self._loop is not None
