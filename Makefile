@@ -31,6 +31,7 @@ bench: venv
 	$(PY) bench/saga_throughput.py
 	$(PY) bench/lane_latency.py
 	$(PY) bench/degraded_latency.py
+	$(PY) bench/telemetry_drain.py
 
 venv: $(STAMP)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class MqttConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
+        self._loop_thread = 0
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -92,6 +94,7 @@ class MqttConnection:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._task = self._loop.create_task(self._run(), name="mqtt")
 
     async def stop(self, last_words: tuple[str, bytes, bool, Properties | None] | None = None
@@ -146,7 +149,10 @@ class MqttConnection:
     # -- socket plumbing (paho calls these; they may come from the connect thread) -------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)  # on the loop already (the usual case): no wake-up pipe write
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # Small packets back to back (a PUBACK, then a reply) must not wait for Nagle and

@@ -24,6 +24,7 @@ from gateway.telemetry.mqtt import MqttConnection
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 VOLATILE = ("uptime_s", "time")  # not a change worth a new retained state
+ACK_BATCH = 100  # acknowledged events removed from the outbox per commit
 
 
 def availability_topic(prefix: str, gate_id: str) -> str:
@@ -120,12 +121,24 @@ class TelemetryPublisher:
     async def _drain_connected(self) -> None:
         """Publish in ``seq`` order with up to ``inflight`` unacknowledged; remove from the
         outbox what the broker acknowledged, in order."""
-        cursor = 0
         flying: dict[int, asyncio.Future[None]] = {}
+        pending_acks: list[int] = []
+        try:
+            await self._pump(flying, pending_acks)
+        finally:
+            if pending_acks:  # acknowledged before the connection went: not sent again
+                await self.store.write(partial(events.mark_published, seqs=pending_acks))
+                self.published += len(pending_acks)
+
+    async def _pump(self, flying: dict[int, asyncio.Future[None]],
+                    pending_acks: list[int]) -> None:
+        cursor = 0
         while self.mqtt.connected:
             room = self.inflight - len(flying)
+            # refill in chunks, not one event per acknowledgement
+            refill = room > 0 and (room >= self.inflight // 4 or not flying)
             batch = await self.store.read(partial(events.outbox_batch, after_seq=cursor,
-                                                  limit=room)) if room > 0 else []
+                                                  limit=room)) if refill else []
             for event in batch:
                 payload = msgspec.json.encode({k: event[k] for k in (
                     "seq", "event_id", "gate_id", "type", "ts", "lane_id", "data",
@@ -141,20 +154,26 @@ class TelemetryPublisher:
                 waiter.cancel()
                 lost.cancel()
                 continue
-            await asyncio.wait(flying.values(), return_when=asyncio.FIRST_COMPLETED)
+            # QoS 1 acknowledgements come back in order on one connection: wait for the
+            # oldest, then take every one already done, and remove them in one commit
+            # (one fsync per batch, not per event)
+            await asyncio.wait([flying[min(flying)]])
             acked = []
             for seq in sorted(flying):
                 fut = flying[seq]
                 if not fut.done():
-                    continue
+                    break
                 if fut.exception() is not None:
                     for other in flying.values():  # all lost with the connection
                         if other.done():
                             other.exception()
                     raise ConnectionError(str(fut.exception()))
                 acked.append(seq)
+            pending_acks.extend(acked)
             for seq in acked:
                 del flying[seq]
-            if acked:
-                await self.store.write(partial(events.mark_published, seqs=acked))
-                self.published += len(acked)
+            if pending_acks and (len(pending_acks) >= ACK_BATCH or not flying):
+                done_seqs = list(pending_acks)
+                pending_acks.clear()
+                await self.store.write(partial(events.mark_published, seqs=done_seqs))
+                self.published += len(done_seqs)
