@@ -149,10 +149,12 @@ class TelemetryPublisher:
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 lost = asyncio.ensure_future(self.mqtt.wait_disconnected())
-                await asyncio.wait({waiter, lost}, timeout=5.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                lost.cancel()
+                try:
+                    await asyncio.wait({waiter, lost}, timeout=5.0,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    lost.cancel()
                 continue
             # QoS 1 acknowledgements come back in order on one connection: wait for the
             # oldest, then take every one already done, and remove them in one commit
