@@ -8,7 +8,7 @@ import os
 import sys
 
 from gateway.core.errors import ConfigError, StoreError
-from gateway.settings import load_default, load_settings
+from gateway.settings import load_default, load_settings, mqtt_password
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -69,7 +69,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="how long to watch the loops (default 10)")
     hw.add_argument("--pulse", action="store_true",
                     help="also pulse the barrier relays and the lights")
+    mon = sub.add_parser("monitor", help="follow gates over MQTT: events, state, seq gaps")
+    mon.add_argument("--mqtt", default="127.0.0.1:1883", metavar="HOST:PORT")
+    mon.add_argument("--gate", help="one gate id (default: all gates)")
+    mon.add_argument("--prefix", default="parking")
+    mon.add_argument("--username", default="")
     args = parser.parse_args(argv)
+    if args.command == "monitor":
+        import asyncio
+
+        from gateway.telemetry.monitor import run_monitor
+
+        host, _, port = args.mqtt.rpartition(":")
+        return asyncio.run(run_monitor(host or "127.0.0.1", int(port), args.gate, args.prefix,
+                                       sys.stdout, args.username,
+                                       mqtt_password(os.environ)))
     if args.command == "check-config":
         return _check_config(args.path)
     if args.command == "hw-test":

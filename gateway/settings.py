@@ -392,6 +392,11 @@ def parse_settings(
     )
 
 
+def mqtt_password(env: Mapping[str, str]) -> str:
+    """For tools without a configuration file (``monitor``)."""
+    return env.get("GATEWAY_MQTT_PASSWORD", "")
+
+
 def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Read and parse a configuration file."""
     p = Path(path)
