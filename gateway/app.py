@@ -33,6 +33,7 @@ from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
+from gateway.telemetry.discovery import discovery_messages
 from gateway.telemetry.metrics import board, summary
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from gateway.telemetry.publisher import TelemetryPublisher, availability_topic
@@ -98,7 +99,12 @@ class Gateway:
                 self.mqtt, self.store, prefix=s.mqtt.topic_prefix, gate_id=s.gate.id,
                 state=self.status, metrics=self.metrics, inflight=t.inflight,
                 state_min_interval_s=t.state_min_interval_s,
-                metrics_interval_s=t.metrics_interval_s)
+                metrics_interval_s=t.metrics_interval_s,
+                discovery=discovery_messages(
+                    discovery_prefix=t.discovery_prefix, prefix=s.mqtt.topic_prefix,
+                    gate_id=s.gate.id, lanes=[(lane.id, lane.direction) for lane in s.lanes],
+                ) if t.home_assistant else None,
+                discovery_prefix=t.discovery_prefix)
             self.store.on_commit.append(self.publisher.changed)
             self.publisher.start()
         if self.mqtt is not None:
@@ -135,6 +141,8 @@ class Gateway:
             port.on_fault = self._serial_fault(port)
             port.start()
         for controller in self.lanes.values():
+            if self.publisher is not None:
+                controller.on_change = self.publisher.changed
             await controller.start()
         if self.sim is not None:
             self.sim.start(self._parked_plates)

@@ -133,6 +133,8 @@ class TelemetrySettings(_Section, frozen=True):
     state_min_interval_s: NonNegative = 1.0  # the retained state at most this often
     metrics_interval_s: Positive = 30.0
     inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200  # events awaiting acks
+    home_assistant: bool = False  # MQTT discovery: one device per lane
+    discovery_prefix: str = "homeassistant"
 
 
 class SimulationSettings(_Section, frozen=True):

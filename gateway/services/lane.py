@@ -78,6 +78,7 @@ class LaneController:
         self._cycle: dict[str, float] = {}
         self.camera_fault = ""
         self.idle = asyncio.Event()  # set while the lane is idle (tools and benchmarks wait)
+        self.on_change: Callable[[], None] | None = None  # the state worth publishing moved
 
     # -- life cycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +122,8 @@ class LaneController:
         else:
             self.idle.clear()
         self._lights()
+        if self.on_change is not None and (commands or isinstance(event, LoopRaw)):
+            self.on_change()
         self._arm_timer(now)
 
     def loop_fault(self, loop: str, reason: str, recovered: bool) -> None:

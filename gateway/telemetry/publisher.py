@@ -35,7 +35,9 @@ class TelemetryPublisher:
     def __init__(self, mqtt: MqttConnection, store: Store, *, prefix: str, gate_id: str,
                  state: Callable[[], Awaitable[Json]], metrics: Callable[[], Awaitable[Json]],
                  inflight: int = 200, state_min_interval_s: float = 1.0,
-                 metrics_interval_s: float = 30.0) -> None:
+                 metrics_interval_s: float = 30.0,
+                 discovery: list[tuple[str, bytes]] | None = None,
+                 discovery_prefix: str = "homeassistant") -> None:
         self.mqtt = mqtt
         self.store = store
         base = f"{prefix}/gates/{gate_id}"
@@ -54,6 +56,9 @@ class TelemetryPublisher:
         self._last_state: Json | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         mqtt.on_connected.append(self._announce)
+        self.discovery = discovery or []
+        if self.discovery:
+            mqtt.subscribe(f"{discovery_prefix}/status", self._ha_status)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._drain(), name="telemetry events"),
@@ -80,10 +85,19 @@ class TelemetryPublisher:
         try:
             snapshot = await self.state()
             await self._publish_state(snapshot, force=True)
+            self._send_discovery()
             await self.mqtt.publish(self.topic_availability, b"online", qos=1, retain=True)
         except ConnectionError:
             return  # lost again at once: the next connect announces
         self._wake.set()
+
+    def _send_discovery(self) -> None:
+        for topic, payload in self.discovery:
+            self.mqtt.publish(topic, payload, qos=1, retain=True)
+
+    def _ha_status(self, msg: Any) -> None:
+        if bytes(msg.payload) == b"online" and self.mqtt.connected:
+            self._send_discovery()  # Home Assistant restarted: it needs them again
 
     async def _publish_state(self, snapshot: Json, *, force: bool = False) -> None:
         stable = {k: v for k, v in snapshot.items() if k not in VOLATILE}
