@@ -33,6 +33,7 @@ from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
+from gateway.telemetry.commands import RemoteCommands
 from gateway.telemetry.discovery import discovery_messages
 from gateway.telemetry.metrics import board, summary
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
@@ -137,6 +138,10 @@ class Gateway:
             if self.sim is not None and devices.sim_pins and devices.sim_camera:
                 self.sim.add_lane(SimLaneWorld(lane.id, factory, devices.sim_pins,
                                                devices.sim_camera, s.simulation), lane.direction)
+        if s.telemetry.commands and self.mqtt is not None:
+            commands = RemoteCommands(self.lanes, s.admin_token.reveal(), self._record)
+            self.mqtt.subscribe(f"{s.mqtt.topic_prefix}/gates/{s.gate.id}/cmd/+",
+                                commands.handle)
         for port in self.serial_ports.values():
             port.on_fault = self._serial_fault(port)
             port.start()
@@ -235,6 +240,11 @@ class Gateway:
         await self.store.write(lambda c: events.append(
             c, gate_id=self.settings.gate.id, type=type_, ts=ts, data=data, lane_id=lane_id,
             wall_synced=synced))
+
+    def _record(self, type_: str, data: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._event(type_, data))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     async def _parked_plates(self) -> list[str]:
         rows = await self.store.read(lambda c: c.execute(

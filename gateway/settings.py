@@ -134,6 +134,7 @@ class TelemetrySettings(_Section, frozen=True):
     metrics_interval_s: Positive = 30.0
     inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200  # events awaiting acks
     home_assistant: bool = False  # MQTT discovery: one device per lane
+    commands: bool = False  # remote commands (open, mode) over MQTT, with the admin token
     discovery_prefix: str = "homeassistant"
 
 

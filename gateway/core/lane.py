@@ -179,6 +179,7 @@ class Lane:
         self.faults: dict[str, str] = {}
         self._occupied_since: dict[str, float] = {}
         self._last_granted: tuple[str, float] | None = None
+        self.mode = "normal"  # normal | closed (no new vehicle is let in)
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -273,6 +274,10 @@ class Lane:
     def _on_present(self, now: float, _: Event | None) -> list[Command]:
         if self.faults:
             return []
+        if self.mode == "closed":
+            self._go(LaneState.DENIED)
+            return [self._emit("vehicle_detected", direction=self.direction),
+                    self._emit(f"{self.direction}_denied", reason="lane_closed")]
         self._go(LaneState.PRESENT, now + self.t.capture_timeout_s)
         return [self._emit("vehicle_detected", direction=self.direction), Capture()]
 
@@ -365,6 +370,18 @@ class Lane:
 
     def _on_recovered(self, now: float, _: Event | None) -> list[Command]:
         return self._idle(now)
+
+    def set_mode(self, mode: str, who: str) -> tuple[bool, list[Command]]:
+        """Operator change of the lane's mode; refused while a vehicle is under the
+        barrier (closing the lane then would mean bringing the arm down on it)."""
+        if mode not in ("normal", "closed"):
+            return False, [self._emit("lane_mode_refused", who=who, reason=f"no mode {mode!r}")]
+        if mode == "closed" and (self.safety.stable or self.barrier != "closed"):
+            return False, [self._emit("lane_mode_refused", who=who, mode=mode,
+                                      reason=f"unsafe: barrier {self.barrier}, safety loop "
+                                             f"{'occupied' if self.safety.stable else 'clear'}")]
+        self.mode = mode
+        return True, [self._emit("lane_mode_changed", who=who, mode=mode)]
 
     def _manual_open(self, event: ManualOpen, now: float) -> list[Command]:
         if self.state not in MANUAL_OPEN_STATES:

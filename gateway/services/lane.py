@@ -134,6 +134,13 @@ class LaneController:
         self.feed(ManualOpen(who, why))
         return self.lane.state is LaneState.OPENING and before is not LaneState.OPENING
 
+    def set_mode(self, mode: str, who: str) -> bool:
+        ok, commands = self.lane.set_mode(mode, who)
+        now = self.clock.monotonic()
+        for cmd in commands:
+            self._execute(cmd, now)
+        return ok
+
     def _arm_timer(self, now: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -301,6 +308,7 @@ class LaneController:
         d = self.devices
         return {
             "id": self.id, "direction": self.direction, "state": self.lane.state.value,
+            "mode": self.lane.mode,
             "barrier": self.lane.barrier,
             "loops": {"arming": bool(d.arming.occupied), "safety": bool(d.safety.occupied)},
             "faults": {**self.lane.faults, **({"camera": self.camera_fault}

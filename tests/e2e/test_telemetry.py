@@ -3,6 +3,7 @@ SIGKILLed and restarted: every event arrives, in seq order, with no gap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -17,7 +18,7 @@ from paho.mqtt.properties import Properties
 from gateway.sim.central import SimCentralState
 from tests.broker import Broker
 from tests.conftest import start_central
-from tests.e2e.daemon import Daemon, e2e_config, get, until
+from tests.e2e.daemon import ADMIN_TOKEN, Daemon, e2e_config, get, until
 
 PREFIX = "parking/gates/e2e-gate"
 
@@ -148,5 +149,72 @@ state_min_interval_s = 0.05
         if daemon.proc is not None and daemon.proc.returncode is None:
             await daemon.stop()
         monitor.stop()
+        await central.runner.cleanup()
+        await broker.stop()
+
+
+async def test_remote_commands_are_authenticated_recorded_and_safe(tmp_path):
+    (tmp_path / "mq").mkdir()
+    broker = Broker(tmp_path / "mq")
+    await broker.start()
+    central = await start_central(SimCentralState())
+    config = tmp_path / "gateway.toml"
+    config.write_text(e2e_config(tmp_path / "data", central.url, f"""
+[mqtt]
+port = {broker.port}
+[telemetry]
+commands = true
+"""))
+    daemon = Daemon(config)
+    operator = paho.Client(CallbackAPIVersion.VERSION2, client_id="operator",
+                           protocol=paho.MQTTv5)
+    operator.connect("127.0.0.1", broker.port)
+    operator.loop_start()
+    try:
+        await daemon.start()
+        async with aiohttp.ClientSession() as http:
+            url = daemon.url
+
+            async def connected() -> bool:
+                return bool((await get(http, f"{url}/api/status"))["services"]["mqtt"]
+                            ["connected"])
+            await until(connected)
+            await asyncio.sleep(0.2)  # the command subscription reaches the broker
+            cmd = f"{PREFIX}/cmd"
+            operator.publish(f"{cmd}/open", json.dumps(
+                {"token": "wrong", "lane_id": "entry-1"}), qos=1)
+            operator.publish(f"{cmd}/open", b"{not json", qos=1)
+            operator.publish(f"{cmd}/open", json.dumps(
+                {"token": ADMIN_TOKEN, "lane_id": "entry-1", "who": "central-op"}), qos=1)
+            operator.publish(f"{cmd}/mode", json.dumps(
+                {"token": ADMIN_TOKEN, "lane_id": "exit-1", "mode": "closed"}), qos=1)
+
+            async def recorded() -> list[dict[str, Any]] | None:
+                evs = await get(http, f"{url}/api/events?limit=1000")
+                kinds = [e["type"] for e in evs]
+                return evs if kinds.count("command_refused") == 2 and \
+                    kinds.count("command_executed") == 2 else None
+            evs = await until(recorded)
+            refused = [e["data"]["reason"] for e in evs if e["type"] == "command_refused"]
+            assert "bad token" in refused and any("malformed" in r for r in refused)
+            manual = [e for e in evs if e["type"] == "manual_open"]
+            assert len(manual) == 1 and manual[0]["data"]["who"] == "central-op"
+            assert ADMIN_TOKEN not in json.dumps(evs) and "wrong" not in json.dumps(evs)
+            # the closed exit lane lets nobody out
+            async with http.post(f"{url}/api/sim/lanes/exit-1/vehicles",
+                                 json={"plate": "34ABC123"}) as r:
+                vid = (await r.json())["vehicle_id"]
+
+            async def left() -> bool:
+                return bool((await get(http, f"{url}/api/sim/vehicles/{vid}"))["status"]
+                            == "left")
+            await until(left)
+            evs = await get(http, f"{url}/api/events?limit=1000")
+            assert any(e["type"] == "exit_denied" and e["data"]["reason"] == "lane_closed"
+                       for e in evs)
+    finally:
+        operator.loop_stop()
+        operator.disconnect()
+        await daemon.stop()
         await central.runner.cleanup()
         await broker.stop()

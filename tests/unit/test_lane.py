@@ -216,3 +216,17 @@ def test_safety_invariants_hold_for_any_event_sequence(steps):
                 pulses += 1
                 manual += cmd.manual
     assert pulses - manual <= len(granted)
+
+
+def test_a_closed_lane_lets_nobody_in_and_cannot_close_on_a_vehicle():
+    d = Driver()
+    ok, out = d.lane.set_mode("closed", "op")
+    assert ok and "lane_mode_changed" in d.types(out)
+    out = d.loop("arming", True)
+    assert "entry_denied" in d.types(out) and Capture() not in out
+    d.loop("arming", False, 1)
+    d.lane.set_mode("normal", "op")
+    arrive_and_grant(d)
+    d.loop("safety", True, 0.2)
+    ok, out = d.lane.set_mode("closed", "op")
+    assert not ok and "lane_mode_refused" in d.types(out)
