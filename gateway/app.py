@@ -236,10 +236,7 @@ class Gateway:
             await asyncio.wait_for(self._commit.wait(), within_s)
 
     async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
-        ts, synced = iso(self.clock.wall()), self.clock.wall_synced()
-        await self.store.write(lambda c: events.append(
-            c, gate_id=self.settings.gate.id, type=type_, ts=ts, data=data, lane_id=lane_id,
-            wall_synced=synced))
+        await self.store.record_event(self.clock, self.settings.gate.id, type_, data, lane_id)
 
     def _record(self, type_: str, data: dict[str, Any]) -> None:
         task = asyncio.ensure_future(self._event(type_, data))

@@ -17,7 +17,7 @@ from gateway.core.backoff import BackoffSchedule
 from gateway.core.errors import PermanentError, TransientError
 from gateway.sagas.offline import ID_FIELDS, LOCAL_PREFIX
 from gateway.services.base import RemoteService
-from gateway.store import events, offline_queue
+from gateway.store import offline_queue
 from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,4 @@ class OfflineSync:
         return "sent"
 
     async def _event(self, type_: str, data: Json) -> None:
-        ts, synced = iso(self.clock.wall()), self.clock.wall_synced()
-        await self.store.write(lambda c: events.append(
-            c, gate_id=self.gate_id, type=type_, ts=ts, data=data, wall_synced=synced))
+        await self.store.record_event(self.clock, self.gate_id, type_, data)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.clock import Clock, iso
+from gateway.clock import Clock
 from gateway.core.errors import DeviceError, PermanentError
 from gateway.core.lane import (
     AnswerOpen,
@@ -41,7 +41,6 @@ from gateway.core.lane import (
 from gateway.core.steps import DEFINITIONS
 from gateway.sagas.runner import SagaRunner
 from gateway.settings import LaneSettings
-from gateway.store import events
 from gateway.store.store import Store
 from hardware.build import LaneDevices
 from hardware.camera import capture
@@ -191,10 +190,8 @@ class LaneController:
     def emit(self, type_: str, data: Json) -> None:
         if type_ == "barrier_opened" and "open" in self._cycle:
             data = {**data, "stages_ms": self._stages()}
-        ts, synced = iso(self.clock.wall()), self.clock.wall_synced()
-        self._spawn(self.store.write(lambda conn: events.append(
-            conn, gate_id=self.gate_id, type=type_, ts=ts, data=data, lane_id=self.id,
-            wall_synced=synced)), f"event {type_}")
+        self._spawn(self.store.record_event(self.clock, self.gate_id, type_, data, self.id),
+                    f"event {type_}")
 
     def _stages(self) -> dict[str, float]:
         c = self._cycle

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.clock import Clock, iso
 from gateway.core.allocation import ZoneSpec
 from gateway.store import events, spaces
 from gateway.store.db import Database
@@ -76,6 +77,14 @@ class Store:
     # -- conveniences for status and tests ------------------------------------------------
     async def occupancy(self) -> dict[str, int]:
         return await self.read(spaces.occupancy)
+
+    async def record_event(self, clock: Clock, gate_id: str, type_: str, data: dict[str, Any],
+                           lane_id: str | None = None) -> dict[str, Any]:
+        """Write one event on its own (changes made in a saga ride its transaction)."""
+        ts, synced = iso(clock.wall()), clock.wall_synced()
+        return await self.write(lambda conn: events.append(
+            conn, gate_id=gate_id, type=type_, ts=ts, data=data, lane_id=lane_id,
+            wall_synced=synced))
 
     async def events_after(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         return await self.read(lambda c: events.list_after(c, after_seq, limit))
