@@ -14,7 +14,9 @@ from aiohttp import web
 from gateway.core.errors import PermanentError
 from gateway.sim.faults import FaultRequest
 from gateway.store import events, saga_log, spaces
+from gateway.web.openapi import OPENAPI
 from gateway.web.page import PAGE
+from gateway.web.prometheus import render
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -88,6 +90,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     return _json(await request.app[GATEWAY].status())
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    body = render(await gw.status(), await gw.metrics())
+    return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(OPENAPI)
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -214,6 +227,8 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_get("/", page)
     r.add_get("/healthz", healthz)
     r.add_get("/api/status", status)
+    r.add_get("/metrics", prometheus)
+    r.add_get("/api/openapi.json", openapi)
     r.add_get("/api/events", list_events)
     r.add_get("/api/events/stream", stream_events)
     r.add_get("/api/spaces", list_spaces)

@@ -138,3 +138,25 @@ async def test_bad_requests_admin_and_manual_open(world):
         assert r.status == 200
     async with http.get(f"{url}/") as r:
         assert "Parking gate" in await r.text()
+
+
+async def test_openapi_is_true_and_metrics_are_prometheus(world):
+    daemon, http, _, _ = world
+    from gateway.web.app import make_app
+
+    class _NoGateway:  # only the routes are read
+        stopping = None
+
+    routes = {(r.method, r.resource.canonical) for r in make_app(_NoGateway()).router.routes()
+              if r.method != "HEAD"}
+    doc = await get(http, f"{daemon.url}/api/openapi.json")
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops
+                  if m != "parameters"}
+    assert routes == documented
+    await drive(daemon, http, "entry-1", "34ABC123")
+    async with http.get(f"{daemon.url}/metrics") as r:
+        text = await r.text()
+        assert r.status == 200 and r.content_type == "text/plain"
+    assert 'parking_spaces{state="allocated"} 1.0' in text
+    assert 'parking_sagas{status="completed"} 1.0' in text
+    assert "parking_circuit_state" in text and "parking_healthy 1.0" in text
