@@ -182,7 +182,9 @@ class Gateway:
                                  if self.publisher is not None else None)
         if self.sim_central is not None:
             await self.sim_central.stop()
-        await self.store.close()
+        store: Store | None = getattr(self, "store", None)  # absent if start failed early
+        if store is not None:
+            await store.close()
 
     async def _start_sim_central(self) -> None:
         url = urlsplit(self.settings.central.base_urls[0])

@@ -78,3 +78,19 @@ async def test_hw_test_prints_loop_changes(tmp_path):
     assert await task == 0
     report = out.getvalue()
     assert "arming loop OCCUPIED" in report and "arming loop clear" in report
+
+
+def test_run_on_a_foreign_database_is_a_clear_error_and_the_file_is_kept(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "gateway.sqlite3"
+    db.write_bytes(b"not a database, an operator's notes\n" * 10)
+    before = db.read_bytes()
+    config = tmp_path / "g.toml"
+    config.write_text(f'[gate]\ndata_dir = "{data}"\n[telemetry]\nenabled = false\n'
+                      '[backup]\nenabled = false\n')
+    proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "left untouched" in proc.stderr and "Traceback" not in proc.stderr
+    assert db.read_bytes() == before
