@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from gateway.core.errors import ConfigError, StoreError
+from gateway.core.errors import ConfigError, GatewayError
 from gateway.settings import load_default, load_settings, mqtt_password
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -37,7 +37,7 @@ def _run(path: str | None) -> int:
         return EXIT_CONFIG
     try:
         return int(run_daemon(settings))
-    except StoreError as exc:
+    except GatewayError as exc:  # the database, the web port …: say what, not a traceback
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

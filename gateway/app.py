@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.clock import Clock, SystemClock, iso
-from gateway.core.errors import DeviceError
+from gateway.core.errors import DeviceError, GatewayError
 from gateway.notify import sd_notify
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.runner import SagaRunner
@@ -196,8 +196,18 @@ class Gateway:
     async def _start_web(self) -> None:
         self.web = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
         await self.web.setup()
-        site = web.TCPSite(self.web, self.settings.web.host, self.settings.web.port)
-        await site.start()
+        w = self.settings.web
+        site = web.TCPSite(self.web, w.host, w.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            # aiohttp's clean-up after a site that never started can wait on a server
+            # that never ran: bound it, and do not run it again in stop()
+            runner, self.web = self.web, None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.cleanup(), 2.0)
+            raise GatewayError(f"web.host/web.port: cannot listen on {w.host}:{w.port} "
+                               f"({exc.strerror or exc}); is another gateway running?") from None
         addresses = self.web.addresses
         self.web_port = addresses[0][1] if addresses else self.settings.web.port
 

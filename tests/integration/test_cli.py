@@ -94,3 +94,21 @@ def test_run_on_a_foreign_database_is_a_clear_error_and_the_file_is_kept(tmp_pat
     assert proc.returncode == 1
     assert "left untouched" in proc.stderr and "Traceback" not in proc.stderr
     assert db.read_bytes() == before
+
+
+def test_run_with_the_web_port_taken_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "g.toml"
+        config.write_text(f'[gate]\ndata_dir = "{tmp_path / "data"}"\n[web]\nport = {port}\n'
+                          '[telemetry]\nenabled = false\n[backup]\nenabled = false\n')
+        proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config",
+                               str(config)], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
