@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+async def _until_signalled() -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve_backup(args: argparse.Namespace) -> None:
     host, _, port = args.mqtt.rpartition(":")
     conn = MqttConnection(MqttOptions(host or "127.0.0.1", int(port), client_id="sim-backup"))
@@ -48,12 +57,8 @@ async def _serve_backup(args: argparse.Namespace) -> None:
     conn.start()
     print(f"sim backup on mqtt://{args.mqtt} (prefix {args.prefix}, mode {args.mode})",
           flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled()
     finally:
         await conn.stop()
 
@@ -65,12 +70,8 @@ async def _serve(state: SimCentralState, args: argparse.Namespace) -> None:
     await faults.set(FaultRequest(mode=args.fault, fail_fraction=args.fail_fraction,
                                   delay_s=args.delay))
     print(f"sim central listening on {server.url} (fault mode {faults.mode})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled()
     finally:
         await server.stop()
 
