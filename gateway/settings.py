@@ -135,6 +135,7 @@ class TelemetrySettings(_Section, frozen=True):
     inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200  # events awaiting acks
     home_assistant: bool = False  # MQTT discovery: one device per lane
     commands: bool = False  # remote commands (open, mode) over MQTT, with the admin token
+    command_max_age_s: Positive = 30.0  # an older command (by its ts) is refused as a replay
     discovery_prefix: str = "homeassistant"
 
 
