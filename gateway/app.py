@@ -139,7 +139,9 @@ class Gateway:
                 self.sim.add_lane(SimLaneWorld(lane.id, factory, devices.sim_pins,
                                                devices.sim_camera, s.simulation), lane.direction)
         if s.telemetry.commands and self.mqtt is not None:
-            commands = RemoteCommands(self.lanes, s.admin_token.reveal(), self._record)
+            commands = RemoteCommands(self.lanes, s.admin_token.reveal(), self._record,
+                                      store=self.store, clock=self.clock,
+                                      max_age_s=s.telemetry.command_max_age_s)
             self.mqtt.subscribe(f"{s.mqtt.topic_prefix}/gates/{s.gate.id}/cmd/+",
                                 commands.handle)
         for port in self.serial_ports.values():

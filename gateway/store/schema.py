@@ -122,6 +122,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX offline_queue_due ON offline_queue(state, next_attempt_at, id);
     """,
+    # 3: ids of the remote commands already taken (a replay, a second delivery, is refused,
+    # also after a restart); kept a few command_max_age_s, longer than any accepted ts
+    """
+    CREATE TABLE command_ids (
+        id      TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    );
+    CREATE INDEX command_ids_by_age ON command_ids(seen_at);
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -7,6 +7,8 @@ import asyncio
 import json
 import signal
 import threading
+import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -15,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.clock import iso
 from gateway.sim.central import SimCentralState
 from tests.broker import Broker
 from tests.conftest import start_central
@@ -181,13 +184,15 @@ commands = true
             await until(connected)
             await asyncio.sleep(0.2)  # the command subscription reaches the broker
             cmd = f"{PREFIX}/cmd"
-            operator.publish(f"{cmd}/open", json.dumps(
-                {"token": "wrong", "lane_id": "entry-1"}), qos=1)
+
+            def fresh(**fields: str) -> str:  # a unique id and the sender's wall time
+                return json.dumps({"id": uuid.uuid4().hex, "ts": iso(time.time()), **fields})
+            operator.publish(f"{cmd}/open", fresh(token="wrong", lane_id="entry-1"), qos=1)
             operator.publish(f"{cmd}/open", b"{not json", qos=1)
-            operator.publish(f"{cmd}/open", json.dumps(
-                {"token": ADMIN_TOKEN, "lane_id": "entry-1", "who": "central-op"}), qos=1)
-            operator.publish(f"{cmd}/mode", json.dumps(
-                {"token": ADMIN_TOKEN, "lane_id": "exit-1", "mode": "closed"}), qos=1)
+            operator.publish(f"{cmd}/open", fresh(token=ADMIN_TOKEN, lane_id="entry-1",
+                                                  who="central-op"), qos=1)
+            operator.publish(f"{cmd}/mode", fresh(token=ADMIN_TOKEN, lane_id="exit-1",
+                                                  mode="closed"), qos=1)
 
             async def recorded() -> list[dict[str, Any]] | None:
                 evs = await get(http, f"{url}/api/events?limit=1000")
