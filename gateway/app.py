@@ -221,10 +221,17 @@ class Gateway:
             await self.check_occupancy()
 
     def _serial_fault(self, port: SerialLoopPort) -> Any:
-        def on_fault(reason: str, recovered: bool) -> None:
+        """The port's fault reports, per channel, to the lane whose loop uses the channel.
+        A port-level report (channel None) is only logged: the port reports every channel
+        it made unknown on its own, and only a channel's level clears that channel."""
+        def on_fault(channel: int | None, reason: str, recovered: bool) -> None:
+            if channel is None:
+                (log.info if recovered else log.warning)("%s", reason)
+                return
             for lane_id, devices in self.devices.items():
                 for loop in (devices.arming, devices.safety):
-                    if getattr(loop, "port", None) is port:
+                    if (getattr(loop, "port", None) is port
+                            and getattr(loop, "channel", None) == channel):
                         self.lanes[lane_id].loop_fault(loop.name, reason, recovered)
         return on_fault
 

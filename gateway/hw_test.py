@@ -44,8 +44,9 @@ async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: flo
 
     try:
         for port in ports.values():  # this lane's serial ports only
-            port.on_fault = lambda reason, recovered: print(
-                f"  {'recovered' if recovered else 'FAULT'} {reason}", file=out)
+            port.on_fault = lambda channel, reason, recovered: print(
+                f"  {'recovered' if recovered else 'FAULT'} "
+                f"{'' if channel is None else f'channel {channel}: '}{reason}", file=out)
             port.start()
         for dev in (devices.arming, devices.safety):
             dev.start(changed)
