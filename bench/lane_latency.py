@@ -45,8 +45,6 @@ port = 0
 [simulation]
 enabled = true
 reaction_s = 0.02
-dwell_s = 0.02
-crossing_s = 0.02
 arm_travel_s = 0.05
 [[zones]]
 name = "A"

@@ -41,7 +41,7 @@ from gateway.telemetry.publisher import TelemetryPublisher, availability_topic
 from gateway.web.app import make_app
 from hardware.build import LaneDevices, build_lane_devices
 from hardware.serial_loop import SerialLoopPort
-from hardware.sim import sim_factory
+from hardware.sim import board_path, sim_factory
 
 log = logging.getLogger("gateway")
 HOUSEKEEPING_INTERVAL_S = 3600.0
@@ -117,12 +117,16 @@ class Gateway:
         self.store.on_commit.append(self.sync.wake)
         self._tasks.append(asyncio.create_task(self.sync.run(), name="offline sync"))
         self._tasks.append(asyncio.create_task(self._recover(), name="recovery"))
-        factory = sim_factory() if s.simulation.enabled else None
         if s.simulation.enabled:
             self.sim = SimWorld(s.simulation)
-        for index, lane in enumerate(s.lanes):
+        for lane in s.lanes:
+            # each simulated lane has a mock board of its own, its outputs kept in a file
+            # the way a Pi keeps them driven (relays-off reads it)
+            factory = sim_factory(board_path(s.data_dir, lane.id)) \
+                if s.simulation.enabled else None
             try:
-                devices = build_lane_devices(lane, index, factory, self.serial_ports)
+                devices = build_lane_devices(lane, factory, self.serial_ports,
+                                             unguarded=s.test_unguarded_safety)
             except DeviceError as exc:
                 # one broken lane must not stop the others; it is reported, not hidden
                 self.lane_errors[lane.id] = str(exc)
@@ -132,12 +136,13 @@ class Gateway:
                 continue
             self.devices[lane.id] = devices
             controller = LaneController(lane, devices, self.runner, self.store, self.clock,
-                                        s.gate.id, after_saga=self.check_occupancy)
+                                        s.gate.id, after_saga=self.check_occupancy,
+                                        policy=s.policy)
             self.lanes[lane.id] = controller
             gate.lanes[lane.id] = controller
-            if self.sim is not None and devices.sim_pins and devices.sim_camera:
-                self.sim.add_lane(SimLaneWorld(lane.id, factory, devices.sim_pins,
-                                               devices.sim_camera, s.simulation), lane.direction)
+            if self.sim is not None and devices.simulated:
+                self.sim.add_lane(SimLaneWorld(lane.id, factory, devices.sim_camera,
+                                               s.simulation), lane.direction)
         if s.telemetry.commands and self.mqtt is not None:
             commands = RemoteCommands(self.lanes, s.admin_token.reveal(), self._record,
                                       store=self.store, clock=self.clock,
@@ -359,7 +364,8 @@ class Gateway:
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
             "healthy": not problems, "problems": problems,
-            "simulation": self.sim is not None,
+            "simulation": {"collisions": self.sim.collisions} if self.sim is not None
+            else None,
             "sim_central": self.sim_faults.as_json() if self.sim_central else None,
         }
 

@@ -18,21 +18,23 @@ from typing import Any, TextIO
 
 from gateway.core.errors import DeviceError
 from gateway.settings import LaneSettings, Settings
-from hardware.build import LaneDevices, build_lane_devices
+from hardware.build import LaneDevices, build_lane_devices, rest_sim_inputs
 from hardware.camera import capture
 from hardware.serial_loop import SerialLoopPort
 from hardware.sim import sim_factory
 
 
-async def _lane(lane: LaneSettings, index: int, settings: Settings, seconds: float,
+async def _lane(lane: LaneSettings, settings: Settings, seconds: float,
                 pulse: bool, out: TextIO, ports: dict[str, SerialLoopPort],
                 factory: object, on_watch: Callable[[], None]) -> bool:
     print(f"lane {lane.id} ({lane.direction})", file=out)
     try:
-        devices: LaneDevices = build_lane_devices(lane, index, factory, ports)
+        devices: LaneDevices = build_lane_devices(lane, factory, ports)
     except DeviceError as exc:
         print(f"  FAULT {exc}", file=out)
         return False
+    if devices.simulated:
+        rest_sim_inputs(factory)  # nobody drives the mock pins here: a lane at rest
     ok = True
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -99,9 +101,9 @@ async def hw_test(settings: Settings, seconds: float, pulse: bool, out: TextIO, 
     if factory is None and settings.simulation.enabled:
         factory = sim_factory()
     results = []
-    for index, lane in enumerate(settings.lanes):
+    for lane in settings.lanes:
         ports: dict[str, SerialLoopPort] = {}
-        results.append(await _lane(lane, index, settings, seconds, pulse, out, ports, factory,
+        results.append(await _lane(lane, settings, seconds, pulse, out, ports, factory,
                                    on_watch))
     if not settings.lanes:
         print("no lanes configured", file=out)

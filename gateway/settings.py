@@ -18,6 +18,7 @@ import msgspec
 
 from gateway.core.allocation import ZoneSpec
 from gateway.core.errors import ConfigError
+from gateway.core.wiring import Wiring
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -112,6 +113,7 @@ class PolicySettings(_Section, frozen=True):
     record_when_unreachable: Literal["queue", "deny"] = "queue"
     anti_passback: Literal["deny", "allow"] = "deny"  # a plate already inside enters again
     exit_without_entry: Literal["allow", "deny"] = "allow"  # an exit with no matching entry
+    exit_on_fault: Literal["fail_open", "stay_closed"] = "fail_open"  # exit lane, loop fault
 
 
 class SagaSettings(_Section, frozen=True):
@@ -145,23 +147,53 @@ class SimulationSettings(_Section, frozen=True):
     traffic: bool = False  # generate vehicles on every lane
     traffic_interval_s: Positive = 6.0
     reaction_s: NonNegative = 0.8  # barrier up -> vehicle moves onto the safety loop
-    dwell_s: NonNegative = 0.8  # on both loops
-    crossing_s: NonNegative = 1.2  # on the safety loop alone
     arm_travel_s: NonNegative = 1.0  # the arm going up or down
     patience_s: Positive = 8.0  # a vehicle that is not let in leaves after this long
     stall_s: Positive = 20.0  # how long a stalling vehicle stays
+    time_scale: Annotated[float, msgspec.Meta(ge=0.1, le=20)] = 1.0  # the world runs faster
+
+
+Pull = Literal["up", "down", "external_up", "external_down", "none"]
+Level = Literal["low", "high", "auto"]
 
 
 class LoopSettings(_Section, frozen=True):
+    """A loop detector's output. What its levels mean is declared, not assumed (README
+    "Wiring"; ``gateway.core.wiring``)."""
+
     kind: Literal["sim", "gpio", "serial"] = "sim"
     pin: int | str = 0  # gpio: BCM number or a name like "GPIO17"
-    active_high: bool = True
-    pull: Literal["up", "down", "none"] = "none"
-    mode: Literal["presence", "pulse"] = "presence"
+    pull: Pull = "up"  # how the pin rests when nothing drives it (a cut wire)
+    active_level: Level = "auto"  # the level while the detector's output is on
+    active_means: Literal["occupied", "clear"] = "occupied"
+    mode: Literal["presence", "pulse_on_entry", "pulse_on_exit"] = "presence"
+    pulse_hold_s: Positive = 5.0  # pulse modes: a pulse stands for a vehicle this long
     port: str = ""  # serial: e.g. /dev/ttyUSB0
     baudrate: Annotated[int, msgspec.Meta(ge=300, le=921600)] = 9600
     channel: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     silent_s: Positive = 10.0  # serial: no line for this long is a fault
+
+    def wiring(self) -> Wiring:
+        return Wiring(self.pull, self.active_level, self.active_means)
+
+
+class SafetyLoopSettings(LoopSettings, frozen=True):
+    # fail-safe by default: the detector's contact is closed while the loop is clear
+    active_means: Literal["occupied", "clear"] = "clear"
+
+
+class InputSettings(_Section, frozen=True):
+    """An optional contact input: a ticket machine's "open", a help button, a hold-open
+    (fire) input, or an arm limit switch."""
+
+    kind: Literal["none", "gpio", "sim"] = "none"
+    pin: int | str = 0
+    pull: Pull = "up"
+    active_level: Level = "auto"
+    active_means: Literal["on", "off"] = "on"  # off: a normally-closed contact
+
+    def wiring(self) -> Wiring:
+        return Wiring(self.pull, self.active_level, self.active_means)
 
 
 class BarrierSettings(_Section, frozen=True):
@@ -187,6 +219,7 @@ class CameraSettings(_Section, frozen=True):
 
 class IndicatorSettings(_Section, frozen=True):
     kind: Literal["sim", "gpio", "none"] = "none"
+    active_high: bool = True  # false for relay boards that energise on a low input
     green_pin: int | str | None = None
     red_pin: int | str | None = None
     full_sign_pin: int | str | None = None
@@ -195,8 +228,12 @@ class IndicatorSettings(_Section, frozen=True):
 class TimingSettings(_Section, frozen=True):
     debounce_s: NonNegative = 0.05
     capture_timeout_s: Positive = 3.0
+    capture_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    decision_timeout_s: Positive = 10.0
     passage_timeout_s: Positive = 30.0
     arm_travel_s: NonNegative = 2.0
+    dropout_hold_s: NonNegative = 0.5
+    gap_hold_s: NonNegative = 3.0
     stuck_occupied_s: Positive = 900.0
     duplicate_window_s: NonNegative = 10.0
 
@@ -217,11 +254,17 @@ class LaneSettings(_Section, frozen=True):
     direction: Literal["entry", "exit"]
     zone_order: list[str] = msgspec.field(default_factory=list)
     timings: TimingSettings = TimingSettings()
+    tailgate_response: Literal["report", "hold"] = "report"
     arming_loop: LoopSettings = LoopSettings()
-    safety_loop: LoopSettings = LoopSettings()
+    safety_loop: SafetyLoopSettings = SafetyLoopSettings()
     barrier: BarrierSettings = BarrierSettings()
     camera: CameraSettings = CameraSettings()
     indicators: IndicatorSettings = IndicatorSettings()
+    arm_open_limit: InputSettings = InputSettings()
+    arm_closed_limit: InputSettings = InputSettings()
+    vend_input: InputSettings = InputSettings()
+    help_input: InputSettings = InputSettings()
+    hold_open_input: InputSettings = InputSettings()
 
 
 class Settings(_Section, frozen=True):
@@ -245,6 +288,9 @@ class Settings(_Section, frozen=True):
     admin_token: Secret = msgspec.field(default_factory=lambda: Secret(""))
     notify_socket: str = ""  # systemd's NOTIFY_SOCKET
     watchdog_s: float = 0.0  # systemd's WATCHDOG_USEC, in seconds (0: no watchdog)
+    # GATEWAY_TEST_UNGUARDED_SAFETY=1, for one test only: the safety loop is read the way
+    # gpiozero reads a pulled-up pin and the barrier's interlock is off (see hardware/).
+    test_unguarded_safety: bool = False
     source: str = "<defaults>"
 
     @property
@@ -259,7 +305,15 @@ class Settings(_Section, frozen=True):
         return [z.spec() for z in self.zones]
 
 
-_FILE_SECTIONS = {"mqtt_password", "admin_token", "notify_socket", "watchdog_s", "source"}
+_FILE_SECTIONS = {"mqtt_password", "admin_token", "notify_socket", "watchdog_s", "source",
+                  "test_unguarded_safety"}
+# Keys that were replaced: what to write instead (an old file gets the fix, not a guess).
+_REPLACED = {
+    ("LoopSettings", "active_high"): 'replaced by active_level and active_means: for a '
+    'fail-safe detector (contact closed while the loop is clear) with pull = "up" write '
+    'active_level = "low" and active_means = "clear"; for an output that is on while a '
+    'vehicle is present write active_means = "occupied" (README "Wiring")',
+}
 
 
 # -- validation that reports every problem --------------------------------------------------
@@ -298,6 +352,11 @@ def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
         fields = {f.name: f for f in msgspec.structs.fields(base)}
         for key, sub in value.items():
             where = f"{path}.{key}" if path else key
+            hint = next((h for (struct, k), h in _REPLACED.items()
+                         if k == key and struct in [c.__name__ for c in base.__mro__]), None)
+            if hint is not None and key not in fields:
+                problems.append(f"{where}: {hint}")
+                continue
             if key not in fields or (base is Settings and key in _FILE_SECTIONS):
                 known = ", ".join(
                     k for k in fields if not (base is Settings and k in _FILE_SECTIONS)
@@ -318,6 +377,22 @@ def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
         msgspec.convert(value, tp, strict=True)
     except msgspec.ValidationError:
         problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+
+
+INPUTS = ("arm_open_limit", "arm_closed_limit", "vend_input", "help_input", "hold_open_input")
+
+
+def _safety_loop_checks(where: str, loop: LoopSettings) -> list[str]:
+    """The safety loop is what keeps the arm off a car: presence only, wired fail-safe."""
+    problems = []
+    if loop.mode != "presence":
+        problems.append(f'{where}.mode: must be "presence": a pulse cannot tell that a '
+                        "vehicle is still under the arm (use the detector's presence output)")
+    if loop.kind == "gpio":
+        why = loop.wiring().fail_safe_problem()
+        if why:
+            problems.append(f"{where}: not fail-safe: {why}")
+    return problems
 
 
 def _cross_checks(s: Settings) -> list[str]:
@@ -345,7 +420,8 @@ def _cross_checks(s: Settings) -> list[str]:
                 problems.append(f"lanes[{i}].zone_order: unknown zone {zone!r} "
                                 f"(zones: {', '.join(names)})")
     for i, lane in enumerate(s.lanes):
-        for part in ("arming_loop", "safety_loop", "barrier", "camera"):
+        problems += _safety_loop_checks(f"lanes[{i}].safety_loop", lane.safety_loop)
+        for part in ("arming_loop", "safety_loop", "barrier", "camera", *INPUTS):
             kind = getattr(lane, part).kind
             if kind == "sim" and not s.simulation.enabled:
                 problems.append(f"lanes[{i}].{part}.kind: 'sim' needs simulation.enabled = true "
@@ -392,6 +468,7 @@ def parse_settings(
         admin_token=Secret(env.get("GATEWAY_ADMIN_TOKEN", "")),
         notify_socket=env.get("NOTIFY_SOCKET", ""),
         watchdog_s=max(0.0, watchdog_s),
+        test_unguarded_safety=env.get("GATEWAY_TEST_UNGUARDED_SAFETY") == "1",
         source=source,
     )
 

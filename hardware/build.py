@@ -1,5 +1,6 @@
 """Building a lane's devices from its settings: the one place that knows which adapter
-each ``kind`` means. Simulated devices use gpiozero mock pins, numbered per lane."""
+each ``kind`` means. Simulated devices use gpiozero mock pins (a board per lane, wired as
+``hardware.sim.SIM_WIRING`` says real detectors are)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.core.errors import DeviceError
-from gateway.settings import LaneSettings, LoopSettings
+from gateway.settings import INPUTS, InputSettings, LaneSettings, LoopSettings
 from hardware.camera import CaptureSettings, LatestFrameGrabber, OpenCvSource
-from hardware.gpio import GpioBarrier, GpioLoop, GpioRelay
+from hardware.gpio import GpioBarrier, GpioInput, GpioRelay
 from hardware.serial_loop import SerialLoop, SerialLoopPort
-from hardware.sim import SimCameraSource
+from hardware.sim import SIM_WIRING, SimCameraSource, drive
 
 
 class LoopInput(Protocol):
@@ -28,23 +29,29 @@ class LoopInput(Protocol):
 class SimPins:
     """Which mock pins a simulated lane uses (the vehicle simulator drives them)."""
 
-    arming: int
-    safety: int
-    open_relay: int
-    close_relay: int
-    green: int
-    red: int
+    arming: int = 4
+    safety: int = 5
+    open_relay: int = 6
+    close_relay: int = 7
+    green: int = 8
+    red: int = 9
+    arm_open_limit: int = 10
+    arm_closed_limit: int = 11
+    vend_input: int = 12
+    help_input: int = 13
+    hold_open_input: int = 16
 
 
-SIM_PINS_PER_LANE = 6
-MAX_SIM_LANES = 4  # the mock board has GPIO4..GPIO27 free
+SIM_PINS = SimPins()  # the same on every lane: each simulated lane has its own mock board
 
 
-def sim_pins(index: int) -> SimPins:
-    if index >= MAX_SIM_LANES:
-        raise DeviceError(f"at most {MAX_SIM_LANES} simulated lanes")
-    b = 4 + index * SIM_PINS_PER_LANE  # GPIO2 and GPIO3 have fixed pull-ups (I2C)
-    return SimPins(b, b + 1, b + 2, b + 3, b + 4, b + 5)
+def rest_sim_inputs(factory: Any) -> None:
+    """A simulated lane at rest, with nobody driving it: detectors powered, both loops
+    clear, the arm on its closed limit (for ``hw-test`` on simulated devices)."""
+    for name, wiring, on in (("arming", SIM_WIRING["arming"], False),
+                             ("safety", SIM_WIRING["safety"], False),
+                             ("arm_closed_limit", SIM_WIRING["limit"], True)):
+        drive(factory.pin(getattr(SIM_PINS, name)), wiring, on)
 
 
 @dataclass
@@ -55,7 +62,8 @@ class LaneDevices:
     camera: LatestFrameGrabber | None
     capture: CaptureSettings
     indicators: dict[str, GpioRelay] = field(default_factory=dict)
-    sim_pins: SimPins | None = None
+    inputs: dict[str, GpioInput] = field(default_factory=dict)  # by settings name
+    simulated: bool = False
     sim_camera: SimCameraSource | None = None
 
     def release(self) -> None:
@@ -63,64 +71,76 @@ class LaneDevices:
         for relay in self.indicators.values():
             relay.close()
         self.barrier.release()
-        for loop in (self.arming, self.safety):
+        for loop in (self.arming, self.safety, *self.inputs.values()):
             loop.close()
         if self.camera is not None:
             self.camera.stop()
 
 
-def _loop(name: str, s: LoopSettings, sim_pin: int | None, factory: Any,
-          ports: dict[str, SerialLoopPort], safety: bool) -> LoopInput:
+def _loop(name: str, s: LoopSettings, factory: Any, ports: dict[str, SerialLoopPort],
+          safety: bool, unguarded: bool) -> LoopInput:
     if s.kind == "serial":
         port = ports.get(s.port)
         if port is None:
             port = ports[s.port] = SerialLoopPort(s.port, s.baudrate, silent_s=s.silent_s)
         return SerialLoop(name, port, s.channel, fail_occupied=safety)
-    pin = sim_pin if s.kind == "sim" and sim_pin is not None else s.pin
-    return GpioLoop(name, pin, active_high=s.active_high if s.kind != "sim" else True,
-                    pull=s.pull if s.kind != "sim" else "none", mode=s.mode,
-                    pin_factory=factory if s.kind == "sim" else None)
+    if s.kind == "sim":
+        return GpioInput(name, getattr(SIM_PINS, name), SIM_WIRING[name], pin_factory=factory,
+                         unguarded=unguarded)
+    return GpioInput(name, s.pin, s.wiring(), mode=s.mode, unguarded=unguarded)
 
 
-def build_lane_devices(lane: LaneSettings, index: int, sim_factory: Any,
-                       ports: dict[str, SerialLoopPort]) -> LaneDevices:
+def _input(name: str, s: InputSettings, factory: Any) -> GpioInput:
+    if s.kind == "sim":
+        wiring = SIM_WIRING["limit" if name.startswith("arm_") else "input"]
+        return GpioInput(name, getattr(SIM_PINS, name), wiring, pin_factory=factory)
+    return GpioInput(name, s.pin, s.wiring())
+
+
+def _relay(name: str, kind: str, pin: int | str | None, sim_pin: int, active_high: bool,
+           factory: Any) -> GpioRelay | None:
+    if kind == "sim":
+        return GpioRelay(name, sim_pin, pin_factory=factory)
+    return None if pin is None else GpioRelay(name, pin, active_high=active_high)
+
+
+def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, SerialLoopPort],
+                       *, unguarded: bool = False) -> LaneDevices:
     """Open every device of a lane; on any failure, release what was opened and raise a
-    ``DeviceError`` naming the lane and the device."""
-    pins = sim_pins(index) if "sim" in (lane.arming_loop.kind, lane.safety_loop.kind,
-                                        lane.barrier.kind, lane.indicators.kind) else None
+    ``DeviceError`` naming the lane and the device. ``sim_factory`` is this lane's mock
+    board (``None`` without simulation); ``unguarded`` is for one test only."""
     opened: list[Any] = []
+
+    def keep(device: Any) -> Any:
+        if device is not None:
+            opened.append(device)
+        return device
+
     try:
-        arming = _loop("arming", lane.arming_loop, pins.arming if pins else None, sim_factory,
-                       ports, False)
-        opened.append(arming)
-        safety = _loop("safety", lane.safety_loop, pins.safety if pins else None, sim_factory,
-                       ports, True)
-        opened.append(safety)
+        arming = keep(_loop("arming", lane.arming_loop, sim_factory, ports, False, False))
+        safety = keep(_loop("safety", lane.safety_loop, sim_factory, ports, True, unguarded))
         b = lane.barrier
-        factory = sim_factory if b.kind == "sim" else None
-        open_pin = pins.open_relay if b.kind == "sim" and pins else b.open_pin
-        close_pin = pins.close_relay if b.kind == "sim" and pins else b.close_pin
-        open_relay = GpioRelay("open", open_pin, active_high=b.active_high, pin_factory=factory)
-        opened.append(open_relay)
-        close_relay = None
-        if close_pin is not None:
-            close_relay = GpioRelay("close", close_pin, active_high=b.active_high,
-                                    pin_factory=factory)
-            opened.append(close_relay)
+        open_relay = keep(_relay("open", b.kind, b.open_pin, SIM_PINS.open_relay,
+                                 b.active_high, sim_factory))
+        close_relay = keep(_relay("close", b.kind, b.close_pin, SIM_PINS.close_relay,
+                                  b.active_high, sim_factory))
         barrier = GpioBarrier(open_relay, close_relay, pulse_s=b.pulse_s,
-                              safety_occupied=lambda: safety.occupied)
-        indicators: dict[str, GpioRelay] = {}
+                              travel_s=lane.timings.arm_travel_s,
+                              safety_occupied=lambda: safety.occupied, guard=not unguarded)
         ind = lane.indicators
+        indicators: dict[str, GpioRelay] = {}
         if ind.kind != "none":
-            f = sim_factory if ind.kind == "sim" else None
-            wanted = {"green": pins.green if pins and ind.kind == "sim" else ind.green_pin,
-                      "red": pins.red if pins and ind.kind == "sim" else ind.red_pin}
-            if ind.kind == "gpio" and ind.full_sign_pin is not None:
-                wanted["full"] = ind.full_sign_pin
-            for name, pin in wanted.items():
-                if pin is not None:
-                    indicators[name] = GpioRelay(name, pin, pin_factory=f)
-                    opened.append(indicators[name])
+            for name, pin, sim_pin in (("green", ind.green_pin, SIM_PINS.green),
+                                       ("red", ind.red_pin, SIM_PINS.red),
+                                       ("full", ind.full_sign_pin, None)):
+                if sim_pin is None and ind.kind == "sim":
+                    continue
+                relay = keep(_relay(name, ind.kind, pin, sim_pin or 0, ind.active_high,
+                                    sim_factory))
+                if relay is not None:
+                    indicators[name] = relay
+        inputs = {name: keep(_input(name, getattr(lane, name), sim_factory))
+                  for name in INPUTS if getattr(lane, name).kind != "none"}
         c = lane.camera
         capture = CaptureSettings(burst=c.burst, frame_timeout_s=c.frame_timeout_s,
                                   max_width=c.max_width, jpeg_quality=c.jpeg_quality,
@@ -137,4 +157,7 @@ def build_lane_devices(lane: LaneSettings, index: int, sim_factory: Any,
         for device in reversed(opened):
             device.close()
         raise DeviceError(f"lane {lane.id}: {exc}") from None
-    return LaneDevices(arming, safety, barrier, grabber, capture, indicators, pins, sim_camera)
+    simulated = sim_factory is not None and "sim" in (
+        lane.arming_loop.kind, lane.safety_loop.kind, b.kind)
+    return LaneDevices(arming, safety, barrier, grabber, capture, indicators, inputs,
+                       simulated, sim_camera)

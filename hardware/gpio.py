@@ -1,18 +1,21 @@
-"""Loop sensors and relays on GPIO (gpiozero).
+"""Loop detectors, contact inputs, relays and the barrier on GPIO (gpiozero).
 
-Wiring notes for installers:
-- Relays start de-energised and are de-energised again on every exit. gpiozero leaves an
-  output pin as a floating input when the process ends, so the relay driver needs a pull
-  resistor that makes "floating" mean "not energised".
-- A safety loop detector should be wired fail-safe (relay contact closed when the loop is
-  clear): then a broken wire reads "occupied" and the barrier is never commanded down.
-  Set ``active_high`` so that an open circuit reads as occupied.
+Wiring notes for installers (the README's "Wiring" table has every case):
+- What a level means is declared per input (``pull``, ``active_level``, ``active_means``)
+  and decided here in software (``gateway.core.wiring``): gpiozero's own "active" is only
+  used to learn the pin's electrical level.
+- The safety loop is wired fail-safe (the detector's contact closed while the loop is
+  clear): a cut wire or a dead detector reads "occupied" and the arm is never brought down.
+- Relays start de-energised and are de-energised again on every exit; a crash is covered
+  by ``parking-gateway relays-off`` in the unit's ``ExecStopPost=``.
+- The barrier holds an interlock of its own (``GpioBarrier``): it refuses a close while
+  the safety loop reads occupied, and reverses a closing arm the moment the safety loop
+  becomes occupied, before any debouncing or decision in the lane.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +23,10 @@ from gpiozero import DigitalInputDevice, OutputDevice
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError
 
 from gateway.core.errors import DeviceError
+from gateway.core.wiring import Wiring
 
 OnChange = Callable[[str, bool], None]
+GPIOZERO_PULL = {"up": True, "down": False}  # external pulls and "none": the pin's pull off
 
 
 def _device_error(what: str, exc: Exception) -> DeviceError:
@@ -34,46 +39,47 @@ def _device_error(what: str, exc: Exception) -> DeviceError:
     return DeviceError(f"{what}: {type(exc).__name__}: {exc}{hint}")
 
 
-class GpioLoop:
-    """A loop detector's output on one GPIO input.
+class GpioInput:
+    """One contact input. ``on`` is its meaning ("occupied", or "on" for a button or a
+    limit switch) decided from the pin's level and the declared wiring.
 
-    ``mode = "presence"``: the output is active while a vehicle is over the loop.
-    ``mode = "pulse"``: the detector gives a short pulse when a vehicle arrives and another
-    when it leaves; each pulse toggles the occupancy this adapter reports.
-    The callback runs in gpiozero's thread; the controller hands it to the event loop.
-    """
+    ``unguarded`` (tests only, ``GATEWAY_TEST_UNGUARDED_SAFETY``) reads the pin the way the
+    gateway once did: gpiozero's "active" taken as "occupied", whatever the wiring.
+    The callback runs in gpiozero's thread; the controller hands it to the event loop."""
 
-    def __init__(self, name: str, pin: int | str, *, active_high: bool = True,
-                 pull: str = "none", mode: str = "presence", pin_factory: Any = None) -> None:
+    def __init__(self, name: str, pin: int | str, wiring: Wiring, *, mode: str = "presence",
+                 pin_factory: Any = None, unguarded: bool = False) -> None:
         self.name = name
         self.mode = mode
-        pull_up = {"up": True, "down": False, "none": None}[pull]
+        self.wiring = wiring
+        self.unguarded = unguarded
+        pull_up = GPIOZERO_PULL.get(wiring.pull)
         try:
             self.device = DigitalInputDevice(
-                pin, pull_up=pull_up, active_state=active_high if pull_up is None else None,
+                pin, pull_up=pull_up, active_state=True if pull_up is None else None,
                 pin_factory=pin_factory)
         except GPIOZeroError as exc:
-            raise _device_error(f"{name} loop on GPIO {pin}", exc) from None
-        self._pulse_state = False
-        self._lock = threading.Lock()
+            what = "loop" if name in ("arming", "safety") else "input"
+            raise _device_error(f"{name} {what} on GPIO {pin}", exc) from None
+        # gpiozero calls a pulled-up pin active when low, any other pin when high
+        self._active_is_high = pull_up is not True
+
+    def _on(self, gz_active: bool) -> bool:
+        if self.unguarded:
+            return gz_active
+        return self.wiring.reads(gz_active == self._active_is_high)
 
     @property
-    def occupied(self) -> bool:
-        if self.mode == "pulse":
-            return self._pulse_state
-        return bool(self.device.is_active)
+    def on(self) -> bool:
+        return self._on(bool(self.device.is_active))
+
+    @property
+    def occupied(self) -> bool:  # the loop face
+        return self.on
 
     def start(self, on_change: OnChange) -> None:
-        if self.mode == "pulse":
-            def pulse() -> None:
-                with self._lock:
-                    self._pulse_state = not self._pulse_state
-                    state = self._pulse_state
-                on_change(self.name, state)
-            self.device.when_activated = pulse
-        else:
-            self.device.when_activated = lambda: on_change(self.name, True)
-            self.device.when_deactivated = lambda: on_change(self.name, False)
+        self.device.when_activated = lambda: on_change(self.name, self._on(True))
+        self.device.when_deactivated = lambda: on_change(self.name, self._on(False))
 
     def close(self) -> None:
         self.device.close()
@@ -108,32 +114,55 @@ class GpioRelay:
 class GpioBarrier:
     """The barrier: an open relay pulsed for ``pulse_s``, and optionally a close relay.
 
-    A close is refused while ``safety_occupied()`` says a vehicle is under the arm: this is
-    enforced here, at the device, not only in the lane state machine."""
+    Its interlock (``guard``) is the last word on bringing the arm down, below the lane's
+    decisions: a close is refused while ``safety_occupied()`` says a vehicle is under the
+    arm, and ``safety_changed(True)`` while the arm may still be coming down (a close
+    commanded less than ``travel_s`` ago, not followed by an open) reverses it at once.
+    ``guard = False`` exists for one test that must see what the simulator does without it.
+    """
 
     def __init__(self, open_relay: GpioRelay, close_relay: GpioRelay | None, *,
-                 pulse_s: float, safety_occupied: Callable[[], bool]) -> None:
+                 pulse_s: float, travel_s: float, safety_occupied: Callable[[], bool],
+                 guard: bool = True) -> None:
         self.open_relay = open_relay
         self.close_relay = close_relay
         self.pulse_s = pulse_s
+        self.travel_s = travel_s
         self.safety_occupied = safety_occupied
+        self.guard = guard
         self.open_pulses = 0
         self.close_pulses = 0
         self.refused_closes = 0
+        self.reversals = 0
         self._generation = 0
+        self._closing_until = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def pulse_open(self) -> None:
         self.open_pulses += 1
+        self._closing_until = 0.0
         await self._pulse(self.open_relay)
 
     async def close(self) -> None:
-        if self.close_relay is None:
-            return  # the barrier closes on its own timer
-        if self.safety_occupied():
+        if self.guard and self.safety_occupied():
             self.refused_closes += 1
             raise DeviceError("close refused: the safety loop is occupied")
         self.close_pulses += 1
+        self._closing_until = _now() + self.pulse_s + self.travel_s
+        if self.close_relay is None:
+            return  # the barrier closes on its own timer
         await self._pulse(self.close_relay)
+
+    def safety_changed(self, occupied: bool) -> bool:
+        """The raw safety loop changed (called on the event loop, before debouncing).
+        Returns whether the arm was reversed."""
+        if not (self.guard and occupied and _now() < self._closing_until):
+            return False
+        self.reversals += 1
+        task = asyncio.get_running_loop().create_task(self.pulse_open(), name="reverse")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     async def _pulse(self, relay: GpioRelay) -> None:
         # One command at a time: a new one ends the pulse in progress first, so open and
@@ -152,6 +181,12 @@ class GpioBarrier:
 
     def release(self) -> None:
         """De-energise everything and free the pins (on any exit)."""
+        for task in list(self._tasks):
+            task.cancel()
         for relay in (self.open_relay, self.close_relay):
             if relay is not None:
                 relay.close()
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

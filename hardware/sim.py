@@ -1,18 +1,45 @@
-"""Simulated hardware that goes through the real interfaces: gpiozero mock pins for loops
-and relays, and a camera that renders a plate on a car-like background and, like an ANPR
-camera, also gives its reading."""
+"""Simulated hardware that goes through the real interfaces: gpiozero mock pins for loops,
+inputs and relays, and a camera that renders a plate on a car-like background and, like an
+ANPR camera, also gives its reading.
+
+The mock pins are wired as real detectors are (``SIM_WIRING``): each input has the Pi's
+pull-up and a contact to ground, so the simulator *closes a contact* (drives the pin low)
+or *opens it* (the pull-up wins), never "sets occupied". The safety loop's detector is
+fail-safe: its contact is closed while the loop is clear.
+
+A mock board can keep its output levels in a file (``board_file``), the way a Pi's kernel
+keeps GPIO outputs driven after the process that set them dies: a test can then SIGKILL
+the daemon and see what ``relays-off`` leaves behind.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from gateway.core.wiring import Wiring
+
 Listener = Callable[[bool], None]
+CONTACT_TO_GROUND = "up", "low"  # pull, active level
+SIM_WIRING = {
+    "arming": Wiring(*CONTACT_TO_GROUND, "occupied"),  # output on while a vehicle is there
+    "safety": Wiring(*CONTACT_TO_GROUND, "clear"),  # fail-safe: contact closed while clear
+    "limit": Wiring(*CONTACT_TO_GROUND, "on"),  # the arm is at this limit
+    "input": Wiring(*CONTACT_TO_GROUND, "on"),  # a button or a hold-open contact
+}
+
+
+def drive(pin: Any, wiring: Wiring, on: bool) -> None:
+    """Set a simulated input the way its contact would: closed or open."""
+    (pin.drive_high if wiring.reads(True) == on else pin.drive_low)()
 
 
 class ObservedMockPin(MockPin):  # type: ignore[misc]
@@ -30,11 +57,43 @@ class ObservedMockPin(MockPin):  # type: ignore[misc]
         if changed:
             for listener in list(self.listeners):
                 listener(value)
+            board = getattr(self.factory, "board_file", None)
+            if board is not None and self.function == "output":
+                record_output(board, self.info.name, bool(value))
         return changed
 
 
-def sim_factory() -> MockFactory:
-    return MockFactory(pin_class=ObservedMockPin)
+def board_path(data_dir: Path, lane_id: str) -> Path:
+    """Where a simulated lane's mock board keeps its output levels."""
+    return data_dir / f"sim-board-{lane_id}.json"
+
+
+def sim_factory(board_file: Path | None = None) -> MockFactory:
+    factory = MockFactory(pin_class=ObservedMockPin)
+    factory.board_file = board_file
+    if board_file is not None:
+        board_file.parent.mkdir(parents=True, exist_ok=True)
+    return factory
+
+
+_board_lock = threading.Lock()
+
+
+def record_output(board_file: Path, pin: str, level: bool) -> None:
+    """Keep an output's level in the board file (atomically replaced)."""
+    with _board_lock:
+        levels = read_board(board_file)
+        levels[pin] = level
+        tmp = board_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(levels, sort_keys=True))
+        os.replace(tmp, board_file)
+
+
+def read_board(board_file: Path) -> dict[str, bool]:
+    try:
+        return dict(json.loads(board_file.read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 class SimCameraSource:

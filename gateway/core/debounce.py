@@ -31,3 +31,42 @@ class Debouncer:
         if self._raw != self.stable:
             return self._since + self.settle_s
         return None
+
+
+class PulsePresence:
+    """A detector's pulse output as a presence: each debounced pulse stands for a vehicle on
+    (pulse on entry) or just past (pulse on exit) the loop for ``hold_s``; a later pulse
+    extends it. Nothing toggles, so a bounce or a pulse missed at start-up cannot invert
+    the occupancy: the worst is one presence that ends on its own. Same face as
+    ``Debouncer`` (``raw`` takes the output's level)."""
+
+    def __init__(self, settle_s: float, hold_s: float) -> None:
+        self.output = Debouncer(settle_s)
+        self.hold_s = hold_s
+        self.stable = False
+        self.pulses = 0
+        self._until: float | None = None
+
+    @property
+    def raw_edges(self) -> int:
+        return self.output.raw_edges
+
+    def raw(self, value: bool, now: float) -> None:
+        self.output.raw(value, now)
+
+    def poll(self, now: float) -> bool | None:
+        if self.output.poll(now) is True:  # a pulse (its debounced leading edge)
+            self.pulses += 1
+            self._until = now + self.hold_s
+            if not self.stable:
+                self.stable = True
+                return True
+        if self.stable and self._until is not None and now >= self._until:
+            self.stable = False
+            self._until = None
+            return False
+        return None
+
+    def deadline(self) -> float | None:
+        times = [t for t in (self.output.deadline(), self._until) if t is not None]
+        return min(times) if times else None

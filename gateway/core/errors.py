@@ -79,3 +79,8 @@ class NoSpaceAvailable(PermanentError):
 
 class DeviceError(GatewayError):
     """A device failed: a loop, a relay, a camera, a serial port."""
+
+
+class LaneTableError(GatewayError):
+    """The lane machine met a (state, trigger) its table does not name, or a handler moved
+    to a state its row does not list: a gap in the design, never to be silently ignored."""

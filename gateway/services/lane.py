@@ -16,17 +16,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.core.errors import DeviceError, PermanentError
-from gateway.core.lane import (
+from gateway.core.errors import DeviceError, LaneTableError, PermanentError
+from gateway.core.lane import Lane
+from gateway.core.lane_types import (
     AnswerOpen,
+    ArmLimit,
     Capture,
     Close,
     Command,
     Emit,
     Event,
-    Lane,
+    InputChanged,
+    LaneConfig,
     LaneState,
-    LaneTimings,
     LoopFault,
     LoopRaw,
     ManualOpen,
@@ -40,7 +42,7 @@ from gateway.core.lane import (
 )
 from gateway.core.steps import DEFINITIONS
 from gateway.sagas.runner import SagaRunner
-from gateway.settings import LaneSettings
+from gateway.settings import LaneSettings, PolicySettings
 from gateway.store.store import Store
 from hardware.build import LaneDevices
 from hardware.camera import capture
@@ -52,15 +54,13 @@ Json = dict[str, Any]
 class LaneController:
     def __init__(self, settings: LaneSettings, devices: LaneDevices, runner: SagaRunner,
                  store: Store, clock: Clock, gate_id: str,
-                 after_saga: Callable[[], Awaitable[None]] | None = None) -> None:
-        t = settings.timings
+                 after_saga: Callable[[], Awaitable[None]] | None = None,
+                 policy: PolicySettings | None = None) -> None:
         self.settings = settings
         self.id = settings.id
         self.direction = settings.direction
-        self.lane = Lane(settings.id, settings.direction, LaneTimings(
-            debounce_s=t.debounce_s, capture_timeout_s=t.capture_timeout_s,
-            passage_timeout_s=t.passage_timeout_s, arm_travel_s=t.arm_travel_s,
-            stuck_occupied_s=t.stuck_occupied_s, duplicate_window_s=t.duplicate_window_s))
+        self.lane = Lane(settings.id, settings.direction,
+                         lane_config(settings, policy or PolicySettings()))
         self.devices = devices
         self.runner = runner
         self.store = store
@@ -83,12 +83,16 @@ class LaneController:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         d = self.devices
-        for loop in (d.arming, d.safety):
-            loop.start(self._from_thread)
+        for device in (d.arming, d.safety, *d.inputs.values()):
+            device.start(self._from_thread)
         if d.camera is not None:
             d.camera.on_health = lambda ok, why: self._threadsafe(self._camera_health, ok, why)
             d.camera.start()
         self._lights()
+        # what the inputs say now, as if each had just changed: an arm found up with
+        # both loops clear is brought down, a vehicle already waiting is served
+        for name, device in d.inputs.items():
+            self._input(name, device.occupied)
         self.feed(LoopRaw("arming", d.arming.occupied))
         self.feed(LoopRaw("safety", d.safety.occupied))
 
@@ -108,12 +112,30 @@ class LaneController:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def _from_thread(self, name: str, occupied: bool) -> None:
-        self._threadsafe(self.feed, LoopRaw(name, occupied))
+    def _from_thread(self, name: str, on: bool) -> None:
+        self._threadsafe(self._input, name, on)
+
+    def _input(self, name: str, on: bool) -> None:
+        if name == "safety":
+            self.devices.barrier.safety_changed(on)  # the interlock acts before debouncing
+        if name in ("arming", "safety"):
+            self.feed(LoopRaw(name, on))
+        elif name.startswith("arm_"):  # arm_open_limit, arm_closed_limit
+            self.feed(ArmLimit(name.split("_")[1], on))
+        elif name == "vend_input":
+            if on:
+                self.feed(ManualOpen("ticket machine", "vend", source="vend"))
+        else:  # help_input, hold_open_input
+            self.feed(InputChanged(name.removesuffix("_input"), on))
 
     def feed(self, event: Event) -> None:
         now = self.clock.monotonic()
-        commands = self.lane.handle(event, now)
+        try:
+            commands = self.lane.handle(event, now)
+        except LaneTableError as exc:  # a gap in the lane's table: say so, keep running
+            log.error("%s", exc)
+            self.emit("lane_error", {"reason": str(exc), "event": type(event).__name__})
+            commands = []
         for cmd in commands:
             self._execute(cmd, now)
         if self.lane.state is LaneState.IDLE:
@@ -127,11 +149,13 @@ class LaneController:
 
     def loop_fault(self, loop: str, reason: str, recovered: bool) -> None:
         self.feed(LoopFault(loop, reason, recovered))
+        device = self.devices.arming if loop == "arming" else self.devices.safety
+        self._input(loop, device.occupied)  # a faulty safety loop reads occupied
 
     def manual_open(self, who: str, why: str) -> bool:
-        before = self.lane.state
+        """A manual open is always carried out (the arm goes up, or stays up)."""
         self.feed(ManualOpen(who, why))
-        return self.lane.state is LaneState.OPENING and before is not LaneState.OPENING
+        return self.lane.barrier == "open"
 
     def set_mode(self, mode: str, who: str) -> bool:
         ok, commands = self.lane.set_mode(mode, who)
@@ -166,7 +190,7 @@ class LaneController:
                 self._cycle = {"loop": now}
             self.emit(cmd.type, cmd.data)
         elif isinstance(cmd, Capture):
-            self._spawn(self._capture(), "capture")
+            self._spawn(self._capture(cmd.presence), "capture")
         elif isinstance(cmd, StartSaga):
             self._spawn(self._run_saga(cmd), f"saga {cmd.saga_id}")
         elif isinstance(cmd, PulseOpen):
@@ -174,6 +198,8 @@ class LaneController:
             self._spawn(self._relay(self.devices.barrier.pulse_open(), "barrier"), "open pulse")
         elif isinstance(cmd, Close):
             self._spawn(self._relay(self.devices.barrier.close(), "barrier"), "close")
+            if cmd.retry:
+                log.warning("lane %s: the arm did not close; closing once more", self.id)
         elif isinstance(cmd, PassageResult):
             fut = self._passage.setdefault(cmd.saga_id, self._new_future())
             if not fut.done():
@@ -214,23 +240,24 @@ class LaneController:
         except DeviceError as exc:
             self.emit("hardware_fault", {"device": device, "reason": str(exc)})
 
-    async def _capture(self) -> None:
+    async def _capture(self, presence: int) -> None:
         saga_id = str(uuid.uuid4())
         grabber = self.devices.camera
         if grabber is None:
-            self.feed(PlateCaptured(None, saga_id))
+            self.feed(PlateCaptured(None, saga_id, presence=presence))
             return
         try:
             shot = await asyncio.to_thread(capture, grabber, self.devices.capture)
         except DeviceError as exc:
             self.emit("hardware_fault", {"device": "camera", "reason": str(exc)})
-            self.feed(PlateCaptured(None, saga_id))
+            self.feed(PlateCaptured(None, saga_id, presence=presence))
             return
         now = self.clock.monotonic()
         self._cycle["frame"] = now - shot.timings_ms.get("encode", 0) / 1000 \
             - shot.timings_ms.get("select", 0) / 1000
         self._cycle["plate"] = now
-        self.feed(PlateCaptured(shot.plate, saga_id, shot.confidence, shot.image_b64))
+        self.feed(PlateCaptured(shot.plate, saga_id, shot.confidence, shot.image_b64,
+                                presence))
 
     async def _run_saga(self, cmd: StartSaga) -> None:
         ctx: Json = {"lane_id": self.id, "license_plate": cmd.plate,
@@ -266,7 +293,7 @@ class LaneController:
         answer = await waiter
         if not answer.opened:
             raise PermanentError(f"barrier not opened: {answer.reason}", service="gate_service")
-        return {"opened": True}
+        return {"opened": True, "arm": answer.arm}
 
     async def confirm_passage(self, saga_id: str, recovering: bool) -> Json:
         if recovering:
@@ -282,7 +309,7 @@ class LaneController:
 
     # -- lights and status -------------------------------------------------------------
     def _lights(self) -> None:
-        go = self.lane.state in (LaneState.OPENING, LaneState.PASSING)
+        go = self.lane.state in (LaneState.OPENING, LaneState.PASSING, LaneState.HELD_OPEN)
         ind = self.devices.indicators
         if "green" in ind:
             ind["green"].set(go)
@@ -307,11 +334,30 @@ class LaneController:
             "id": self.id, "direction": self.direction, "state": self.lane.state.value,
             "mode": self.lane.mode,
             "barrier": self.lane.barrier,
+            "arm": {"position": self.lane.arm.position(), "assumed": self.lane.arm.assumed},
             "loops": {"arming": bool(d.arming.occupied), "safety": bool(d.safety.occupied)},
+            "stale_captures": self.lane.stale_captures,
             "faults": {**self.lane.faults, **({"camera": self.camera_fault}
                                               if self.camera_fault else {})},
             "last": self.last,
         }
+
+
+def lane_config(s: LaneSettings, policy: PolicySettings) -> LaneConfig:
+    t = s.timings
+    exit_lane = s.direction == "exit"
+    return LaneConfig(
+        debounce_s=t.debounce_s, capture_timeout_s=t.capture_timeout_s,
+        capture_attempts=t.capture_attempts, decision_timeout_s=t.decision_timeout_s,
+        passage_timeout_s=t.passage_timeout_s, arm_travel_s=t.arm_travel_s,
+        dropout_hold_s=t.dropout_hold_s, gap_hold_s=t.gap_hold_s,
+        stuck_occupied_s=t.stuck_occupied_s, duplicate_window_s=t.duplicate_window_s,
+        arming_mode=s.arming_loop.mode if s.arming_loop.kind == "gpio" else "presence",
+        pulse_hold_s=s.arming_loop.pulse_hold_s, tailgate_response=s.tailgate_response,
+        fail_open=exit_lane and policy.exit_on_fault == "fail_open",
+        unreadable_exit=policy.exit_when_unverifiable if exit_lane else "deny",
+        limits=frozenset(name for name in ("open", "closed")
+                         if getattr(s, f"arm_{name}_limit").kind != "none"))
 
 
 class GateService:

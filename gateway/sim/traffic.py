@@ -1,10 +1,12 @@
-"""Simulated vehicles that drive the lane's mock pins like real cars drive over loops, and
-a simulated barrier arm that moves when its relays are pulsed. Nothing here talks to the
-lane controller directly: the gateway sees pins change and a camera frame, as at a gate.
+"""Simulated lanes on the event loop: the physics of ``physics.py`` turned into mock-pin
+levels (loops, arm limit switches) and camera frames, and the barrier's relays read back
+into the arm's movement. Nothing here talks to the lane controller: the gateway sees pins
+change and frames, as at a gate.
 
-Behaviours: ``pass`` (drives through once the arm is up), ``back_out`` (leaves the arming
-loop without passing), ``stall`` (stays on the arming loop for ``stall_s``), ``tailgate``
-(a second car follows the first under the raised arm).
+Behaviours (``POST /api/sim/lanes/{id}/vehicles``): ``pass``, ``back_out``, ``stall``
+(stays on the arming loop, then leaves), ``tailgate`` (a second car follows under the
+raised arm), ``trailer``, ``motorbike``, ``reverse`` (reaches the safety loop, then backs
+out), ``bumper`` (a second car right behind the first) and ``stall_under_arm``.
 """
 
 from __future__ import annotations
@@ -13,84 +15,66 @@ import asyncio
 import itertools
 import random
 import string
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from gateway.settings import SimulationSettings
-from hardware.build import SimPins
-from hardware.sim import ObservedMockPin, SimCameraSource
+from gateway.sim.physics import CAR, MOTORBIKE, TRAILER, DriverTimes, LaneWorld, Vehicle
+from hardware.build import SIM_PINS
+from hardware.sim import SIM_WIRING, ObservedMockPin, SimCameraSource, drive
 
-BEHAVIOURS = ("pass", "back_out", "stall", "tailgate")
+TICK_S = 0.005
+FOLLOW_GAP_M = {"tailgate": 4.0, "bumper": 2.5}  # how close a follower keeps
+SHAPES = {"trailer": TRAILER, "motorbike": MOTORBIKE}
 
 
-@dataclass
-class SimVehicle:
-    vehicle_id: str
-    lane_id: str
-    plate: str
-    behaviour: str
-    status: str = "queued"  # queued | arriving | waiting | passing | passed | left
-    history: list[str] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+class SimVehicle(Vehicle):
+    """A vehicle sent to a lane, with an event set once it has passed or left."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.done = asyncio.Event()
 
     def set(self, status: str) -> None:
-        self.status = status
-        self.history.append(status)
+        super().set(status)
         if status in ("passed", "left"):
             self.done.set()
 
-    def as_json(self) -> dict[str, Any]:
-        return {"vehicle_id": self.vehicle_id, "lane_id": self.lane_id, "plate": self.plate,
-                "behaviour": self.behaviour, "status": self.status, "history": self.history}
-
-
-class SimBarrierArm:
-    """The arm: up ``arm_travel_s`` after the open relay is energised, down after the
-    close relay is. Watches the relay pins like the barrier's own controller would."""
-
-    def __init__(self, factory: Any, pins: SimPins, arm_travel_s: float) -> None:
-        self.arm_travel_s = arm_travel_s
-        self.up = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._move: asyncio.TimerHandle | None = None
-        open_pin: ObservedMockPin = factory.pin(pins.open_relay)
-        close_pin: ObservedMockPin = factory.pin(pins.close_relay)
-        open_pin.listeners.append(self._open_relay)
-        close_pin.listeners.append(self._close_relay)
-
-    def _open_relay(self, energised: bool) -> None:
-        if energised:
-            self._loop.call_soon_threadsafe(self._raise)
-
-    def _close_relay(self, energised: bool) -> None:
-        if energised:
-            self._loop.call_soon_threadsafe(self._lower)
-
-    def _raise(self) -> None:
-        if self._move is not None:
-            self._move.cancel()
-        self._move = self._loop.call_later(self.arm_travel_s, self.up.set)
-
-    def _lower(self) -> None:
-        if self._move is not None:
-            self._move.cancel()
-        self.up.clear()
-
 
 class SimLaneWorld:
-    """One simulated lane: its loops' pins, its camera, its arm, and the vehicles queued
-    to use it one after the other."""
+    """One simulated lane: its pins, its camera, its arm, and the vehicles sent to it (one
+    at a time, with a follower for ``tailgate`` and ``bumper``)."""
 
-    def __init__(self, lane_id: str, factory: Any, pins: SimPins, camera: SimCameraSource,
-                 timings: SimulationSettings) -> None:
+    def __init__(self, lane_id: str, factory: Any, camera: SimCameraSource | None,
+                 settings: SimulationSettings) -> None:
         self.lane_id = lane_id
-        self.t = timings
         self.camera = camera
-        self.arming = factory.pin(pins.arming)
-        self.safety = factory.pin(pins.safety)
-        self.arm = SimBarrierArm(factory, pins, timings.arm_travel_s)
+        self.time_scale = settings.time_scale
+        self.physics = LaneWorld(settings.arm_travel_s, DriverTimes(
+            reaction_s=settings.reaction_s, patience_s=settings.patience_s,
+            stall_s=settings.stall_s))
+        self.pins = {name: factory.pin(getattr(SIM_PINS, name)) for name in (
+            "arming", "safety", "arm_open_limit", "arm_closed_limit")}
+        open_pin: ObservedMockPin = factory.pin(SIM_PINS.open_relay)
+        close_pin: ObservedMockPin = factory.pin(SIM_PINS.close_relay)
+        open_pin.listeners.append(lambda on: self._relay(on, 1.0))
+        close_pin.listeners.append(lambda on: self._relay(on, 0.0))
         self.queue: asyncio.Queue[SimVehicle] = asyncio.Queue()
+        self.on_follower: Callable[[SimVehicle], None] = lambda vehicle: None
         self.task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._levels: dict[str, bool] = {}
+        self._update_pins()  # detectors powered, loops clear, the arm down
+
+    @property
+    def collisions(self) -> int:
+        return self.physics.collisions
+
+    def _relay(self, energised: bool, target: float) -> None:
+        # the barrier's own controller: an energised relay sends the arm that way
+        if energised:
+            self.physics.arm.target = target
+            self._wake.set()
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"sim {self.lane_id}")
@@ -100,72 +84,63 @@ class SimLaneWorld:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
+    def add(self, vehicle: SimVehicle) -> None:
+        """Queue a vehicle; a tailgating or bumping one brings a follower when it starts."""
+        self.queue.put_nowait(vehicle)
+        self._wake.set()
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
-            vehicle = await self.queue.get()
-            try:
-                await self.drive(vehicle)
-            finally:
-                self.arming.drive_low()
-                self.safety.drive_low()
-                self.camera.show(None)
+            if not self.physics.busy and self.physics.arm.moving is None:
+                if self.queue.empty():
+                    self._wake.clear()
+                    await self._wake.wait()
+                    last = loop.time()
+                if not self.physics.busy and not self.queue.empty():
+                    self._begin(self.queue.get_nowait())
+            await asyncio.sleep(TICK_S)
+            now = loop.time()
+            self.physics.step(min(now - last, 5 * TICK_S) * self.time_scale)
+            last = now
+            self._update_pins()
 
-    async def _arm_up(self, within_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self.arm.up.wait(), within_s)
-        except TimeoutError:
-            return False
-        return True
+    def _begin(self, v: SimVehicle) -> None:
+        self.physics.add(v)
+        if v.behaviour in FOLLOW_GAP_M:
+            follower = SimVehicle(f"{v.vehicle_id}f", v.lane_id, random_plate(random.Random()),
+                                  f"{v.behaviour}_follower", leader=v,
+                                  gap_m=FOLLOW_GAP_M[v.behaviour])
+            self.physics.add(follower)
+            follower.front = v.rear - follower.gap_m
+            self.on_follower(follower)
 
-    async def drive(self, v: SimVehicle) -> None:
-        t = self.t
-        v.set("arriving")
-        self.camera.show(v.plate)
-        self.arming.drive_high()
-        v.set("waiting")
-        if v.behaviour == "stall":
-            await asyncio.sleep(t.stall_s)
-            self.arming.drive_low()
-            v.set("left")
-            return
-        if not await self._arm_up(t.patience_s):
-            self.arming.drive_low()  # not let in: drives away
-            v.set("left")
-            return
-        await asyncio.sleep(t.reaction_s)
-        if v.behaviour == "back_out":
-            self.arming.drive_low()
-            self.camera.show(None)
-            v.set("left")
-            return
-        v.set("passing")
-        self.safety.drive_high()
-        await asyncio.sleep(t.dwell_s)
-        self.arming.drive_low()
-        self.camera.show(None)
-        if v.behaviour == "tailgate":
-            # the follower is right behind: onto the arming loop, then under the arm as
-            # soon as the first car clears the safety loop
-            self.camera.show(random_plate(random.Random()))
-            self.arming.drive_high()
-        await asyncio.sleep(t.crossing_s)
-        self.safety.drive_low()
-        if v.behaviour == "tailgate":
-            await asyncio.sleep(t.arm_travel_s / 4)  # well before the arm is down
-            self.safety.drive_high()
-            await asyncio.sleep(t.dwell_s)
-            self.arming.drive_low()
-            self.camera.show(None)
-            await asyncio.sleep(t.crossing_s)
-            self.safety.drive_low()
-        v.set("passed")
+    def _update_pins(self) -> None:
+        arming, safety = self.physics.loops()
+        arm = self.physics.arm
+        levels = {"arming": arming, "safety": safety, "arm_open_limit": arm.position >= 0.99,
+                  "arm_closed_limit": arm.position <= 0.01}
+        for name, on in levels.items():
+            if self._levels.get(name) != on:
+                self._levels[name] = on
+                wiring = SIM_WIRING["limit" if name.startswith("arm_") else name]
+                drive(self.pins[name], wiring, on)
+        if self.camera is not None:
+            shown = self.physics.in_front_of_camera()
+            self.camera.show(shown.plate if shown is not None else None)
+
+    def as_json(self) -> dict[str, Any]:
+        arm = self.physics.arm
+        return {"position": round(arm.position, 3), "moving": arm.moving}
 
 
 _counter = itertools.count(1)
 
 
 def new_vehicle(lane_id: str, plate: str, behaviour: str) -> SimVehicle:
-    return SimVehicle(f"v{next(_counter)}", lane_id, plate, behaviour)
+    return SimVehicle(f"v{next(_counter)}", lane_id, plate, behaviour,
+                      shape=SHAPES.get(behaviour, CAR))
 
 
 def random_plate(rng: random.Random) -> str:

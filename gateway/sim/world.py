@@ -6,9 +6,15 @@ import asyncio
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gateway.settings import SimulationSettings
 from gateway.sim.traffic import SimLaneWorld, SimVehicle, new_vehicle, random_plate
+
+# what the demo's traffic is made of (most drive in; now and then something harder)
+TRAFFIC_MIX = ["pass", "back_out", "tailgate", "trailer", "motorbike", "reverse", "bumper",
+               "stall_under_arm"]
+TRAFFIC_WEIGHTS = [80, 5, 3, 3, 4, 2, 1, 2]
 
 
 class SimWorld:
@@ -24,6 +30,23 @@ class SimWorld:
     def add_lane(self, world: SimLaneWorld, direction: str) -> None:
         self.worlds[world.lane_id] = world
         self.directions[world.lane_id] = direction
+        world.on_follower = self._keep
+
+    def _keep(self, vehicle: SimVehicle) -> None:
+        self.vehicles[vehicle.vehicle_id] = vehicle
+        while len(self.vehicles) > self.MAX_VEHICLES_KEPT:
+            self.vehicles.popitem(last=False)
+
+    @property
+    def collisions(self) -> int:
+        return sum(world.collisions for world in self.worlds.values())
+
+    def as_json(self) -> dict[str, Any]:
+        """``GET /api/sim/world``: collisions, each arm, the vehicles still on a lane."""
+        return {"collisions": self.collisions,
+                "arm": {lane: world.as_json() for lane, world in self.worlds.items()},
+                "vehicles": [v.as_json() for v in self.vehicles.values()
+                             if v.status not in ("passed", "left")]}
 
     def start(self, inside: Callable[[], Awaitable[list[str]]]) -> None:
         for world in self.worlds.values():
@@ -41,10 +64,8 @@ class SimWorld:
 
     def add_vehicle(self, lane_id: str, plate: str, behaviour: str) -> SimVehicle:
         vehicle = new_vehicle(lane_id, plate, behaviour)
-        self.vehicles[vehicle.vehicle_id] = vehicle
-        while len(self.vehicles) > self.MAX_VEHICLES_KEPT:
-            self.vehicles.popitem(last=False)
-        self.worlds[lane_id].queue.put_nowait(vehicle)
+        self._keep(vehicle)
+        self.worlds[lane_id].add(vehicle)
         return vehicle
 
     async def _generate(self, inside: Callable[[], Awaitable[list[str]]]) -> None:
@@ -64,5 +85,5 @@ class SimWorld:
                 continue
             if self.worlds[lane].queue.qsize() > 2:
                 continue  # the lane is busy: do not build an endless queue
-            behaviour = rng.choices(["pass", "back_out", "tailgate"], [90, 7, 3])[0]
+            behaviour = rng.choices(TRAFFIC_MIX, TRAFFIC_WEIGHTS)[0]
             self.add_vehicle(lane, plate, behaviour)

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import hmac
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from aiohttp import web
 
 from gateway.core.errors import PermanentError
 from gateway.sim.faults import FaultRequest
+from gateway.sim.physics import BEHAVIOURS
 from gateway.store import events, saga_log, spaces
 from gateway.web.openapi import OPENAPI
 from gateway.web.page import PAGE
@@ -25,9 +26,14 @@ GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 Plate = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
 
 
+Behaviour = Literal["pass", "back_out", "stall", "tailgate", "trailer", "motorbike", "reverse",
+                   "bumper", "stall_under_arm"]
+assert set(get_args(Behaviour)) == set(BEHAVIOURS)  # one list: gateway.sim.physics
+
+
 class SimVehicleRequest(msgspec.Struct, forbid_unknown_fields=True):
     plate: Plate
-    behaviour: Literal["pass", "back_out", "stall", "tailgate"] = "pass"
+    behaviour: Behaviour = "pass"
 
 
 class ManualOpenRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -159,10 +165,8 @@ async def manual_open(request: web.Request) -> web.Response:
     if lane is None:
         return _error(404, "no such lane")
     body = await _body(request, ManualOpenRequest)
-    if not lane.manual_open(body.who, body.why):
-        return _error(409, f"not opened: the barrier is {lane.lane.barrier} "
-                           f"({lane.lane.state.value})")
-    return _json({"lane_id": lane.id, "opened": True})
+    opened = lane.manual_open(body.who, body.why)  # always possible, even while closing
+    return _json({"lane_id": lane.id, "opened": opened, "state": lane.lane.state.value})
 
 
 async def space_state(request: web.Request) -> web.Response:
@@ -196,6 +200,13 @@ async def sim_central_fault(request: web.Request) -> web.Response:
     body = await _body(request, FaultRequest)
     await gw.sim_faults.set(body)
     return _json(gw.sim_faults.as_json())
+
+
+async def sim_world(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.sim is None:
+        return _error(404, "simulation is not enabled")
+    return _json(gw.sim.as_json())
 
 
 async def sim_vehicle_status(request: web.Request) -> web.Response:
@@ -237,6 +248,7 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_post("/api/lanes/{lane_id}/open", manual_open)
     r.add_post("/api/spaces/{space_id}/state", space_state)
     r.add_post("/api/sim/lanes/{lane_id}/vehicles", sim_vehicle)
+    r.add_get("/api/sim/world", sim_world)
     r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)
     r.add_post("/api/sim/central/fault", sim_central_fault)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.sim.physics import BEHAVIOURS
+
 _JSON = {"application/json": {"schema": {"type": "object"}}}
 _OK = {"200": {"description": "OK", "content": _JSON}}
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -58,8 +60,7 @@ OPENAPI: dict[str, Any] = {
             "Manual open, recorded as manual_open", admin=True,
             body={"type": "object", "properties": {"who": {"type": "string"},
                                                    "why": {"type": "string"}}},
-            responses={**_OK, "404": {"description": "no such lane"},
-                       "409": {"description": "the barrier is already up"}})},
+            responses={**_OK, "404": {"description": "no such lane"}})},
         "/api/spaces/{space_id}/state": {"parameters": _path_param("space_id"), "post": _op(
             "Set a space free or out of service", admin=True,
             body={"type": "object", "required": ["state"], "properties": {
@@ -70,9 +71,12 @@ OPENAPI: dict[str, Any] = {
             "Simulation: send a vehicle",
             body={"type": "object", "required": ["plate"], "properties": {
                 "plate": {"type": "string", "pattern": "^[A-Z0-9]{1,12}$"},
-                "behaviour": {"enum": ["pass", "back_out", "stall", "tailgate"]}}},
+                "behaviour": {"enum": list(BEHAVIOURS)}}},
             responses={"202": {"description": "accepted", "content": _JSON},
                        "404": {"description": "simulation off or no such lane"}})},
+        "/api/sim/world": {"get": _op(
+            "Simulation: collisions, each arm's position, the vehicles on the lanes",
+            responses={**_OK, "404": {"description": "simulation off"}})},
         "/api/sim/vehicles/{vehicle_id}": {"parameters": _path_param("vehicle_id"), "get": _op(
             "Simulation: a vehicle's progress",
             responses={**_OK, "404": {"description": "no such vehicle"}})},

@@ -17,19 +17,28 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "e2e-secret-token"
 
 
-def e2e_config(data_dir: Path, central_url: str, extra: str = "") -> str:
+def e2e_config(data_dir: Path, central_url: str, extra: str = "", spaces: int = 10) -> str:
+    # The simulated world runs 4x faster than real time; the lane's timings are the
+    # world's divided by 4 (the arm travels 1 s of world time: 0.25 s).
     lane = """
 [lanes.timings]
 debounce_s = 0.01
-arm_travel_s = 0.3
+arm_travel_s = 0.25
 capture_timeout_s = 1.0
-passage_timeout_s = 2.0
+passage_timeout_s = 1.0
+decision_timeout_s = 3.0
+dropout_hold_s = 0.05
+gap_hold_s = 0.3
 duplicate_window_s = 0.5
 [lanes.camera]
 burst = 1
 width = 320
 height = 240
 [lanes.indicators]
+kind = "sim"
+[lanes.arm_open_limit]
+kind = "sim"
+[lanes.arm_closed_limit]
 kind = "sim"
 """
     return f"""
@@ -47,15 +56,14 @@ host = "127.0.0.1"
 port = 0
 [simulation]
 enabled = true
-reaction_s = 0.05
-dwell_s = 0.05
-crossing_s = 0.05
-arm_travel_s = 0.2
-patience_s = 0.6
-stall_s = 0.5
+time_scale = 4.0
+reaction_s = 0.2
+arm_travel_s = 1.0
+patience_s = 2.4
+stall_s = 4.0
 [[zones]]
 name = "A"
-spaces = 10
+spaces = {spaces}
 [[lanes]]
 id = "entry-1"
 direction = "entry"

@@ -71,7 +71,9 @@ async def test_broken_devices_are_faults_and_the_other_lanes_work(tmp_path):
             status = await get(http, f"{url}/api/status")
             lanes = {lane["id"]: lane for lane in status["lanes"]}
             assert lanes["gpio-1"]["state"] == "fault"
-            assert lanes["serial-1"]["state"] == "fault"
+            # an exit lane whose loops cannot be heard keeps its arm up (policy.exit_on_fault)
+            assert lanes["serial-1"]["state"] == "held_open"
+            assert lanes["serial-1"]["barrier"] == "open"
             # the working lane still lets a vehicle in
             async with http.post(f"{url}/api/sim/lanes/entry-1/vehicles",
                                  json={"plate": "34ABC123"}) as r:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.hw_test import hw_test
 from gateway.settings import load_default, parse_settings
-from hardware.build import sim_pins
+from hardware.build import SIM_PINS
 from hardware.sim import sim_factory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +73,8 @@ async def test_hw_test_prints_loop_changes(tmp_path):
     task = asyncio.create_task(hw_test(settings, 0.3, False, out, factory=factory,
                                        on_watch=watching.set))
     await watching.wait()
-    factory.pin(sim_pins(0).arming).drive_high()
-    factory.pin(sim_pins(0).arming).drive_low()
+    factory.pin(SIM_PINS.arming).drive_low()  # the detector closes its contact
+    factory.pin(SIM_PINS.arming).drive_high()
     assert await task == 0
     report = out.getvalue()
     assert "arming loop OCCUPIED" in report and "arming loop clear" in report
