@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway {run,check-config,hw-test}``. Exit codes: 0 clean stop,
+"""Command line: ``python -m gateway {run,check-config,hw-test,relays-off,monitor}``. Exit codes: 0 clean stop,
 2 configuration error, 1 anything else."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import sys
 
 from gateway.core.errors import ConfigError, GatewayError
-from gateway.settings import load_default, load_settings, mqtt_password
+from gateway.settings import boot_warnings, load_default, load_settings, mqtt_password
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -21,6 +21,8 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    for warning in boot_warnings(settings):
+        print(f"warning: {warning}")
     print(f"{path}: OK (gate {settings.gate.id}, {len(settings.lanes)} lane(s), "
           f"{sum(z.spaces for z in settings.zones)} spaces)")
     return EXIT_OK
@@ -56,6 +58,18 @@ def _hw_test(path: str, seconds: float, pulse: bool) -> int:
     return asyncio.run(hw_test(settings, seconds, pulse, sys.stdout))
 
 
+def _relays_off(path: str) -> int:
+    from gateway.relays_off import relays_off
+
+    try:
+        settings = load_settings(path, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    return relays_off(settings, sys.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parking-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="how long to watch the loops (default 10)")
     hw.add_argument("--pulse", action="store_true",
                     help="also pulse the barrier relays and the lights")
+    off = sub.add_parser("relays-off", help="drive every relay de-energised (systemd's "
+                         "ExecStopPost=, after any exit of the daemon)")
+    off.add_argument("--config", required=True)
     mon = sub.add_parser("monitor", help="follow gates over MQTT: events, state, seq gaps")
     mon.add_argument("--mqtt", default="127.0.0.1:1883", metavar="HOST:PORT")
     mon.add_argument("--gate", help="one gate id (default: all gates)")
@@ -88,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.path)
     if args.command == "hw-test":
         return _hw_test(args.config, args.seconds, args.pulse)
+    if args.command == "relays-off":
+        return _relays_off(args.config)
     return _run(args.config)
 
 

@@ -440,6 +440,41 @@ def _cross_checks(s: Settings) -> list[str]:
     return problems
 
 
+BOOT_PULLED_HIGH = range(0, 9)  # BCM GPIO0-8 are pulled up while a Pi boots; 9-27 down
+
+
+def _bcm(pin: int | str | None) -> int | None:
+    if isinstance(pin, int):
+        return pin
+    if isinstance(pin, str) and pin.upper().startswith("GPIO") and pin[4:].isdigit():
+        return int(pin[4:])
+    return None
+
+
+def boot_warnings(s: Settings) -> list[str]:
+    """Relays that a Pi's power-on pulls would energise before the gateway runs."""
+    out = []
+    for i, lane in enumerate(s.lanes):
+        b, ind = lane.barrier, lane.indicators
+        relays = [("barrier", "open_pin", b.open_pin, b.active_high, b.kind),
+                  ("barrier", "close_pin", b.close_pin, b.active_high, b.kind)]
+        relays += [("indicators", key, getattr(ind, key), ind.active_high, ind.kind)
+                   for key in ("green_pin", "red_pin", "full_sign_pin")]
+        for part, key, pin, active_high, kind in relays:
+            n = _bcm(pin)
+            if kind != "gpio" or n is None:
+                continue
+            high = n in BOOT_PULLED_HIGH
+            if high == active_high:
+                better = "GPIO9-27" if active_high else "GPIO4-8"
+                out.append(f"{s.source}: lanes[{i}].{part}.{key}: GPIO{n} is pulled "
+                           f"{'high' if high else 'low'} while the Pi boots, which energises "
+                           f"an active-{'high' if active_high else 'low'} relay until the "
+                           f"gateway starts: use {better}, or set active_high for a board of "
+                           "the other kind")
+    return out
+
+
 def parse_settings(
     text: str, source: str = "<string>", env: Mapping[str, str] | None = None
 ) -> Settings:

@@ -104,6 +104,27 @@ def _relay(name: str, kind: str, pin: int | str | None, sim_pin: int, active_hig
     return None if pin is None else GpioRelay(name, pin, active_high=active_high)
 
 
+def lane_relays(lane: LaneSettings, sim_factory: Any,
+                keep: Callable[[Any], Any] = lambda device: device) -> dict[str, GpioRelay]:
+    """Every relay of a lane, each at its de-energised level from the start: "open",
+    "close" (when wired) and the lights ("green", "red", "full")."""
+    b, ind = lane.barrier, lane.indicators
+    wanted: list[tuple[str, str, int | str | None, int, bool]] = [
+        ("open", b.kind, b.open_pin, SIM_PINS.open_relay, b.active_high),
+        ("close", b.kind, b.close_pin, SIM_PINS.close_relay, b.active_high)]
+    if ind.kind != "none":
+        wanted += [("green", ind.kind, ind.green_pin, SIM_PINS.green, ind.active_high),
+                   ("red", ind.kind, ind.red_pin, SIM_PINS.red, ind.active_high)]
+        if ind.kind == "gpio":
+            wanted.append(("full", ind.kind, ind.full_sign_pin, 0, ind.active_high))
+    relays = {}
+    for name, kind, pin, sim_pin, active_high in wanted:
+        relay = keep(_relay(name, kind, pin, sim_pin, active_high, sim_factory))
+        if relay is not None:
+            relays[name] = relay
+    return relays
+
+
 def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, SerialLoopPort],
                        *, unguarded: bool = False) -> LaneDevices:
     """Open every device of a lane; on any failure, release what was opened and raise a
@@ -119,26 +140,11 @@ def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, Se
     try:
         arming = keep(_loop("arming", lane.arming_loop, sim_factory, ports, False, False))
         safety = keep(_loop("safety", lane.safety_loop, sim_factory, ports, True, unguarded))
-        b = lane.barrier
-        open_relay = keep(_relay("open", b.kind, b.open_pin, SIM_PINS.open_relay,
-                                 b.active_high, sim_factory))
-        close_relay = keep(_relay("close", b.kind, b.close_pin, SIM_PINS.close_relay,
-                                  b.active_high, sim_factory))
-        barrier = GpioBarrier(open_relay, close_relay, pulse_s=b.pulse_s,
-                              travel_s=lane.timings.arm_travel_s,
+        relays = lane_relays(lane, sim_factory, keep)
+        barrier = GpioBarrier(relays.pop("open"), relays.pop("close", None),
+                              pulse_s=lane.barrier.pulse_s, travel_s=lane.timings.arm_travel_s,
                               safety_occupied=lambda: safety.occupied, guard=not unguarded)
-        ind = lane.indicators
-        indicators: dict[str, GpioRelay] = {}
-        if ind.kind != "none":
-            for name, pin, sim_pin in (("green", ind.green_pin, SIM_PINS.green),
-                                       ("red", ind.red_pin, SIM_PINS.red),
-                                       ("full", ind.full_sign_pin, None)):
-                if sim_pin is None and ind.kind == "sim":
-                    continue
-                relay = keep(_relay(name, ind.kind, pin, sim_pin or 0, ind.active_high,
-                                    sim_factory))
-                if relay is not None:
-                    indicators[name] = relay
+        indicators = relays
         inputs = {name: keep(_input(name, getattr(lane, name), sim_factory))
                   for name in INPUTS if getattr(lane, name).kind != "none"}
         c = lane.camera
@@ -158,6 +164,6 @@ def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, Se
             device.close()
         raise DeviceError(f"lane {lane.id}: {exc}") from None
     simulated = sim_factory is not None and "sim" in (
-        lane.arming_loop.kind, lane.safety_loop.kind, b.kind)
+        lane.arming_loop.kind, lane.safety_loop.kind, lane.barrier.kind)
     return LaneDevices(arming, safety, barrier, grabber, capture, indicators, inputs,
                        simulated, sim_camera)

@@ -49,6 +49,7 @@ class ObservedMockPin(MockPin):  # type: ignore[misc]
     def __init__(self, factory: Any, info: Any) -> None:
         super().__init__(factory, info)
         self.listeners: list[Listener] = []
+        self._recorded: bool | None = None
 
     def _change_state(self, value: bool) -> bool:
         changed = bool(super()._change_state(value))
@@ -57,10 +58,14 @@ class ObservedMockPin(MockPin):  # type: ignore[misc]
         if changed:
             for listener in list(self.listeners):
                 listener(value)
-            board = getattr(self.factory, "board_file", None)
-            if board is not None and self.function == "output":
-                record_output(board, self.info.name, bool(value))
         return changed
+
+    def _set_state(self, value: Any) -> None:
+        super()._set_state(value)
+        board = getattr(self.factory, "board_file", None)
+        if board is not None and bool(value) != self._recorded:  # an output the board keeps
+            self._recorded = bool(value)
+            record_output(board, self.info.name, bool(value))
 
 
 def board_path(data_dir: Path, lane_id: str) -> Path:

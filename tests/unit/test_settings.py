@@ -4,7 +4,7 @@ import pytest
 
 from gateway.__main__ import main
 from gateway.core.errors import ConfigError
-from gateway.settings import load_default, load_settings, parse_settings
+from gateway.settings import boot_warnings, load_default, load_settings, parse_settings
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -89,3 +89,70 @@ def test_check_config_exit_codes(tmp_path, capsys):
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "2 problem(s)" in err and "gate.id" in err and "web.port" in err
+
+
+GPIO_LANE = """
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+[lanes.arming_loop]
+kind = "gpio"
+pin = 17
+[lanes.barrier]
+kind = "gpio"
+open_pin = 22
+[lanes.camera]
+kind = "none"
+[lanes.safety_loop]
+kind = "gpio"
+pin = 27
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text, "gate.toml")
+    return err.value.problems
+
+
+def test_a_fail_safe_safety_loop_is_accepted_and_reads_occupied_on_a_cut_wire():
+    settings = parse_settings(GPIO_LANE + 'pull = "up"\nactive_means = "clear"\n', "g.toml")
+    wiring = settings.lanes[0].safety_loop.wiring()
+    assert wiring.broken_wire_reads() is True  # the pull-up wins: "occupied"
+    assert wiring.reads(False) is False  # the contact closed to ground: clear
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ('active_means = "occupied"\n', "a cut wire or a dead detector would read \"clear\""),
+    ('pull = "none"\n', "leaves the pin floating"),
+    ('mode = "pulse_on_entry"\n', 'must be "presence"'),
+    ('active_level = "high"\n', "the level the pull already gives"),
+])
+def test_check_config_refuses_a_safety_loop_that_could_let_the_arm_down(extra, says):
+    problems = problems_of(GPIO_LANE + extra)
+    assert any(p.startswith("gate.toml: lanes[0].safety_loop") and says in p
+               for p in problems), problems
+
+
+def test_the_old_active_high_key_says_what_to_write_instead():
+    problems = problems_of(GPIO_LANE + "active_high = false\n")
+    assert problems == [
+        p for p in problems if "lanes[0].safety_loop.active_high: replaced by active_level "
+        "and active_means" in p and 'active_means = "clear"' in p] and problems
+
+
+def test_check_config_command_exits_2_for_a_pulse_safety_loop(tmp_path, capsys):
+    path = tmp_path / "gate.toml"
+    path.write_text(GPIO_LANE + 'mode = "pulse_on_exit"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: lanes[0].safety_loop.mode" in err and "presence" in err
+
+
+def test_check_config_warns_of_a_relay_the_boot_pulls_would_energise(capsys):
+    assert main(["check-config", str(CONFIG / "example.toml")]) == 0
+    assert "warning" not in capsys.readouterr().out  # the example's pins are right
+    settings = parse_settings(GPIO_LANE + 'active_means = "clear"\n[lanes.indicators]\n'
+                              'kind = "gpio"\ngreen_pin = 5\nred_pin = 16\n', "g.toml")
+    warnings = boot_warnings(settings)
+    assert len(warnings) == 1 and "green_pin: GPIO5 is pulled high" in warnings[0]
