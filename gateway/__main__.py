@@ -1,5 +1,5 @@
-"""Command line: ``python -m gateway {run,check-config,hw-test,relays-off,monitor}``. Exit codes: 0 clean stop,
-2 configuration error, 1 anything else."""
+"""Command line: ``python -m gateway {run,check-config,hw-test,relays-off,monitor}``.
+Exit codes: 0 clean stop, 2 configuration error, 1 anything else."""
 
 from __future__ import annotations
 
