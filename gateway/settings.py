@@ -456,7 +456,8 @@ def boot_warnings(s: Settings) -> list[str]:
     out = []
     for i, lane in enumerate(s.lanes):
         b, ind = lane.barrier, lane.indicators
-        relays = [("barrier", "open_pin", b.open_pin, b.active_high, b.kind),
+        relays: list[tuple[str, str, int | str | None, bool, str]] = [
+                  ("barrier", "open_pin", b.open_pin, b.active_high, b.kind),
                   ("barrier", "close_pin", b.close_pin, b.active_high, b.kind)]
         relays += [("indicators", key, getattr(ind, key), ind.active_high, ind.kind)
                    for key in ("green_pin", "red_pin", "full_sign_pin")]
