@@ -31,7 +31,7 @@ PAGE = """<!doctype html>
    <option>error500</option><option>garbage</option><option>oversized</option>
    <option>slow</option></select></label></div></div>
 </div>
-<h2 style="margin-top:1rem">Lanes</h2><div class="row" id="lanes"></div>
+<h2 style="margin-top:1rem">Lanes <span id="collisions" class="muted"></span></h2><div class="row" id="lanes"></div>
 <h2 style="margin-top:1rem">Events</h2>
 <div class="card"><table><thead><tr><th>seq</th><th>time</th><th>lane</th><th>event</th>
 <th>details</th></tr></thead><tbody id="events"></tbody></table></div>
@@ -44,7 +44,7 @@ function laneCard(l, sim) {
   const c = el("div", undefined, "card"); c.id = "lane-" + l.id;
   c.append(el("h2", l.id + " (" + l.direction + ")"));
   const s = el("div"); s.append(el("span", l.state, "state"),
-    el("span", "  barrier " + l.barrier, "muted")); c.append(s);
+    el("span", "  barrier " + l.barrier + (l.arm ? (l.arm.assumed ? " (position assumed)" : " (arm " + l.arm.position + ")") : ""), "muted")); c.append(s);
   const loops = el("div", undefined, "muted");
   for (const [name, on] of Object.entries(l.loops || {})) {
     loops.append(el("span", "", "loop" + (on ? " on" : "")), el("span", " " + name + "  ")); }
@@ -54,7 +54,7 @@ function laneCard(l, sim) {
     c.append(el("div", "last: " + (l.last.license_plate || "?") + " " + l.last.status +
       (l.last.reason ? " (" + l.last.reason + ")" : ""), "muted")); }
   if (sim) {
-    const b = el("div"); for (const beh of ["pass", "back_out", "tailgate"]) {
+    const b = el("div"); for (const beh of ["pass", "back_out", "tailgate", "bumper", "reverse", "trailer", "motorbike", "stall_under_arm"]) {
       const btn = el("button", beh); btn.onclick = () => sendVehicle(l.id, beh); b.append(btn); }
     c.append(b); }
   return c;
@@ -84,6 +84,8 @@ async function refresh() {
     if (s.sim_central) { $("fault").hidden = false;
       if (document.activeElement !== $("fault-mode")) $("fault-mode").value = s.sim_central.mode; }
     const lanes = $("lanes"); lanes.replaceChildren(...s.lanes.map((l) => laneCard(l, s.simulation)));
+    if (s.simulation) { $("collisions").textContent = "simulated: " + s.simulation.collisions + " collision(s)";
+      $("collisions").className = s.simulation.collisions ? "bad" : "muted"; }
     $("health").textContent = s.healthy ? "" : "needs attention";
     $("health").className = s.healthy ? "muted" : "bad";
   } catch (e) { $("health").textContent = "not reachable"; $("health").className = "bad"; }
