@@ -51,7 +51,7 @@ async def main() -> None:
     parser.add_argument("--vehicles", type=int, default=30)
     args = parser.parse_args()
     n = args.vehicles
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         broker = Broker(Path(tmp))
         await broker.start()
         state, faults = SimCentralState(), Faults()

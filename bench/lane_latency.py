@@ -44,6 +44,7 @@ enabled = false
 port = 0
 [simulation]
 enabled = true
+time_scale = 10.0
 reaction_s = 0.02
 arm_travel_s = 0.05
 [[zones]]
@@ -55,6 +56,8 @@ direction = "entry"
 [lanes.timings]
 debounce_s = 0.02
 arm_travel_s = 0.05
+dropout_hold_s = 0.02
+gap_hold_s = 0.1
 [lanes.camera]
 burst = 3
 """
@@ -72,7 +75,7 @@ async def run_lane(vehicles: int, delay_ms: float) -> list[dict[str, float]]:
     site = web.TCPSite(central, "127.0.0.1", 0)
     await site.start()
     url = f"http://127.0.0.1:{central.addresses[0][1]}"
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         gw = Gateway(parse_settings(CONFIG.format(data=tmp, url=url), "bench.toml"))
         await gw.start()
         try:

@@ -67,7 +67,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def engine_run(url: str, sagas: int, synchronous: str) -> tuple[list[float], float]:
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         s = settings(url, tmp, sagas)
         store = await Store.open(s.database_path, s.zone_specs(), synchronous=synchronous)
         session = central_session(s)
@@ -89,7 +89,7 @@ async def engine_run(url: str, sagas: int, synchronous: str) -> tuple[list[float
 
 async def direct_run(url: str, sagas: int) -> list[float]:
     """The same remote calls and one allocation commit, with no saga log."""
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         s = settings(url, tmp, sagas)
         store = await Store.open(s.database_path, s.zone_specs())
         session = central_session(s)
@@ -118,7 +118,7 @@ async def direct_run(url: str, sagas: int) -> list[float]:
 
 
 def commit_floor(n: int = 500) -> float:
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         db = Database(Path(tmp) / "floor.sqlite3")
         t0 = time.perf_counter()
         for i in range(n):
@@ -130,7 +130,7 @@ def commit_floor(n: int = 500) -> float:
 
 
 async def engine_cpu(sagas: int) -> float:
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         store = await Store.open(Path(tmp) / "cpu.sqlite3", [ZoneSpec("A", sagas + 10)],
                                  synchronous="off")
         registry = default_registry()

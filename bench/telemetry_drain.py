@@ -99,7 +99,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         broker = Broker(Path(tmp))
         await broker.start()
         try:

@@ -44,6 +44,11 @@ async def _lane(lane: LaneSettings, settings: Settings, seconds: float,
         line = f"  {t:7.3f}s {name} loop {'OCCUPIED' if occupied else 'clear'}"
         loop.call_soon_threadsafe(partial(print, line, file=out))
 
+    def contact_changed(name: str, on: bool) -> None:
+        t = time.monotonic() - started
+        loop.call_soon_threadsafe(partial(print, f"  {t:7.3f}s {name} {'ON' if on else 'off'}",
+                                          file=out))
+
     try:
         for port in ports.values():  # this lane's serial ports only
             port.on_fault = lambda channel, reason, recovered: print(
@@ -53,6 +58,9 @@ async def _lane(lane: LaneSettings, settings: Settings, seconds: float,
         for dev in (devices.arming, devices.safety):
             dev.start(changed)
             print(f"  {dev.name} loop now {'OCCUPIED' if dev.occupied else 'clear'}", file=out)
+        for name, contact in devices.inputs.items():  # limit switches, vend, help, hold-open
+            contact.start(contact_changed)
+            print(f"  {name} now {'ON' if contact.on else 'off'}", file=out)
         if devices.camera is not None:
             devices.camera.start()
             try:

@@ -19,17 +19,16 @@ from hardware.sim import board_path, sim_factory
 
 
 def relays_off(settings: Settings, out: TextIO) -> int:
-    failed = 0
+    failures: list[str] = []
     for lane in settings.lanes:
         factory = sim_factory(board_path(settings.data_dir, lane.id)) \
             if settings.simulation.enabled else None
-        try:
-            relays = lane_relays(lane, factory)
-        except DeviceError as exc:
-            print(f"lane {lane.id}: FAULT {exc}", file=out)
-            failed += 1
-            continue
-        for name, relay in relays.items():
+
+        def failed(name: str, exc: DeviceError, lane_id: str = lane.id) -> None:
+            failures.append(name)
+            print(f"lane {lane_id}: FAULT {name} relay: {exc}", file=out)
+
+        for name, relay in lane_relays(lane, factory, failed=failed).items():
             relay.set(False)
             print(f"lane {lane.id}: {name} relay de-energised", file=out)
-    return 1 if failed else 0
+    return 1 if failures else 0

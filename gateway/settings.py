@@ -199,7 +199,10 @@ class InputSettings(_Section, frozen=True):
 class BarrierSettings(_Section, frozen=True):
     kind: Literal["sim", "gpio"] = "sim"
     open_pin: int | str = 0
-    close_pin: int | str | None = None  # none: the barrier closes on its own timer
+    close_pin: int | str | None = None  # the close relay
+    # true for a barrier whose own controller closes it (no close relay): the gateway then
+    # cannot hold it open or reverse it, so its safety loop must be wired to it as well
+    closes_itself: bool = False
     active_high: bool = True
     pulse_s: Positive = 0.5
 
@@ -431,6 +434,12 @@ def _cross_checks(s: Settings) -> list[str]:
             if loop.kind == "serial" and not loop.port:
                 problems.append(f"lanes[{i}].{part}.port: a serial loop needs its port, "
                                 "e.g. /dev/ttyUSB0")
+        b = lane.barrier
+        if b.kind == "gpio" and b.close_pin is None and not b.closes_itself:
+            problems.append(f"lanes[{i}].barrier.close_pin: give the close relay's pin; for a "
+                            "barrier that closes on its own set closes_itself = true and wire "
+                            "the safety loop detector to the barrier's own safety input too "
+                            "(the gateway cannot hold such an arm up or reverse it)")
         if lane.camera.kind == "opencv" and not lane.camera.source:
             problems.append(f"lanes[{i}].camera.source: an opencv camera needs a source "
                             "(USB index, rtsp:// URL or a file)")
@@ -498,13 +507,19 @@ def parse_settings(
         watchdog_s = int(env.get("WATCHDOG_USEC", "0")) / 1e6
     except ValueError:
         watchdog_s = 0.0
+    unguarded = env.get("GATEWAY_TEST_UNGUARDED_SAFETY") == "1"
+    if unguarded and not (settings.simulation.enabled and all(
+            lane.safety_loop.kind == "sim" for lane in settings.lanes)):
+        raise ConfigError([f"{source}: GATEWAY_TEST_UNGUARDED_SAFETY is set: it turns the "
+                           "safety loop's guard off and is for tests of the simulator only; "
+                           "remove it from the environment"])
     return msgspec.structs.replace(
         settings,
         mqtt_password=Secret(env.get("GATEWAY_MQTT_PASSWORD", "")),
         admin_token=Secret(env.get("GATEWAY_ADMIN_TOKEN", "")),
         notify_socket=env.get("NOTIFY_SOCKET", ""),
         watchdog_s=max(0.0, watchdog_s),
-        test_unguarded_safety=env.get("GATEWAY_TEST_UNGUARDED_SAFETY") == "1",
+        test_unguarded_safety=unguarded,
         source=source,
     )
 

@@ -105,9 +105,12 @@ def _relay(name: str, kind: str, pin: int | str | None, sim_pin: int, active_hig
 
 
 def lane_relays(lane: LaneSettings, sim_factory: Any,
-                keep: Callable[[Any], Any] = lambda device: device) -> dict[str, GpioRelay]:
+                keep: Callable[[Any], Any] = lambda device: device,
+                failed: Callable[[str, DeviceError], None] | None = None
+                ) -> dict[str, GpioRelay]:
     """Every relay of a lane, each at its de-energised level from the start: "open",
-    "close" (when wired) and the lights ("green", "red", "full")."""
+    "close" (when wired) and the lights ("green", "red", "full"). With ``failed``, a relay
+    that cannot be opened is reported there and the others are still opened."""
     b, ind = lane.barrier, lane.indicators
     wanted: list[tuple[str, str, int | str | None, int, bool]] = [
         ("open", b.kind, b.open_pin, SIM_PINS.open_relay, b.active_high),
@@ -119,7 +122,13 @@ def lane_relays(lane: LaneSettings, sim_factory: Any,
             wanted.append(("full", ind.kind, ind.full_sign_pin, 0, ind.active_high))
     relays = {}
     for name, kind, pin, sim_pin, active_high in wanted:
-        relay = keep(_relay(name, kind, pin, sim_pin, active_high, sim_factory))
+        try:
+            relay = keep(_relay(name, kind, pin, sim_pin, active_high, sim_factory))
+        except DeviceError as exc:
+            if failed is None:
+                raise
+            failed(name, exc)
+            continue
         if relay is not None:
             relays[name] = relay
     return relays

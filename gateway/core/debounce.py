@@ -6,8 +6,13 @@ from __future__ import annotations
 
 
 class Debouncer:
-    def __init__(self, settle_s: float, initial: bool = False) -> None:
+    """``rise_s`` (default ``settle_s``) is how long a True level must hold: 0 for an input
+    whose "occupied" must count at once, with only its clearing debounced."""
+
+    def __init__(self, settle_s: float, initial: bool = False,
+                 rise_s: float | None = None) -> None:
         self.settle_s = settle_s
+        self.rise_s = settle_s if rise_s is None else rise_s
         self.stable = initial
         self._raw = initial
         self._since = 0.0
@@ -19,9 +24,12 @@ class Debouncer:
             self._since = now
             self.raw_edges += 1
 
+    def _settle(self) -> float:
+        return self.rise_s if self._raw else self.settle_s
+
     def poll(self, now: float) -> bool | None:
         """The new stable level if it changed at ``now``, else ``None``."""
-        if self._raw != self.stable and now >= self._since + self.settle_s:
+        if self._raw != self.stable and now >= self._since + self._settle():
             self.stable = self._raw
             return self.stable
         return None
@@ -29,7 +37,7 @@ class Debouncer:
     def deadline(self) -> float | None:
         """When ``poll`` may next report a change."""
         if self._raw != self.stable:
-            return self._since + self.settle_s
+            return self._since + self._settle()
         return None
 
 

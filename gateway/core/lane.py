@@ -25,6 +25,7 @@ from gateway.core.errors import LaneTableError
 from gateway.core.lane_types import (
     AnswerOpen,
     ArmLimit,
+    BarrierInterlock,
     Capture,
     Close,
     Command,
@@ -52,7 +53,8 @@ UP = (S.OPENING, S.PASSING, S.HOLDING, S.HELD_OPEN)  # the arm is meant to be up
 
 # (state, trigger) -> (handler, states it may lead to). "quiet" rows say on purpose that
 # nothing happens. Triggers: loop changes (arming_on …), plate, open, saga_done, manual,
-# fault, fault_cleared, hold_on, hold_off, arm_up, arm_down, arm_stuck, and the timers
+# fault, fault_cleared, hold_on, hold_off, arm_up, arm_down, arm_stuck, interlock (the
+# barrier refused or reversed a close), and the timers
 # timeout (each state's own), gap (arming loop left, safety loop not reached) and dropout
 # (the safety loop, or both loops while holding, clear for the hold time).
 Row = tuple[str, tuple[LaneState, ...]]
@@ -77,8 +79,11 @@ _rows(UP, "manual", "reassert_open")
 _rows(tuple(s for s in ALL if s is not S.HELD_OPEN), "hold_on", "hold_open", (S.HELD_OPEN,))
 _rows((S.HELD_OPEN,), "hold_on", "quiet")
 _rows((S.IDLE, S.PRESENT, S.DENIED), "fault", "fault_at_rest", FAULTED)
-_rows((S.DECIDING, S.OPENING, S.PASSING, S.CLOSING, S.HOLDING, S.HELD_OPEN, S.FAULT), "fault",
+_rows((S.DECIDING, S.OPENING, S.PASSING, S.HOLDING, S.HELD_OPEN, S.FAULT), "fault",
       "quiet")  # recorded; it takes effect when the cycle returns to rest
+_rows((S.CLOSING,), "fault", "fault_while_closing", (S.CLOSING, S.HOLDING))
+# the barrier's own interlock refused or reversed a close: only a closing lane must follow
+_rows(tuple(s for s in ALL if s is not S.CLOSING), "interlock", "quiet")
 _rows((S.IDLE, S.PRESENT, S.DECIDING, S.DENIED), "arm_up", "arm_moved", (S.HOLDING,))
 _rows((*UP, S.CLOSING, S.FAULT), "arm_up", "quiet")
 _rows((S.IDLE, S.PRESENT, S.DECIDING, S.DENIED, S.FAULT), "arm_down", "quiet")
@@ -103,7 +108,7 @@ TRANSITIONS.update({
     (S.DECIDING, "gap"): ("left_while_deciding", REST),
     (S.DECIDING, "timeout"): ("decision_timeout", (S.DENIED, *REST)),
     (S.DENIED, "arming_off"): ("back_to_rest", REST),
-    (S.DENIED, "timeout"): ("denied_waiting", (S.DENIED,)),
+    (S.DENIED, "timeout"): ("denied_waiting", (S.DENIED, S.PRESENT)),
     (S.OPENING, "safety_on"): ("passing", (S.PASSING,)),
     (S.OPENING, "arming_off"): ("arming_left", (S.OPENING,)),
     (S.OPENING, "arming_on"): ("arming_back", (S.OPENING,)),
@@ -117,7 +122,8 @@ TRANSITIONS.update({
     (S.PASSING, "timeout"): ("passage_stalled", (S.PASSING,)),
     (S.CLOSING, "safety_on"): ("reverse", (S.HOLDING,)),
     (S.CLOSING, "arm_down"): ("closed", REST),
-    (S.CLOSING, "timeout"): ("closed", REST),
+    (S.CLOSING, "timeout"): ("closing_timeout", (*REST, *FAULTED)),
+    (S.CLOSING, "interlock"): ("interlock", (S.HOLDING,)),
     (S.CLOSING, "arm_stuck"): ("close_failed", FAULTED),
     (S.CLOSING, "arm_up"): ("quiet", (S.CLOSING,)),
     (S.HOLDING, "dropout"): ("clear_to_close", (S.CLOSING, S.HOLDING)),
@@ -140,7 +146,9 @@ class Lane:
         self.arming: Debouncer | PulsePresence = (
             Debouncer(c.debounce_s) if c.arming_mode == "presence"
             else PulsePresence(c.debounce_s, c.pulse_hold_s))
-        self.safety = Debouncer(c.debounce_s)
+        # the safety loop counts as occupied until it has been read, and an occupancy counts
+        # at once (only its clearing is debounced)
+        self.safety = Debouncer(c.debounce_s, initial=True, rise_s=0.0)
         self.arm = Arm(c.arm_travel_s, c.limits)
         self.timers: dict[str, float] = {}
         self.presence = 0  # numbers each vehicle on the arming loop; captures carry it
@@ -199,6 +207,9 @@ class Lane:
             out += self._arm_limit(event, now)
         elif isinstance(event, InputChanged):
             out += self._input(event, now)
+        elif isinstance(event, BarrierInterlock):
+            out += [self._emit("barrier_interlock", reason=event.reason),
+                    *self._fire("interlock", now, event)]
         out += self._settle(now)
         return out
 
@@ -285,7 +296,10 @@ class Lane:
     def _close(self, now: float) -> list[Command]:
         """The one place that brings the arm down (callers hold ``may_close()``)."""
         self.arm.command("down", now)
-        self._go(S.CLOSING, None if "closed" in self.c.limits else self.c.arm_travel_s, now)
+        # with a closed limit the arm check decides; this timeout is the last way out
+        travel = self.c.arm_travel_s
+        self._go(S.CLOSING, 2 * (1.5 * travel + 0.5) + 1.0 if "closed" in self.c.limits
+                 else travel, now)
         return [Close()]
 
     def _close_or_hold(self, now: float) -> list[Command]:
@@ -320,8 +334,9 @@ class Lane:
                 return [*out, PulseOpen(reason="retry")]
             if self.may_close():
                 return [*out, Close(retry=True)]
-            self.arm.check_at = None  # a vehicle came under it: the lane reverses instead
-            return out
+            self.arm.check_at = None  # something came under it: stop closing, open again
+            return out + (self._fire("interlock", now, None) if self.state is S.CLOSING
+                          else [])
         return [self._emit("barrier_fault", reason=f"the arm did not reach {where} within "
                            f"{1.5 * self.c.arm_travel_s + 0.5:g}s, twice"),
                 *self._fire("arm_stuck", now, None)]
@@ -353,25 +368,31 @@ class Lane:
 
     # -- back to rest ------------------------------------------------------------------
     def _rest(self, now: float) -> list[Command]:
-        self.saga_id = self.plate = self._open_waiting = None
+        out = self._answer_waiting()
+        self.saga_id = self.plate = None
         self.granted = self.tailgated = self.hold_all = False
         self.passages = 0
         if self.held or (self.faults and self.c.fail_open):
-            return self._on_hold_open(now, None)
+            return out + self._on_hold_open(now, None)
         if self.faults:
             self._go(S.FAULT, self.c.stuck_occupied_s, now)
-            return []
+            return out
         self._go(S.IDLE)
         if self.arming.stable:  # the next vehicle is already waiting
-            return self._on_present(now, None)
-        return []
+            return out + self._on_present(now, None)
+        return out
+
+    def _answer_waiting(self) -> list[Command]:
+        """A saga still waiting to hear that the arm is up hears that it was not seen."""
+        if self._open_waiting is None:
+            return []
+        waiting, self._open_waiting = self._open_waiting, None
+        return [AnswerOpen(waiting, True, arm="not_confirmed")]
 
     def _end_cycle(self, passed: bool, reason: str) -> list[Command]:
-        """Tell a saga waiting on its passage how it ended (leaving a cycle early)."""
-        out: list[Command] = []
-        if self._open_waiting is not None:
-            out.append(AnswerOpen(self._open_waiting, True, arm="not_confirmed"))
-            self._open_waiting = None
+        """Tell a saga waiting on its passage how it ended (leaving a cycle early); the
+        vehicle is no longer held for (callers that still hold for it set ``granted``)."""
+        out = self._answer_waiting()
         if self.saga_id is not None and self.state in (S.OPENING, S.PASSING):
             out.append(PassageResult(self.saga_id, passed, reason))
         self.saga_id = None
@@ -490,8 +511,14 @@ class Lane:
                 *self._rest(now)]
 
     def _on_denied_waiting(self, now: float, _: Event | None) -> list[Command]:
+        out: list[Command] = [self._emit("vehicle_waiting", presence=self.presence)]
+        if self.direction == "exit" and self.arming.stable and self.mode == "normal":
+            # nobody is trapped at an exit: read it again (the camera or central may be back)
+            self.attempt = 1
+            self._go(S.PRESENT, self.c.capture_timeout_s, now)
+            return [*out, Capture(self.presence)]
         self._go(S.DENIED, self.c.passage_timeout_s, now)
-        return [self._emit("vehicle_waiting", presence=self.presence)]
+        return out
 
     def _on_passing(self, now: float, _: Event | None) -> list[Command]:
         self.passages += 1
@@ -550,7 +577,7 @@ class Lane:
             self.passages -= 1
             self._go(S.OPENING, self.c.passage_timeout_s, now)
             return [self._emit("vehicle_reversed", saga_id=self.saga_id)]
-        out: list[Command] = []
+        out = self._answer_waiting()
         if self.saga_id is not None:
             out.append(PassageResult(self.saga_id, True))
             if self.plate:
@@ -567,14 +594,30 @@ class Lane:
 
     def _on_reverse(self, now: float, _: Event | None) -> list[Command]:
         self.passages += 1
-        out = [*self._raise(now, "reverse"),
-               self._emit("barrier_reversed", reason="safety loop occupied while closing"),
-               *self._tailgate("a vehicle under the closing arm")]
-        return out + self._hold(now)
+        return [*self._reverse(now, "safety loop occupied while closing"),
+                *self._tailgate("a vehicle under the closing arm"), *self._hold(now)]
+
+    def _reverse(self, now: float, why: str) -> list[Command]:
+        return [*self._raise(now, "reverse"), self._emit("barrier_reversed", reason=why)]
+
+    def _on_interlock(self, now: float, _: Event | None) -> list[Command]:
+        # the close did not go on (refused, or reversed below us): the arm is going up
+        return [*self._reverse(now, "the barrier's interlock stopped the close"),
+                *self._hold(now)]
 
     def _on_closed(self, now: float, _: Event | None) -> list[Command]:
         return [self._emit("barrier_closed", position="confirmed" if "closed" in self.c.limits
                            else "assumed"), *self._rest(now)]
+
+    def _on_closing_timeout(self, now: float, event: Event | None) -> list[Command]:
+        if "closed" in self.c.limits and self.arm.position() != "closed":
+            return self._on_close_failed(now, event)
+        return self._on_closed(now, event)
+
+    def _on_fault_while_closing(self, now: float, event: Event | None) -> list[Command]:
+        if "safety" in self.faults:  # a safety loop that cannot be trusted: stop, open
+            return [*self._reverse(now, "safety loop fault while closing"), *self._hold(now)]
+        return []
 
     def _on_close_failed(self, now: float, _: Event | None) -> list[Command]:
         return [*self._fault("barrier", "the arm did not close", False, now), *self._rest(now)]
@@ -611,11 +654,14 @@ class Lane:
 
     def _on_reassert_open(self, now: float, event: Event | None) -> list[Command]:
         assert isinstance(event, ManualOpen)
+        self.granted = True  # the operator lets this vehicle through: hold the arm for it
         return [self._emit("manual_open", who=event.who, why=event.why, already_open=True),
                 *self._raise(now, "manual", manual=True)]
 
     def _on_hold_open(self, now: float, _: Event | None) -> list[Command]:
+        granted = self.granted  # a vehicle let through stays held for after the hold ends
         out = self._end_cycle(self.state is S.PASSING, "held_open")
+        self.granted = granted
         self._go(S.HELD_OPEN, self.c.passage_timeout_s, now)
         return [*out, self._emit("held_open", hold_input=self.held, faults=dict(self.faults)),
                 *self._raise(now, "hold")]
@@ -623,7 +669,8 @@ class Lane:
     def _on_release_hold(self, now: float, _: Event | None) -> list[Command]:
         if self.held or (self.faults and self.c.fail_open):
             return []
-        return [self._emit("hold_released"), *self._hold(now)]
+        # vehicles drove freely under the held arm: close only once both loops are clear
+        return [self._emit("hold_released"), *self._hold(now, all_loops=True)]
 
     def _on_reassert_hold(self, now: float, _: Event | None) -> list[Command]:
         self._go(S.HELD_OPEN, self.c.passage_timeout_s, now)
@@ -649,10 +696,7 @@ class Lane:
                 *self._raise(now, "reassert")]
 
     def _on_arm_fault(self, now: float, _: Event | None) -> list[Command]:
-        if self._open_waiting is not None:
-            waiting, self._open_waiting = self._open_waiting, None
-            return [AnswerOpen(waiting, True, arm="not_confirmed")]
-        return []
+        return self._answer_waiting()
 
 
 def render_mermaid() -> str:

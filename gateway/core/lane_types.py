@@ -91,8 +91,15 @@ class InputChanged:
     on: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BarrierInterlock:
+    """The barrier's own interlock refused a close or reversed a closing arm."""
+
+    reason: str
+
+
 Event = (LoopRaw | Tick | PlateCaptured | OpenRequested | SagaFinished | ManualOpen
-         | LoopFault | ArmLimit | InputChanged)
+         | LoopFault | ArmLimit | InputChanged | BarrierInterlock)
 
 
 # -- commands -----------------------------------------------------------------------------

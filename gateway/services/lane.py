@@ -21,6 +21,7 @@ from gateway.core.lane import Lane
 from gateway.core.lane_types import (
     AnswerOpen,
     ArmLimit,
+    BarrierInterlock,
     Capture,
     Close,
     Command,
@@ -89,12 +90,12 @@ class LaneController:
             d.camera.on_health = lambda ok, why: self._threadsafe(self._camera_health, ok, why)
             d.camera.start()
         self._lights()
-        # what the inputs say now, as if each had just changed: an arm found up with
-        # both loops clear is brought down, a vehicle already waiting is served
-        for name, device in d.inputs.items():
-            self._input(name, device.occupied)
+        # what the inputs say now, as if each had just changed, the loops first: a
+        # vehicle already waiting is served, an arm found up with the loops clear closed
         self.feed(LoopRaw("arming", d.arming.occupied))
         self.feed(LoopRaw("safety", d.safety.occupied))
+        for name, device in d.inputs.items():
+            self._input(name, device.occupied)
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -116,10 +117,12 @@ class LaneController:
         self._threadsafe(self._input, name, on)
 
     def _input(self, name: str, on: bool) -> None:
-        if name == "safety":
-            self.devices.barrier.safety_changed(on)  # the interlock acts before debouncing
+        # the barrier's interlock acts first, before any debouncing or decision
+        reversed_ = name == "safety" and self.devices.barrier.safety_changed(on)
         if name in ("arming", "safety"):
             self.feed(LoopRaw(name, on))
+            if reversed_:
+                self.feed(BarrierInterlock("reversed: the safety loop became occupied"))
         elif name.startswith("arm_"):  # arm_open_limit, arm_closed_limit
             self.feed(ArmLimit(name.split("_")[1], on))
         elif name == "vend_input":
@@ -197,7 +200,7 @@ class LaneController:
             self._cycle["open"] = now
             self._spawn(self._relay(self.devices.barrier.pulse_open(), "barrier"), "open pulse")
         elif isinstance(cmd, Close):
-            self._spawn(self._relay(self.devices.barrier.close(), "barrier"), "close")
+            self._spawn(self._close(), "close")
             if cmd.retry:
                 log.warning("lane %s: the arm did not close; closing once more", self.id)
         elif isinstance(cmd, PassageResult):
@@ -239,6 +242,12 @@ class LaneController:
             await action
         except DeviceError as exc:
             self.emit("hardware_fault", {"device": device, "reason": str(exc)})
+
+    async def _close(self) -> None:
+        try:
+            await self.devices.barrier.close()
+        except DeviceError as exc:  # refused by the interlock: the lane must not think closed
+            self.feed(BarrierInterlock(str(exc)))
 
     async def _capture(self, presence: int) -> None:
         saga_id = str(uuid.uuid4())
@@ -290,7 +299,13 @@ class LaneController:
         waiter: asyncio.Future[AnswerOpen] = self._new_future()
         self._open[saga_id] = waiter
         self.feed(OpenRequested(saga_id))
-        answer = await waiter
+        # the answer comes once the arm is seen up, or when the lane gives up looking
+        limit = 2 * (1.5 * self.lane.c.arm_travel_s + 0.5) + 5.0
+        try:
+            answer = await asyncio.wait_for(waiter, limit)
+        except TimeoutError:
+            self._open.pop(saga_id, None)
+            answer = AnswerOpen(saga_id, True, arm="not_confirmed")
         if not answer.opened:
             raise PermanentError(f"barrier not opened: {answer.reason}", service="gate_service")
         return {"opened": True, "arm": answer.arm}

@@ -22,6 +22,7 @@ pin = 27
 [lanes.barrier]
 kind = "gpio"
 open_pin = 22
+close_pin = 23
 [lanes.camera]
 kind = "none"
 

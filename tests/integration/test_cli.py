@@ -42,6 +42,7 @@ pin = 27
 [lanes.barrier]
 kind = "gpio"
 open_pin = 22
+close_pin = 23
 [lanes.camera]
 kind = "none"
 """, "t.toml")

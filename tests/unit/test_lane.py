@@ -45,6 +45,11 @@ class Driver:
         self.lane = Lane("lane-1", direction, config)
         self.now = 0.0
         self.log: list[object] = []
+        # the controller reads both loops at start-up; until then the safety loop counts
+        # as occupied
+        self.lane.handle(LoopRaw("arming", False), 0.0)
+        self.lane.handle(LoopRaw("safety", False), 0.0)
+        self.at(0.1)
 
     def at(self, dt: float, event=None):
         """Advance time by ``dt`` (firing due timers on the way), then deliver ``event``."""
@@ -396,3 +401,81 @@ def test_a_handler_that_lands_outside_its_row_is_an_error(monkeypatch):
     monkeypatch.setitem(TRANSITIONS, (S.IDLE, "manual"), ("manual_open", (S.IDLE,)))
     with pytest.raises(LaneTableError, match="table allows"):
         lane.handle(ManualOpen("op"), 0.0)
+
+
+def test_a_vehicle_let_through_is_still_held_for_after_a_hold_open_ends():
+    d = Driver()
+    arrive_and_grant(d)  # granted, still on the arming loop
+    d.at(0.5, InputChanged("hold_open", True))
+    d.at(1.0, InputChanged("hold_open", False))
+    assert closes(d.at(5)) == 0  # never down in front of it
+    d.loop("arming", False, 0.5)
+    assert closes(d.at(0.6)) == 1
+
+
+def test_an_operator_letting_a_vehicle_in_under_a_held_arm_holds_it_too():
+    d = Driver()
+    d.at(0.1, InputChanged("hold_open", True))
+    d.loop("arming", True, 0.1)
+    d.at(0.1, ManualOpen("operator", "this van"))
+    d.at(0.1, InputChanged("hold_open", False))
+    assert closes(d.at(5)) == 0
+    d.loop("arming", False, 0.5)
+    assert closes(d.at(0.6)) == 1
+
+
+def test_a_saga_waiting_for_the_open_limit_always_hears_back():
+    d = Driver(with_(limits=frozenset({"open", "closed"})))
+    d.at(0, ArmLimit("closed", True))
+    d.loop("arming", True)
+    d.at(0.1, PlateCaptured("34ABC123", "s1", 0.9, None, d.lane.presence))
+    d.at(0.1, OpenRequested("s1"))
+    d.at(0.1, ArmLimit("closed", False))  # moving up, not there yet
+    d.loop("safety", True, 0.1)  # a motorbike slips under the rising arm
+    d.loop("arming", False)
+    d.loop("safety", False, 0.1)
+    out = d.at(0.6)
+    assert PassageResult("s1", True) in out
+    assert [c for c in d.log if isinstance(c, AnswerOpen)] == [
+        AnswerOpen("s1", True, arm="not_confirmed")]
+
+
+def test_a_close_the_barrier_refused_or_reversed_is_not_taken_for_closed():
+    from gateway.core.lane_types import BarrierInterlock
+
+    d = Driver()
+    arrive_and_grant(d)
+    d.loop("safety", True, 0.5)
+    d.loop("arming", False)
+    d.loop("safety", False, 0.5)
+    d.at(0.5)
+    assert d.lane.state is S.CLOSING
+    out = d.at(0.01, BarrierInterlock("close refused: the safety loop is occupied"))
+    assert d.lane.state is S.HOLDING and PulseOpen(reason="reverse") in out
+    assert d.lane.barrier == "open"
+    assert closes(d.at(0.6)) == 1  # closed again once it is clear
+
+
+def test_a_safety_loop_fault_while_closing_reverses_the_arm():
+    d = Driver()
+    arrive_and_grant(d)
+    d.loop("safety", True, 0.5)
+    d.loop("arming", False)
+    d.loop("safety", False, 0.5)
+    d.at(0.5)
+    out = d.at(0.1, LoopFault("safety", "detector fault"))
+    assert PulseOpen(reason="reverse") in out and d.lane.state is S.HOLDING
+    assert closes(d.at(30)) == 0
+
+
+def test_an_exit_lane_reads_a_waiting_denied_vehicle_again():
+    d = Driver(direction="exit")
+    out = d.loop("arming", True)
+    presence = d.lane.presence
+    for i in range(3):
+        d.at(0.1, PlateCaptured(None, f"s{i}", presence=presence))
+    assert d.lane.state is S.DENIED  # the policy says deny; nobody can read it
+    out = d.at(10.5)
+    assert "vehicle_waiting" in d.types(out) and Capture(presence) in out
+    out = d.at(0.1, PlateCaptured("34ABC123", "s9", 0.9, None, presence))
+    assert StartSaga("s9", "34ABC123", 0.9, None) in out

@@ -181,6 +181,7 @@ def test_the_watch_sees_an_unsafe_close():
             return True  # the guard broken
 
     lane = Reckless("lane", "entry", LaneConfig(debounce_s=0.0, dropout_hold_s=0.5))
+    lane.handle(LoopRaw("safety", False), 0.0)  # read at start-up: clear
     lane.handle(LoopRaw("arming", True), 0.0)
     lane.handle(PlateCaptured("34ABC123", "s1", presence=lane.presence), 0.0)
     lane.handle(OpenRequested("s1"), 0.0)

@@ -101,6 +101,7 @@ pin = 17
 [lanes.barrier]
 kind = "gpio"
 open_pin = 22
+close_pin = 23
 [lanes.camera]
 kind = "none"
 [lanes.safety_loop]
@@ -156,3 +157,17 @@ def test_check_config_warns_of_a_relay_the_boot_pulls_would_energise(capsys):
                               'kind = "gpio"\ngreen_pin = 5\nred_pin = 16\n', "g.toml")
     warnings = boot_warnings(settings)
     assert len(warnings) == 1 and "green_pin: GPIO5 is pulled high" in warnings[0]
+
+
+def test_the_unguarded_test_switch_is_refused_outside_the_simulator():
+    text = GPIO_LANE + 'active_means = "clear"\n'
+    with pytest.raises(ConfigError, match="for tests of the simulator only"):
+        parse_settings(text, "g.toml", {"GATEWAY_TEST_UNGUARDED_SAFETY": "1"})
+    assert not parse_settings(text, "g.toml").test_unguarded_safety
+
+
+def test_a_gpio_barrier_needs_its_close_relay_or_says_it_closes_itself():
+    text = GPIO_LANE.replace("close_pin = 23\n", "") + 'active_means = "clear"\n'
+    assert any("barrier.close_pin: give the close relay's pin" in p for p in problems_of(text))
+    text = text.replace("open_pin = 22\n", "open_pin = 22\ncloses_itself = true\n")
+    assert parse_settings(text, "g.toml").lanes[0].barrier.closes_itself
