@@ -92,6 +92,7 @@ _rows(UP, "arm_stuck", "arm_fault")
 for _loop in ("arming_on", "arming_off", "safety_on", "safety_off"):
     _rows((S.IDLE, S.HELD_OPEN, S.FAULT), _loop, "quiet")
     _rows((S.HOLDING,), _loop, "check_clear")
+_rows((S.HOLDING,), "safety_on", "another_under_the_arm")
 _rows((S.PRESENT, S.DECIDING, S.DENIED), "safety_on", "quiet")
 _rows((S.PRESENT, S.DECIDING, S.DENIED, S.OPENING), "safety_off", "quiet")
 _rows((S.CLOSING,), "arming_on", "quiet")
@@ -632,6 +633,13 @@ class Lane:
         elif not clear:
             self.timers.pop("dropout", None)
         return []
+
+    def _on_another_under_the_arm(self, now: float, event: Event | None) -> list[Command]:
+        out: list[Command] = []
+        if self.passages:  # after this cycle's vehicle: the safety loop's pattern says two
+            self.passages += 1
+            out = self._tailgate("another vehicle on the safety loop after the first")
+        return out + self._on_check_clear(now, event)
 
     def _on_clear_to_close(self, now: float, _: Event | None) -> list[Command]:
         if self._clear_to_close():  # still: a fault may have come since the timer started

@@ -81,6 +81,15 @@ def arrive_and_grant(d: Driver, plate: str = "34ABC123", saga: str = "s1") -> No
     assert PulseOpen() in out and AnswerOpen(saga, True) in out
 
 
+def through_and_closing(d: Driver) -> None:
+    """The granted vehicle drives through; the arm starts to close behind it."""
+    d.loop("safety", True, 0.5)
+    d.loop("arming", False)
+    d.loop("safety", False, 0.5)
+    d.at(0.5)
+    assert d.lane.state is S.CLOSING
+
+
 def closes(cmds) -> int:
     return sum(isinstance(c, Close) for c in cmds)
 
@@ -176,10 +185,7 @@ def test_tailgate_hold_keeps_the_arm_up_until_both_loops_are_clear():
 def test_the_safety_loop_occupied_while_closing_reverses_the_arm():
     d = Driver()
     arrive_and_grant(d)
-    d.loop("safety", True, 0.5)
-    d.loop("arming", False)
-    d.loop("safety", False, 0.5)
-    d.at(0.5)
+    through_and_closing(d)
     assert d.lane.state is S.CLOSING
     out = d.loop("safety", True, 0.2)  # something under the closing arm
     assert PulseOpen(reason="reverse") in out and "barrier_reversed" in d.types(out)
@@ -191,10 +197,7 @@ def test_the_safety_loop_occupied_while_closing_reverses_the_arm():
 def test_manual_open_works_while_closing():
     d = Driver()
     arrive_and_grant(d)
-    d.loop("safety", True, 0.5)
-    d.loop("arming", False)
-    d.loop("safety", False, 0.5)
-    d.at(0.5)
+    through_and_closing(d)
     out = d.at(0.1, ManualOpen("operator", "let the van in"))
     assert PulseOpen(manual=True, reason="manual") in out and d.lane.state is S.OPENING
 
@@ -284,10 +287,7 @@ def test_a_close_the_limit_switch_does_not_confirm_is_retried_once_then_a_fault(
     d.at(0.2, ArmLimit("closed", False))
     out = d.at(0.8, ArmLimit("open", True))
     assert AnswerOpen("s1", True, arm="confirmed") in out
-    d.loop("safety", True, 0.5)
-    d.loop("arming", False)
-    d.loop("safety", False, 0.5)
-    d.at(0.5)
+    through_and_closing(d)
     assert closes(d.log) == 1
     out = d.at(2.1)  # no closed limit within 1.5 x travel + 0.5 s
     assert Close(retry=True) in out
@@ -445,10 +445,7 @@ def test_a_close_the_barrier_refused_or_reversed_is_not_taken_for_closed():
 
     d = Driver()
     arrive_and_grant(d)
-    d.loop("safety", True, 0.5)
-    d.loop("arming", False)
-    d.loop("safety", False, 0.5)
-    d.at(0.5)
+    through_and_closing(d)
     assert d.lane.state is S.CLOSING
     out = d.at(0.01, BarrierInterlock("close refused: the safety loop is occupied"))
     assert d.lane.state is S.HOLDING and PulseOpen(reason="reverse") in out
@@ -459,10 +456,7 @@ def test_a_close_the_barrier_refused_or_reversed_is_not_taken_for_closed():
 def test_a_safety_loop_fault_while_closing_reverses_the_arm():
     d = Driver()
     arrive_and_grant(d)
-    d.loop("safety", True, 0.5)
-    d.loop("arming", False)
-    d.loop("safety", False, 0.5)
-    d.at(0.5)
+    through_and_closing(d)
     out = d.at(0.1, LoopFault("safety", "detector fault"))
     assert PulseOpen(reason="reverse") in out and d.lane.state is S.HOLDING
     assert closes(d.at(30)) == 0
@@ -479,3 +473,17 @@ def test_an_exit_lane_reads_a_waiting_denied_vehicle_again():
     assert "vehicle_waiting" in d.types(out) and Capture(presence) in out
     out = d.at(0.1, PlateCaptured("34ABC123", "s9", 0.9, None, presence))
     assert StartSaga("s9", "34ABC123", 0.9, None) in out
+
+
+def test_a_second_vehicle_on_the_safety_loop_after_the_first_is_tailgating():
+    d = Driver(with_(tailgate_response="hold"))
+    arrive_and_grant(d)
+    d.loop("safety", True, 0.5)
+    d.loop("arming", False, 0.3)
+    d.loop("arming", True, 0.8)  # the follower: reported, and held for
+    d.loop("safety", False, 1.0)
+    d.at(0.6)
+    assert d.lane.state is S.HOLDING
+    out = d.loop("safety", True, 0.5)  # it drives under the held arm
+    assert d.types().count("tailgating_detected") == 1  # one report per cycle
+    assert closes(out) == 0 and d.lane.passages == 2
