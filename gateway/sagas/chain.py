@@ -3,6 +3,10 @@ breaker per service, the alternatives in order, and the plate cache, all inside 
 deadline. For a verification the order is: the primary service, a fresh cached answer, the
 alternatives, a stale cached answer (within the configured maximum age).
 
+Each call to a service has that service's own deadline (``StepPolicy.call_deadline_for``:
+the central service's for the central service, the backup's for the backup), and no call
+outlasts what is left of the step's deadline, itself bounded by the decision deadline.
+
 Every call made is appended to ``attempts``; fallbacks and breaker changes are reported
 through ``emit``; cache writes are handed to ``defer`` (they ride the saga's next commit).
 """
@@ -161,7 +165,8 @@ class ServiceChain:
     async def _ask(self, scope: CallScope, name: str, step: StepSpec, policy: StepPolicy,
                    payload: Json, key: str | None, begin: float,
                    attempts: list[Attempt]) -> Json:
-        """One service, retried with backoff while the step's deadline allows."""
+        """One service, retried with backoff while the step's deadline allows; each call has
+        the service's own deadline, cut to what is left of the step's."""
         service: RemoteService | None = self.registry.remote.get(name)
         if service is None:
             raise PermanentError(f"no service registered as {name!r}", service=name)
@@ -171,6 +176,7 @@ class ServiceChain:
         schedule = BackoffSchedule(initial_s=policy.backoff_initial_s,
                                    max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
                                    deadline_s=policy.deadline_s)
+        call_deadline_s = policy.call_deadline_for(name)
         failures = 0
         last: TransientError = TransientError(f"{name}: no time left", service=name)
         while True:
@@ -186,7 +192,7 @@ class ServiceChain:
             t0 = self.clock.monotonic()
             try:
                 result = await service.call(step.operation, payload, idempotency_key=key,
-                                            deadline_s=min(policy.call_deadline_s, remaining))
+                                            deadline_s=min(call_deadline_s, remaining))
             except PermanentError as exc:
                 attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
                 if breaker is not None:

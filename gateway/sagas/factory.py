@@ -1,4 +1,9 @@
-"""Building the orchestrator of the daemon from its settings."""
+"""Building the orchestrator of the daemon from its settings.
+
+Each remote service of a chain is called with its own per-call deadline (the central
+service: ``central.deadline_s``; the backup service: ``backup.deadline_s``); the steps
+before the barrier share ``central.decision_deadline_s``, which caps every call; the lane's
+own steps have ``saga.step_deadline_s``."""
 
 from __future__ import annotations
 
@@ -66,16 +71,20 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
     c, s = settings.central, settings.saga
     alternatives = (ALTERNATIVE_LICENSE_PLATE_SERVICE,) if settings.backup.enabled else ()
     p = settings.policy
+    # one deadline per service of the chain, whichever step (verify, record, cancel) asks it
+    per_service = ((LICENSE_PLATE_SERVICE, c.deadline_s),
+                   (ALTERNATIVE_LICENSE_PLATE_SERVICE, settings.backup.deadline_s))
     remote = StepPolicy(retry_count=c.retry_count, alternative_services=alternatives,
                         use_circuit_breaker=True,
                         deadline_s=c.decision_deadline_s, call_deadline_s=c.deadline_s,
+                        service_call_deadlines_s=per_service,
                         backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s,
                         queue_when_unreachable=p.record_when_unreachable == "queue")
     verify = StepPolicy(retry_count=c.retry_count, use_cache_fallback=True,
                         use_circuit_breaker=True, hedge_after_s=c.hedge_after_s,
                         alternative_services=alternatives, deadline_s=c.decision_deadline_s,
-                        call_deadline_s=c.deadline_s, backoff_initial_s=c.backoff_initial_s,
-                        backoff_max_s=c.backoff_max_s)
+                        call_deadline_s=c.deadline_s, service_call_deadlines_s=per_service,
+                        backoff_initial_s=c.backoff_initial_s, backoff_max_s=c.backoff_max_s)
     gate = StepPolicy(retry_count=0, deadline_s=s.step_deadline_s,
                       call_deadline_s=s.step_deadline_s)
     policies = {

@@ -13,12 +13,22 @@ class StepPolicy:
     use_cache_fallback: bool = False
     alternative_services: tuple[str, ...] = ()
     deadline_s: float = 1.0  # the step, all attempts and fallbacks included
-    call_deadline_s: float = 0.8  # one call
+    call_deadline_s: float = 0.8  # one call, to a service not in service_call_deadlines_s
+    # one call to a named service, e.g. ((central, 0.8), (backup, 1.0)): each service of a
+    # chain keeps its own deadline (always within what is left of ``deadline_s``)
+    service_call_deadlines_s: tuple[tuple[str, float], ...] = ()
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 0.5
     hedge_after_s: float = 0.0  # > 0: ask the first alternative too when this slow
     when_unverifiable: str | None = None  # "allow": a verification nobody answered passes
     queue_when_unreachable: bool = False  # a record nobody took waits in the offline queue
+
+    def call_deadline_for(self, service: str) -> float:
+        """The deadline of one call to ``service``."""
+        for name, deadline_s in self.service_call_deadlines_s:
+            if name == service:
+                return deadline_s
+        return self.call_deadline_s
 
 
 @dataclass(frozen=True, slots=True)
