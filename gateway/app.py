@@ -244,7 +244,10 @@ class Gateway:
         st = self.settings.store
         while True:
             wall = self.clock.wall()
-            oldest = iso(wall - st.events_max_age_days * 86400)
+            # events are cut by age only against a synchronised clock: one that is not
+            # (a Pi before NTP, an RTC set wrong) says nothing about how old they are
+            oldest = (iso(wall - st.events_max_age_days * 86400)
+                      if self.clock.wall_synced() else None)
             await self.store.write(partial(events.prune, max_rows=st.events_max_rows,
                                            oldest_ts_kept=oldest))
             await self.store.write(partial(plate_cache.prune, now=wall,

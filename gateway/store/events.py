@@ -2,10 +2,24 @@
 telemetry outbox.
 
 An event is written in the same transaction as the change it reports, and queued in the
-outbox in that transaction too. Retention policy (so an SD card never fills): events older
-than ``max_age_days`` or beyond the newest ``max_rows`` are deleted, oldest first, unsent
-ones included; every event deleted before the broker acknowledged it is counted in
-``outbox_dropped`` and reported in status.
+outbox in that transaction too; it leaves the outbox when the broker acknowledged it.
+
+Retention (``prune``, hourly; so an SD card never fills) only ever deletes a prefix by
+``seq``, so what is left is always the newest events, with no hole:
+
+- Overflow: beyond the newest ``max_rows`` events, the oldest are deleted, unsent ones
+  included. This is the only way an unsent event is ever deleted, and every event deleted
+  while still in the outbox (its acknowledgement not yet recorded) is counted in
+  ``outbox_dropped`` (reported in status). The count is exact, and an upper bound on what
+  central monitoring never got: an event in flight at that instant, or acknowledged but
+  not yet recorded, may have reached the broker anyway.
+- Age: published events older than ``max_age_days`` are deleted, oldest first, stopping at
+  the first event that is unsent, too young, or stamped by a wall clock that was not
+  synchronised (``wall_synced`` false: a Pi before NTP says 1970, which says nothing about
+  the event's age). Such an event, and everything after it, waits for the overflow. No age
+  cut at all while the gateway's own clock is not synchronised (``oldest_ts_kept=None``).
+
+``seq`` is ``AUTOINCREMENT``: never reused, even when every event has been pruned.
 """
 
 from __future__ import annotations
@@ -80,26 +94,58 @@ def outbox_pending(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-def prune(conn: sqlite3.Connection, *, max_rows: int, oldest_ts_kept: str) -> int:
-    """Apply the retention policy; returns how many events were deleted."""
-    cutoff_row = conn.execute(
+def prune(conn: sqlite3.Connection, *, max_rows: int, oldest_ts_kept: str | None) -> int:
+    """Apply the retention policy (see the module docstring): the ``max_rows`` overflow, then
+    the age cut at ``oldest_ts_kept`` (an ``iso`` time from a synchronised clock; ``None``:
+    no age cut). Returns how many events were deleted."""
+    deleted = _drop_overflow(conn, max_rows)
+    if oldest_ts_kept is not None:
+        deleted += _prune_published_by_age(conn, oldest_ts_kept)
+    if deleted:
+        bump_counter(conn, "events_pruned", deleted)
+    return deleted
+
+
+def _drop_overflow(conn: sqlite3.Connection, max_rows: int) -> int:
+    """Delete the oldest events beyond the newest ``max_rows``, unsent ones included (counted
+    in ``outbox_dropped``)."""
+    # two queries: min() and max() in one would scan the table
+    lo = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+    hi = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    if lo is None or hi - lo + 1 <= max_rows:
+        return 0  # seq has no holes, so this is the count, without a scan
+    row = conn.execute(
         "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?", (max_rows,)
     ).fetchone()
-    by_count = int(cutoff_row[0]) if cutoff_row else 0
-    by_age_row = conn.execute(
-        "SELECT max(seq) FROM events WHERE ts < ?", (oldest_ts_kept,)
-    ).fetchone()
-    by_age = int(by_age_row[0] or 0)
-    upto = max(by_count, by_age)
-    if upto <= 0:
-        return 0
+    if row is None:
+        return 0  # holes after all, and no more than max_rows
+    upto = int(row[0])
     unsent = int(conn.execute("SELECT count(*) FROM outbox WHERE seq <= ?", (upto,)).fetchone()[0])
     if unsent:
         bump_counter(conn, "outbox_dropped", unsent)
     conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
-    deleted = conn.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount
-    bump_counter(conn, "events_pruned", deleted)
-    return int(deleted)
+    return int(conn.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount)
+
+
+def _prune_published_by_age(conn: sqlite3.Connection, oldest_ts_kept: str) -> int:
+    """Delete the longest prefix by ``seq`` of events that are published, synchronised and
+    older than ``oldest_ts_kept``: never an unsent one."""
+    first_unsent = conn.execute("SELECT min(seq) FROM outbox").fetchone()[0]
+    if first_unsent is None:
+        newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        if newest is None:
+            return 0
+        bound = int(newest) + 1
+    else:
+        bound = int(first_unsent)
+    # walks the rowid from the oldest and stops at the first event to keep: as many rows
+    # read as are deleted, no index needed
+    stop = conn.execute(
+        "SELECT seq FROM events WHERE seq < ? AND NOT (wall_synced = 1 AND ts < ?) "
+        "ORDER BY seq LIMIT 1", (bound, oldest_ts_kept)
+    ).fetchone()
+    upto = int(stop[0]) if stop is not None else bound  # exclusive
+    return int(conn.execute("DELETE FROM events WHERE seq < ?", (upto,)).rowcount)
 
 
 def outbox_batch(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[dict[str, Any]]:
