@@ -1,11 +1,14 @@
 """A private Mosquitto broker for a test: a free port on 127.0.0.1, a temporary config,
-started, polled until it accepts, stopped and restarted on the same port to test outages."""
+started, polled until it accepts, stopped and restarted on the same port to test outages.
+With ``acl`` the broker enforces that access control list (Mosquitto's ``acl_file`` syntax);
+``set_acl`` swaps it and ``reload`` makes the running broker read it again (SIGHUP)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -21,7 +24,7 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, workdir: Path, *, password: str | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, acl: str | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
@@ -46,6 +49,14 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {pw}"]
             if os.geteuid() == 0:  # else mosquitto drops to its own user, who cannot read it
                 lines.append("user root")
+        self.acl = workdir / "acl"
+        if acl is not None:
+            self.set_acl(acl)
+            lines.append(f"acl_file {self.acl}")
+            # mosquitto drops root before it reads the ACL file, and again on each reload;
+            # the test's temporary directory is not readable by the mosquitto user
+            if os.geteuid() == 0 and "user root" not in lines:
+                lines.append("user root")
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -67,6 +78,24 @@ class Broker:
             writer.close()
             await writer.wait_closed()
             return
+
+    def set_acl(self, text: str) -> None:
+        """Write the ACL file (read at start, and again by ``reload``)."""
+        tmp = self.acl.with_suffix(".new")
+        tmp.write_text(text.strip() + "\n")
+        tmp.replace(self.acl)  # the broker never reads half a file
+
+    async def reload(self, within_s: float = 5.0) -> None:
+        """SIGHUP: the running broker reads its ACL file again; returns once it has."""
+        assert self.proc is not None and self.proc.returncode is None
+        log = self.workdir / "mosquitto.log"
+        before = log.read_text(errors="replace").count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = asyncio.get_running_loop().time() + within_s
+        while log.read_text(errors="replace").count("Reloading config") <= before:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("mosquitto did not reload its configuration")
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -2,7 +2,13 @@
 socket callbacks register the socket with the loop, ``loop_read``/``loop_write``/
 ``loop_misc`` run on it. We own the reconnects (capped backoff) and track acknowledgements
 by message id. The blocking TCP connect runs in a worker thread so an unreachable broker
-never stalls the gate."""
+never stalls the gate.
+
+A QoS 1 publish is delivered only when its PUBACK says so: a v5 broker may acknowledge with
+a failure reason code (>= 0x80: not authorised by its ACL, quota exceeded, packet too large)
+and stay connected. Such a publish completes with ``PublishRefused``, is counted in
+``refused`` by reason, and ``last_error`` names it until that topic is accepted again (or
+the connection is made again). Nothing is re-sent here: the caller (the outbox) retries."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +33,26 @@ from gateway.core.backoff import BackoffSchedule
 
 log = logging.getLogger(__name__)
 MessageHandler = Callable[[paho.MQTTMessage], None]
+
+
+class PublishRefused(ConnectionError):
+    """The broker acknowledged a publish with a failure reason code: not delivered, and the
+    connection is still up. A ``ConnectionError`` so that every caller that takes a lost
+    publish as undelivered does so for a refused one too."""
+
+    def __init__(self, topic: str, reason: ReasonCode) -> None:
+        self.topic = topic
+        self.reason = str(reason)  # paho's name, e.g. "Not authorized"
+        self.code = int(reason.value)
+        super().__init__(f"the broker refused a publish to {topic}: {self.reason} "
+                         f"(0x{self.code:02X})")
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    # a publish nobody awaits (discovery, a backup request) must not end up as "exception
+    # never retrieved": a refusal is logged and counted here, a loss shows as the link's
+    if not fut.cancelled():
+        fut.exception()
 
 
 @dataclass
@@ -49,11 +76,13 @@ class MqttConnection:
     def __init__(self, options: MqttOptions) -> None:
         self.o = options
         self.connected = False
-        self.last_error = ""
+        self._link_error = ""
         self.reconnects = 0
+        self.refused: Counter[str] = Counter()  # refused publishes, by reason
+        self.refusing: dict[str, str] = {}  # topic -> reason, until accepted again
         self.on_connected: list[Callable[[], Awaitable[None] | None]] = []
         self._handlers: list[tuple[str, MessageHandler]] = []
-        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._acks: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
@@ -63,6 +92,18 @@ class MqttConnection:
         self._down = asyncio.Event()
         self._down.set()
         self.client = self._make_client()
+
+    @property
+    def last_error(self) -> str:
+        """Why the link does not work, else which publishes the broker refuses."""
+        if self._link_error or not self.refusing:
+            return self._link_error
+        return "the broker refuses publishes: " + ", ".join(
+            f"{topic}: {reason}" for topic, reason in sorted(self.refusing.items()))
+
+    @last_error.setter
+    def last_error(self, value: str) -> None:
+        self._link_error = value
 
     def _make_client(self) -> paho.Client:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.o.client_id,
@@ -113,7 +154,7 @@ class MqttConnection:
             self.client.disconnect()
         if self._misc is not None:
             self._misc.cancel()
-        for fut in self._acks.values():
+        for _, fut in self._acks.values():
             if not fut.done():
                 fut.cancel()
 
@@ -212,7 +253,7 @@ class MqttConnection:
         self._down.set()
         self._lost.set()
         # acknowledgements that can no longer come: the outbox sends those again
-        for fut in self._acks.values():
+        for _, fut in self._acks.values():
             if not fut.done():
                 fut.set_exception(ConnectionError(why))
         self._acks.clear()
@@ -228,6 +269,7 @@ class MqttConnection:
         self.connected = True
         self.connected_once = True
         self.last_error = ""
+        self.refusing.clear()  # a new session: the broker says again what it refuses
         self._up.set()
         self._down.clear()
         for topic, _ in self._handlers:
@@ -252,8 +294,21 @@ class MqttConnection:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties | None) -> None:
-        fut = self._acks.pop(mid, None)
-        if fut is not None and not fut.done():
+        entry = self._acks.pop(mid, None)
+        if entry is None:
+            return
+        topic, fut = entry
+        if reason.is_failure:  # a v5 PUBACK >= 0x80: received, not accepted
+            refusal = PublishRefused(topic, reason)
+            self.refused[refusal.reason] += 1
+            if self.refusing.get(topic) != refusal.reason:
+                log.warning("mqtt: %s", refusal)  # once per topic and reason, not per message
+            self.refusing[topic] = refusal.reason
+            if not fut.done():
+                fut.set_exception(refusal)
+            return
+        self.refusing.pop(topic, None)
+        if not fut.done():
             fut.set_result(None)
 
     # -- API ---------------------------------------------------------------------------
@@ -264,17 +319,20 @@ class MqttConnection:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                 properties: Properties | None = None) -> asyncio.Future[None]:
-        """Publish; the future completes when the broker acknowledges (QoS 1)."""
+        """Publish; the future completes when the broker acknowledges (QoS 1), with
+        ``PublishRefused`` when it acknowledges with a failure reason code, with a
+        ``ConnectionError`` when the connection is lost first."""
         assert self._loop is not None
         info = self.client.publish(topic, payload, qos=qos, retain=retain,
                                    properties=properties)
         fut: asyncio.Future[None] = self._loop.create_future()
+        fut.add_done_callback(_retrieve)
         if qos == 0 or info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
                 fut.set_result(None)
             else:
                 fut.set_exception(ConnectionError(paho.error_string(info.rc)))
             return fut
-        self._acks[info.mid] = fut
+        self._acks[info.mid] = (topic, fut)
         return fut
 

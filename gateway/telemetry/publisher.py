@@ -2,29 +2,52 @@
 ``seq`` order (QoS 1, removed from the outbox only on the broker's acknowledgement, a
 bounded window in flight), the retained state snapshot on change (rate-limited), periodic
 metrics, and the retained availability: ``online`` after the state on every (re)connect,
-``offline`` by the last will, or with the reason ``clean_stop`` when the daemon stops."""
+``offline`` by the last will, or with the reason ``clean_stop`` when the daemon stops.
+
+A broker may acknowledge a publish with a failure reason code (a v5 PUBACK >= 0x80: its ACL
+does not allow the topic, a quota, a size limit) and stay connected. A refused event is not
+delivered: it stays in the outbox with every event after it, and the outbox sends it again
+after a backoff (``refusal_backoff``), one event at a time until the broker accepts one,
+then the full window again. Every refused publish is counted in ``publishes_refused`` by
+reason; a refusal episode is recorded once, as a ``telemetry_refused`` event (reason, code,
+topic, the first refused ``seq``), and its end, when an event is accepted again, as
+``telemetry_recovered`` (reason, how many publishes were refused); ``refusing`` is the
+reason while it lasts. Those events wait their turn in the outbox like any other."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.clock import Clock, SystemClock
+from gateway.core.backoff import BackoffSchedule
 from gateway.store import events
 from gateway.store.store import Store
-from gateway.telemetry.mqtt import MqttConnection
+from gateway.telemetry.mqtt import MqttConnection, PublishRefused
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 VOLATILE = ("uptime_s", "time")  # not a change worth a new retained state
 ACK_BATCH = 100  # acknowledged events removed from the outbox per commit
+# how soon events the broker refused are sent again (the broker is not told to re-read its
+# ACL; someone fixes it): from a second, doubling, to half a minute
+REFUSAL_BACKOFF = BackoffSchedule(initial_s=1.0, max_delay_s=30.0, retries=None, jitter=0.3)
+
+
+class _EventRefused(Exception):
+    def __init__(self, seq: int, refusal: PublishRefused) -> None:
+        super().__init__(str(refusal))
+        self.seq = seq
+        self.refusal = refusal
 
 
 def availability_topic(prefix: str, gate_id: str) -> str:
@@ -37,9 +60,13 @@ class TelemetryPublisher:
                  inflight: int = 200, state_min_interval_s: float = 1.0,
                  metrics_interval_s: float = 30.0,
                  discovery: list[tuple[str, bytes]] | None = None,
-                 discovery_prefix: str = "homeassistant") -> None:
+                 discovery_prefix: str = "homeassistant", clock: Clock | None = None,
+                 refusal_backoff: BackoffSchedule = REFUSAL_BACKOFF) -> None:
         self.mqtt = mqtt
         self.store = store
+        self.gate_id = gate_id
+        self.clock: Clock = clock or SystemClock()  # for the refusal events' time stamps
+        self.refusal_backoff = refusal_backoff
         base = f"{prefix}/gates/{gate_id}"
         self.topic_events = f"{base}/events"
         self.topic_state = f"{base}/state"
@@ -51,6 +78,10 @@ class TelemetryPublisher:
         self.state_min_interval_s = state_min_interval_s
         self.metrics_interval_s = metrics_interval_s
         self.published = 0
+        self.publishes_refused: Counter[str] = Counter()  # by the broker's reason
+        self.refusing: str | None = None  # the reason, during a refusal episode
+        self._episode_refused = 0
+        self._refused_in_a_row = 0  # retries refused since the last accepted event
         self._wake = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._last_state: Json | None = None
@@ -87,6 +118,9 @@ class TelemetryPublisher:
             await self._publish_state(snapshot, force=True)
             self._send_discovery()
             await self.mqtt.publish(self.topic_availability, b"online", qos=1, retain=True)
+        except PublishRefused as refusal:
+            self.publishes_refused[refusal.reason] += 1  # logged and reported by the link
+            return
         except ConnectionError:
             return  # lost again at once: the next connect announces
         self._wake.set()
@@ -112,8 +146,12 @@ class TelemetryPublisher:
             await self._state_dirty.wait()
             self._state_dirty.clear()
             if self.mqtt.connected:
-                with contextlib.suppress(ConnectionError):
+                try:
                     await self._publish_state(await self.state())
+                except PublishRefused as refusal:
+                    self.publishes_refused[refusal.reason] += 1  # sent again on a change
+                except ConnectionError:
+                    pass
             await asyncio.sleep(self.state_min_interval_s)  # the rate limit
 
     async def _metrics(self) -> None:
@@ -129,8 +167,40 @@ class TelemetryPublisher:
             await self.mqtt.wait_connected()
             try:
                 await self._drain_connected()
+            except _EventRefused as refused:
+                await self._refused(refused)  # still in the outbox: sent again after a wait
             except ConnectionError:
                 continue  # what was not acknowledged is still in the outbox
+
+    async def _refused(self, refused: _EventRefused) -> None:
+        if self.refusing is None:
+            refusal = refused.refusal
+            self.refusing = refusal.reason
+            log.warning("telemetry: the broker refuses events from seq %d on: %s",
+                        refused.seq, refusal)
+            await self._record("telemetry_refused", {
+                "reason": refusal.reason, "code": refusal.code, "topic": refusal.topic,
+                "seq": refused.seq})
+        self._refused_in_a_row += 1
+        delay = self.refusal_backoff.next_delay(self._refused_in_a_row, 0.0, random.random())
+        # a new connection tries again at once (another broker, another session)
+        lost = asyncio.ensure_future(self.mqtt.wait_disconnected())
+        try:
+            await asyncio.wait({lost}, timeout=self.refusal_backoff.max_delay_s
+                               if delay is None else delay)
+        finally:
+            lost.cancel()
+
+    async def _recovered(self) -> None:
+        reason, self.refusing = self.refusing, None
+        log.warning("telemetry: the broker accepts events again (%d publish(es) refused)",
+                    self._episode_refused)
+        await self._record("telemetry_recovered", {"reason": reason,
+                                                   "refused": self._episode_refused})
+        self._episode_refused = 0
+
+    async def _record(self, type_: str, data: Json) -> None:
+        await self.store.record_event(self.clock, self.gate_id, type_, data)
 
     async def _drain_connected(self) -> None:
         """Publish in ``seq`` order with up to ``inflight`` unacknowledged; remove from the
@@ -148,9 +218,12 @@ class TelemetryPublisher:
                     pending_acks: list[int]) -> None:
         cursor = 0
         while self.mqtt.connected:
-            room = self.inflight - len(flying)
+            # while the broker refuses, one event at a time: what it accepts after one it
+            # refused would be sent again, and arrive out of order
+            window = 1 if self.refusing is not None else self.inflight
+            room = window - len(flying)
             # refill in chunks, not one event per acknowledgement
-            refill = room > 0 and (room >= self.inflight // 4 or not flying)
+            refill = room > 0 and (room >= window // 4 or not flying)
             batch = await self.store.read(partial(events.outbox_batch, after_seq=cursor,
                                                   limit=room)) if refill else []
             for event in batch:
@@ -174,22 +247,47 @@ class TelemetryPublisher:
             # oldest, then take every one already done, and remove them in one commit
             # (one fsync per batch, not per event)
             await asyncio.wait([flying[min(flying)]])
-            acked = []
+            acked: list[int] = []
             for seq in sorted(flying):
                 fut = flying[seq]
                 if not fut.done():
                     break
-                if fut.exception() is not None:
+                exc = fut.exception()
+                if isinstance(exc, PublishRefused):
+                    pending_acks.extend(acked)  # the ones before it were delivered
+                    if acked:
+                        self._refused_in_a_row = 0  # a new refusal, not another retry
+                    await self._refusal(seq, exc, flying)
+                if exc is not None:
                     for other in flying.values():  # all lost with the connection
                         if other.done():
                             other.exception()
-                    raise ConnectionError(str(fut.exception()))
+                    raise ConnectionError(str(exc))
                 acked.append(seq)
             pending_acks.extend(acked)
             for seq in acked:
                 del flying[seq]
+            if acked:
+                self._refused_in_a_row = 0
+                if self.refusing is not None:
+                    await self._recovered()
             if pending_acks and (len(pending_acks) >= ACK_BATCH or not flying):
                 done_seqs = list(pending_acks)
                 pending_acks.clear()
                 await self.store.write(partial(events.mark_published, seqs=done_seqs))
                 self.published += len(done_seqs)
+
+    async def _refusal(self, seq: int, refusal: PublishRefused,
+                       flying: dict[int, asyncio.Future[None]]) -> NoReturn:
+        """The broker refused ``seq``: it and every event after it stay in the outbox (those
+        it accepted after it too: the stream stays in order, at worst with a repeat). Wait
+        until the rest in flight is answered, so that nothing is in flight twice."""
+        later = [fut for s, fut in flying.items() if s > seq]
+        if later:
+            await asyncio.wait(later)  # answered, or failed with the connection
+        for s, fut in flying.items():
+            exc = None if s < seq or fut.cancelled() else fut.exception()
+            if isinstance(exc, PublishRefused):
+                self.publishes_refused[exc.reason] += 1
+                self._episode_refused += 1
+        raise _EventRefused(seq, refusal)
