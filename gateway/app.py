@@ -105,7 +105,7 @@ class Gateway:
                     discovery_prefix=t.discovery_prefix, prefix=s.mqtt.topic_prefix,
                     gate_id=s.gate.id, lanes=[(lane.id, lane.direction) for lane in s.lanes],
                 ) if t.home_assistant else None,
-                discovery_prefix=t.discovery_prefix)
+                discovery_prefix=t.discovery_prefix, clock=self.clock)
             self.store.on_commit.append(self.publisher.changed)
             self.publisher.start()
         if self.mqtt is not None:
@@ -334,6 +334,8 @@ class Gateway:
                     central, CentralPool) else {},
             "outbox_pending": await self.store.read(events.outbox_pending),
             "events_published": self.publisher.published if self.publisher else 0,
+            "publishes_refused": dict(self.publisher.publishes_refused)
+            if self.publisher else {},
             "outbox_dropped": await self.store.read(
                 partial(events.read_counter, name="outbox_dropped")),
             "offline_queue": await self.store.read(offline_queue.counts),
