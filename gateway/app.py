@@ -33,6 +33,7 @@ from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, spaces
 from gateway.store.store import Store
+from gateway.supervisor import Supervisor
 from gateway.telemetry.commands import RemoteCommands
 from gateway.telemetry.discovery import discovery_messages
 from gateway.telemetry.metrics import board, summary
@@ -70,6 +71,9 @@ class Gateway:
         self.web_port: int | None = None
         self._commit = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        # every long-running background task: restarted when it fails, reported if it
+        # keeps failing (/healthz, /api/status, the systemd watchdog)
+        self.supervisor = Supervisor(self.clock)
         self._lot_full: bool | None = None
         self.dead_letters = 0
 
@@ -107,7 +111,7 @@ class Gateway:
                 ) if t.home_assistant else None,
                 discovery_prefix=t.discovery_prefix, clock=self.clock)
             self.store.on_commit.append(self.publisher.changed)
-            self.publisher.start()
+            self.publisher.start(self.supervisor.spawn)
         if self.mqtt is not None:
             self.mqtt.start()
         registry = build_registry(s, self.session, self.clock, gate, backup)
@@ -115,8 +119,8 @@ class Gateway:
         self.sync = OfflineSync(self.store, registry.remote["license_plate_service"],
                                 self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
         self.store.on_commit.append(self.sync.wake)
-        self._tasks.append(asyncio.create_task(self.sync.run(), name="offline sync"))
-        self._tasks.append(asyncio.create_task(self._recover(), name="recovery"))
+        self._tasks.append(self.supervisor.spawn("offline sync", self.sync.run))
+        self._tasks.append(self.supervisor.spawn("recovery", self._recover, once=True))
         if s.simulation.enabled:
             self.sim = SimWorld(s.simulation)
         for lane in s.lanes:
@@ -159,7 +163,7 @@ class Gateway:
         if self.sim is not None:
             self.sim.start(self._parked_plates)
         await self.check_occupancy()
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(self.supervisor.spawn("housekeeping", self._housekeeping))
         await self._start_web()
         log.info("gateway %s started: %d lane(s), web on http://%s:%s", s.gate.id,
                  len(self.lanes), s.web.host, self.web_port)
@@ -314,6 +318,7 @@ class Gateway:
                 problems.append(f"lane {controller.id}: {device}: {why}")
         if self.central_circuit() == "open":
             problems.append("central service: circuit open")
+        problems += self.supervisor.problems()
         return problems
 
     async def metrics(self) -> dict[str, Any]:
@@ -369,6 +374,7 @@ class Gateway:
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
             "healthy": not problems, "problems": problems,
+            "tasks": self.supervisor.as_json(),
             "simulation": {"collisions": self.sim.collisions} if self.sim is not None
             else None,
             "sim_central": self.sim_faults.as_json() if self.sim_central else None,
@@ -401,12 +407,24 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
 
 
 async def _watchdog(gateway: Gateway, every_s: float) -> None:
-    """Tell systemd we are alive only while the loop runs and the database answers: a hung
-    database thread then gets the daemon restarted."""
+    """Tell systemd we are alive only while the loop runs, the database answers and no
+    background task keeps failing: a hung database thread, or a task that fails again after
+    each restart, then gets the daemon restarted."""
+    withheld = False
     while True:
         await asyncio.wait_for(gateway.store.read(lambda c: c.execute("SELECT 1").fetchone()),
                                every_s)
-        sd_notify(gateway.settings.notify_socket, "WATCHDOG=1")
+        failing = gateway.supervisor.problems()
+        if failing and not withheld:
+            log.error("watchdog: no longer fed while %s", "; ".join(failing))
+            sd_notify(gateway.settings.notify_socket, "STATUS=" + "; ".join(failing))
+        elif withheld and not failing:
+            log.warning("watchdog: fed again, no task is failing")
+            sd_notify(gateway.settings.notify_socket,
+                      f"STATUS=serving {len(gateway.lanes)} lane(s)")
+        withheld = bool(failing)
+        if not failing:
+            sd_notify(gateway.settings.notify_socket, "WATCHDOG=1")
         await asyncio.sleep(every_s)
 
 

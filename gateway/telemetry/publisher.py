@@ -36,6 +36,8 @@ from gateway.telemetry.mqtt import MqttConnection, PublishRefused
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
+# how a supervisor starts a loop: spawn(name, factory) -> the task that runs it
+Spawn = Callable[[str, Callable[[], Awaitable[Any]]], "asyncio.Task[Any]"]
 VOLATILE = ("uptime_s", "time")  # not a change worth a new retained state
 ACK_BATCH = 100  # acknowledged events removed from the outbox per commit
 # how soon events the broker refused are sent again (the broker is not told to re-read its
@@ -91,10 +93,15 @@ class TelemetryPublisher:
         if self.discovery:
             mqtt.subscribe(f"{discovery_prefix}/status", self._ha_status)
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._drain(), name="telemetry events"),
-                       asyncio.create_task(self._states(), name="telemetry state"),
-                       asyncio.create_task(self._metrics(), name="telemetry metrics")]
+    def start(self, spawn: Spawn | None = None) -> None:
+        """Start the events, state and metrics loops; with ``spawn`` (the daemon's
+        supervisor) each runs under it, restarted if it fails. ``stop()`` stops them."""
+        loops = (("telemetry events", self._drain), ("telemetry state", self._states),
+                 ("telemetry metrics", self._metrics))
+        if spawn is None:
+            self._tasks = [asyncio.create_task(loop(), name=name) for name, loop in loops]
+        else:
+            self._tasks = [spawn(name, loop) for name, loop in loops]
 
     def changed(self) -> None:
         """Something was committed: new events to send, maybe a new state."""
