@@ -84,3 +84,9 @@ class DeviceError(GatewayError):
 class LaneTableError(GatewayError):
     """The lane machine met a (state, trigger) its table does not name, or a handler moved
     to a state its row does not list: a gap in the design, never to be silently ignored."""
+
+
+class DiskFullError(StoreError):
+    """The database could not write: its disk (or its size limit) is full. The write was
+    rolled back and nothing of it was kept; writes resume by themselves once there is space
+    again (no restart needed)."""

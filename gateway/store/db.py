@@ -4,18 +4,43 @@ One ``Database`` per process, used from one thread (see ``executor.py``). Transa
 ``BEGIN IMMEDIATE`` so concurrent writers queue on ``busy_timeout`` instead of failing or,
 worse, both reading "free" and both allocating. Each commit is counted: on a Pi's SD card a
 commit (an fsync) is the cost that matters.
+
+A write that fails anywhere (``BEGIN``, a statement, the ``COMMIT`` itself) is rolled back
+explicitly: the connection is never left inside a transaction, whether SQLite already rolled
+it back (it does after most ``SQLITE_FULL``/``SQLITE_IOERR``) or kept it open (a failed
+``COMMIT`` may). A storage failure is raised as ``StoreError`` (``DiskFullError`` for
+``SQLITE_FULL``), counted in ``write_failures`` and shown by ``disk_full`` and
+``last_write_error`` until the next write commits: nothing needs a restart once there is
+space again.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.core.errors import ForeignDatabaseError, SchemaTooNewError, StoreError
+from gateway.core.errors import (
+    DiskFullError,
+    ForeignDatabaseError,
+    SchemaTooNewError,
+    StoreError,
+)
 from gateway.store.schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+# Primary result codes that mean the storage failed, not the SQL: raised as StoreError even
+# from a statement inside the transaction. (An IntegrityError or a syntax error there is the
+# caller's bug and passes unchanged; from BEGIN or COMMIT every sqlite3.Error is a StoreError.)
+_STORAGE_CODES = frozenset({
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_PROTOCOL,
+})
 
 
 class Database:
@@ -24,36 +49,117 @@ class Database:
     ) -> None:
         self.path = str(path)
         self.commits = 0
+        # Failed write transactions (storage failures only), ever; ``disk_full`` and
+        # ``last_write_error`` hold until the next write commits.
+        self.write_failures = 0
+        self.disk_full = False
+        self.last_write_error: str | None = None
         self._in_txn = False
+        self._reopen_pending = False
+        self._busy_timeout_ms = busy_timeout_ms
+        # "off" exists for benchmarks only; settings allow full and normal.
+        self._synchronous = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[synchronous]
         self.conn = _open_checked(self.path, busy_timeout_ms)
         try:
-            # "off" exists for benchmarks only; settings allow full and normal.
-            level = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}[synchronous]
-            self.conn.execute(f"PRAGMA synchronous={level}")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._configure(self.conn)
             self._migrate()
         except BaseException:
             self.conn.close()
             raise
 
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+
     # -- transactions --------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; on any exception, anywhere, ``ROLLBACK``.
+
+        Storage failures are raised as ``StoreError`` (``DiskFullError`` when full); every
+        other exception of the caller's passes unchanged, after the rollback.
+        """
         if self._in_txn:
             raise StoreError("nested transaction")
-        self.conn.execute("BEGIN IMMEDIATE")
         self._in_txn = True
+        stage = "BEGIN"
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+            try:
+                if self._reopen_pending:
+                    self._reopen()
+                self.conn.execute("BEGIN IMMEDIATE")
+                stage = "a statement"
+                yield self.conn
+                stage = "COMMIT"
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                self._roll_back()
+                if isinstance(exc, sqlite3.Error) and (
+                        stage != "a statement" or _code(exc) in _STORAGE_CODES):
+                    raise self._write_failed(exc, stage) from exc
+                raise
             self.commits += 1
+            if self.last_write_error is not None:
+                log.warning("%s: writes succeed again (after %d failed)", self.path,
+                            self.write_failures)
+            self.disk_full = False
+            self.last_write_error = None
         finally:
             self._in_txn = False
+
+    def _roll_back(self) -> None:
+        """Leave no transaction open, whatever state the failure left the connection in."""
+        try:
+            if not self.conn.in_transaction:
+                return  # never begun, or SQLite rolled it back itself (most FULL/IOERR do)
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("%s: ROLLBACK failed (%s); reopening the connection", self.path, exc)
+        try:
+            stuck = self.conn.in_transaction
+        except sqlite3.Error:
+            stuck = True
+        if stuck:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """Last resort: closing a connection discards its transaction (and its write lock).
+        If the new one cannot be opened either, the next write tries again."""
+        try:
+            self.conn.close()
+        except sqlite3.Error as exc:
+            log.error("%s: closing the connection failed: %s", self.path, exc)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            self._configure(conn)
+        except sqlite3.Error as exc:
+            log.error("%s: cannot reopen the database (%s); trying again at the next write",
+                      self.path, exc)
+            self._reopen_pending = True
+            return
+        self.conn = conn
+        self._reopen_pending = False
+
+    def _write_failed(self, exc: sqlite3.Error, stage: str) -> StoreError:
+        self.write_failures += 1
+        code = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+        if _code(exc) == sqlite3.SQLITE_FULL:
+            if not self.disk_full:
+                log.error("%s: database or disk is full; writes fail until there is space",
+                          self.path)
+            self.disk_full = True
+            error: StoreError = DiskFullError(
+                f"{self.path}: write failed at {stage}: database or disk is full ({code}); "
+                "it was rolled back, nothing of it kept. Free space on the filesystem of "
+                "gate.data_dir; writes resume by themselves once there is space.")
+        else:
+            error = StoreError(
+                f"{self.path}: write failed at {stage}: {exc} ({code}); it was rolled back, "
+                "nothing of it kept.")
+        self.last_write_error = str(error)
+        return error
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
@@ -75,6 +181,12 @@ class Database:
                 for statement in _statements(MIGRATIONS[number - 1]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
+
+
+def _code(exc: sqlite3.Error) -> int:
+    """The primary result code (``SQLITE_IOERR_WRITE`` is ``SQLITE_IOERR``), or -1."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else -1
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -3,6 +3,11 @@
 Database calls block (an fsync, a lock held by another process), so they run on a single
 dedicated thread and the event loop awaits them; a locked call made inline once stalled
 the loop for half a second.
+
+A write that fails (a full disk, an I/O error) raises ``StoreError`` (``DiskFullError``),
+leaves nothing of itself and no transaction open; ``disk_full``, ``write_failures`` and
+``last_write_error`` say so to the rest of the daemon, and the next write that commits
+clears them: the daemon keeps running and resumes writing without a restart.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ class Store:
             raise
         store = cls(db, thread)
         if zones:
-            await store.write(lambda conn: spaces.sync_zones(conn, zones))
+            try:
+                await store.write(lambda conn: spaces.sync_zones(conn, zones))
+            except BaseException:  # a full disk at start-up: close what was opened
+                await store.close()
+                raise
         return store
 
     async def run(self, fn: Callable[[Database], T]) -> T:
@@ -69,6 +78,23 @@ class Store:
     @property
     def commits(self) -> int:
         return self.db.commits
+
+    # Plain attributes the database thread sets; read from the loop for health and status.
+    @property
+    def disk_full(self) -> bool:
+        """A write failed because the disk (or the database's limit) is full, and none has
+        committed since."""
+        return self.db.disk_full
+
+    @property
+    def write_failures(self) -> int:
+        """Write transactions that failed on the storage since start-up (a counter)."""
+        return self.db.write_failures
+
+    @property
+    def last_write_error(self) -> str | None:
+        """Why the last write failed, until a write commits again."""
+        return self.db.last_write_error
 
     async def close(self) -> None:
         await self.run(lambda db: db.close())
