@@ -414,7 +414,7 @@ async def _watchdog(gateway: Gateway, every_s: float) -> None:
     while True:
         await asyncio.wait_for(gateway.store.read(lambda c: c.execute("SELECT 1").fetchone()),
                                every_s)
-        failing = gateway.supervisor.problems()
+        failing = gateway.supervisor.watchdog_problems()
         if failing and not withheld:
             log.error("watchdog: no longer fed while %s", "; ".join(failing))
             sd_notify(gateway.settings.notify_socket, "STATUS=" + "; ".join(failing))

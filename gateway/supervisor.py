@@ -7,8 +7,9 @@ returns although it is meant to run for ever, or ends in a ``CancelledError`` no
 for is logged (with its traceback, once per kind of error in a row), counted and started
 again after a capped, jittered backoff; a task spawned with ``once=True`` (recovery) is
 done when a run returns. When and how long, and when a task counts as failing, is the
-policy of ``gateway.core.supervision``; the failing ones are ``problems()`` (``/healthz``,
-the systemd watchdog) and every task is in ``as_json()`` (``/api/status``).
+policy of ``gateway.core.supervision``; the failing ones are ``problems()`` (``/healthz``),
+those failing right now ``watchdog_problems()`` (the systemd watchdog), and every task is in
+``as_json()`` (``/api/status``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Supervisor:
     def problems(self) -> list[str]:
         return [p for r in self.tasks.values() if (p := r.problem(self.policy)) is not None]
 
+    def watchdog_problems(self) -> list[str]:
+        """The failing tasks that hold the systemd watchdog back (see the policy)."""
+        now = self.clock.monotonic()
+        return [p for r in self.tasks.values()
+                if r.holds_watchdog(now, self.policy) and (p := r.problem(self.policy))]
+
     def failing(self) -> list[str]:
         return [name for name, r in self.tasks.items() if r.failing(self.policy)]
 
@@ -74,7 +81,12 @@ class Supervisor:
     async def _run_once(self, record: TaskRecord,
                         factory: Callable[[], Awaitable[Any]]) -> BaseException | None:
         """One run: ``None`` when a task run once returned, else what ended it."""
-        inner = asyncio.ensure_future(factory())
+        try:
+            inner = asyncio.ensure_future(factory())
+        except Exception as exc:  # the factory itself failed: the same as a run that did
+            return exc
+        if isinstance(inner, asyncio.Task):
+            inner.set_name(record.name)
         timer: asyncio.Future[None] | None = None
         try:
             if record.streak:  # did a restart work? once it runs stably, the streak ends
@@ -99,11 +111,11 @@ class Supervisor:
             if current is not None and current.cancelling():
                 raise asyncio.CancelledError  # we are being stopped
             return asyncio.CancelledError("cancelled, but not by a stop")
-        exc = inner.exception()
-        if exc is not None:
-            if not isinstance(exc, Exception):
-                raise exc  # KeyboardInterrupt, SystemExit: not ours to swallow
-            return exc
+        error = inner.exception()
+        if error is not None:
+            if not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not ours to swallow
+            return error
         if record.once:
             return None
         return TaskReturned("returned, but it is meant to run until the daemon stops")

@@ -6,7 +6,11 @@ A task that raises is restarted after a capped, jittered backoff that grows with
 failures in a row (its *streak*). A run that lasts ``stable_after_s`` without failing ends
 the streak (the next failure waits the shortest delay again). A task is **failing** from
 its ``failing_after``-th failure in a row until a run of it has lasted ``stable_after_s``:
-in backoff and while a restarted run has not yet proved itself alike.
+in backoff and while a restarted run has not yet proved itself alike. It holds the systemd
+watchdog back (the daemon is restarted if it lasts) while it fails: in backoff, and in a run
+younger than ``watchdog_grace_s`` (a write that waits ``busy_timeout`` on a lock and fails is
+still failing); a run older than that feeds the watchdog again, so that a task that recovered
+does not get the daemon restarted while it proves itself for ``stable_after_s``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ class RestartPolicy:
     backoff: BackoffSchedule = RESTART_BACKOFF
     failing_after: int = 3  # failures in a row that make a task "failing"
     stable_after_s: float = 30.0  # a run this long without a failure ends the streak
+    # a failing task's run this long lets the watchdog be fed again (systemd's WatchdogSec
+    # must be longer than this plus a restart delay: 30 s in the unit file)
+    watchdog_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.failing_after < 1:
             raise ValueError("failing_after must be at least 1")
         if self.stable_after_s < 0:
             raise ValueError("stable_after_s must not be negative")
+        if not 0 <= self.watchdog_grace_s <= self.stable_after_s:
+            raise ValueError("watchdog_grace_s must be within [0, stable_after_s]")
 
 
 @dataclass(slots=True)
@@ -94,6 +103,13 @@ class TaskRecord:
 
     def failing(self, policy: RestartPolicy) -> bool:
         return self.streak >= policy.failing_after and self.state in ("running", "backoff")
+
+    def holds_watchdog(self, now: float, policy: RestartPolicy) -> bool:
+        """Failing, and not in a run that has lasted ``watchdog_grace_s``."""
+        if not self.failing(policy):
+            return False
+        return not (self.state == "running" and self.started_at is not None
+                    and now - self.started_at >= policy.watchdog_grace_s)
 
     def problem(self, policy: RestartPolicy) -> str | None:
         if not self.failing(policy):

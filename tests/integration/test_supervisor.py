@@ -10,7 +10,7 @@ import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from gateway.core.backoff import BackoffSchedule
 from gateway.core.supervision import RestartPolicy
 from gateway.settings import parse_settings
 from gateway.sim.central import SimCentralState
+from tests.broker import Broker
 from tests.conftest import start_central
 from tests.e2e.daemon import e2e_config, until
 
@@ -34,7 +35,7 @@ enabled = false
 """
 FAST = RestartPolicy(backoff=BackoffSchedule(initial_s=0.05, max_delay_s=0.2, jitter=0.5,
                                              retries=None),
-                     failing_after=3, stable_after_s=0.5)
+                     failing_after=3, stable_after_s=1.0, watchdog_grace_s=0.5)
 
 
 @contextmanager
@@ -75,15 +76,14 @@ class Running:
                 return out
 
 
-@pytest.fixture
-async def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
-    monkeypatch.setattr(gateway.app, "HOUSEKEEPING_INTERVAL_S", 0.05)  # a pass every 50 ms
+@asynccontextmanager
+async def gateway_running(tmp_path: Path, extra: str) -> AsyncIterator[Running]:
     notify = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(notify)
     sock.setblocking(False)
     central = await start_central(SimCentralState())
-    settings = parse_settings(e2e_config(tmp_path / "data", central.url, extra=EXTRA),
+    settings = parse_settings(e2e_config(tmp_path / "data", central.url, extra=extra),
                               env={"NOTIFY_SOCKET": notify})
     gw = Gateway(settings)
     gw.supervisor.policy = FAST
@@ -98,6 +98,13 @@ async def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             await gw.stop()
         await central.runner.cleanup()
         sock.close()
+
+
+@pytest.fixture
+async def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    monkeypatch.setattr(gateway.app, "HOUSEKEEPING_INTERVAL_S", 0.05)  # a pass every 50 ms
+    async with gateway_running(tmp_path, EXTRA) as r:
+        yield r
 
 
 async def test_a_locked_database_fails_housekeeping_which_is_restarted_reported_and_recovers(
@@ -149,3 +156,59 @@ async def test_a_locked_database_fails_housekeeping_which_is_restarted_reported_
     await running.stop()
     assert gw.supervisor.tasks["housekeeping"].state == "stopped"
     assert gw.supervisor.tasks["housekeeping"].failures == failures
+
+
+async def test_the_telemetry_drain_failing_to_mark_events_sent_is_restarted_and_recovers(
+        tmp_path: Path) -> None:
+    """A real Mosquitto: events wait in the outbox while the broker is down; it comes back
+    while the database is locked, so the drain publishes them, the broker acknowledges, and
+    removing them from the outbox fails. The drain is restarted (sending them again: at
+    least once), reported, and empties the outbox once the lock is gone."""
+    broker = Broker(tmp_path)
+    await broker.start()
+    extra = f"""
+[store]
+busy_timeout_ms = 100
+[mqtt]
+port = {broker.port}
+[telemetry]
+state_min_interval_s = 0.05
+"""
+    try:
+        async with gateway_running(tmp_path, extra) as running:
+            gw = running.gw
+            assert gw.mqtt is not None
+
+            async def outbox(pending: int) -> bool:
+                return bool((await running.get("/api/status"))[1]["outbox"]["pending"]
+                            == pending)
+
+            await until(lambda: gw.mqtt is not None and gw.mqtt.connected, 10)
+            await until(lambda: outbox(0), 10)
+            await broker.stop()
+            await until(lambda: gw.mqtt is not None and not gw.mqtt.connected, 10)
+            for i in range(5):
+                await gw.store.record_event(gw.clock, gw.settings.gate.id, "test", {"i": i})
+            assert await outbox(5)
+
+            with locked(gw.settings.database_path):
+                await broker.start()
+
+                async def reported() -> Any:
+                    code, body = await running.get("/healthz")
+                    return code == 503 and any("task telemetry events: failing" in p
+                                               for p in body["problems"])
+                await until(reported, 20)
+                task = (await running.get("/api/status"))[1]["tasks"]["telemetry events"]
+                assert task["restarts"] >= 2 and "database is locked" in task["last_error"]
+                assert await outbox(5)  # nothing lost
+                others = (await running.get("/api/status"))[1]["tasks"]
+                assert not others["telemetry state"]["failing"]
+
+            async def healthy() -> Any:
+                return (await running.get("/healthz"))[0] == 200
+            await until(healthy, 20)
+            await until(lambda: outbox(0), 10)
+            assert gw.publisher is not None and gw.publisher.published >= 5
+    finally:
+        await broker.stop()

@@ -19,7 +19,7 @@ NO_JITTER = RestartPolicy(backoff=BackoffSchedule(initial_s=1.0, factor=2.0, max
                           failing_after=3, stable_after_s=30.0)
 FAST = RestartPolicy(backoff=BackoffSchedule(initial_s=0.005, max_delay_s=0.02, jitter=0.5,
                                              retries=None),
-                     failing_after=3, stable_after_s=0.1)
+                     failing_after=3, stable_after_s=0.1, watchdog_grace_s=0.05)
 
 
 # -- the policy --------------------------------------------------------------------------
@@ -71,6 +71,20 @@ def test_a_failure_after_a_long_run_is_the_first_of_a_new_streak() -> None:
     assert r.streak == 1 and r.failures == 2
 
 
+def test_a_failing_task_holds_the_watchdog_until_a_run_has_lasted_the_grace() -> None:
+    r = TaskRecord("housekeeping")
+    for i in range(3):
+        r.started(float(i))
+        assert not r.holds_watchdog(i + 0.5, NO_JITTER)  # not failing yet
+        r.failed(i + 0.5, "locked", NO_JITTER, 0.0)
+    assert r.holds_watchdog(3.0, NO_JITTER)  # in backoff
+    r.started(10.0)
+    assert r.holds_watchdog(15.0, NO_JITTER)  # a run that waits on the lock, then fails
+    assert r.failing(NO_JITTER) and not r.holds_watchdog(20.0, NO_JITTER)  # proving itself
+    r.stable(NO_JITTER)
+    assert not r.holds_watchdog(20.0, NO_JITTER)
+
+
 def test_done_and_stopped_tasks_are_not_failing() -> None:
     r = TaskRecord("recovery", once=True)
     for _ in range(3):
@@ -88,6 +102,8 @@ def test_policy_is_checked() -> None:
         RestartPolicy(failing_after=0)
     with pytest.raises(ValueError, match="stable_after_s"):
         RestartPolicy(stable_after_s=-1)
+    with pytest.raises(ValueError, match="watchdog_grace_s"):
+        RestartPolicy(stable_after_s=5.0, watchdog_grace_s=6.0)
 
 
 # -- the supervisor ----------------------------------------------------------------------
@@ -119,10 +135,12 @@ async def test_a_task_that_raises_is_restarted_counted_and_reported_while_it_kee
     task = sup.spawn("offline sync", flaky)
     await wait_for(lambda: sup.failing() == ["offline sync"])
     [problem] = sup.problems()
+    assert sup.watchdog_problems() == [problem]  # failing right now
     assert problem.startswith("task offline sync: failing, ")
     assert "OSError: [Errno 28] No space left on device" in problem
     assert "Traceback" in caplog.text and "No space left on device" in caplog.text
     healthy.set()
+    await wait_for(lambda: not sup.watchdog_problems())  # fed again, first
     await wait_for(lambda: not sup.failing())  # the restart ran for stable_after_s
     record = sup.tasks["offline sync"]
     assert record.state == "running" and record.streak == 0
