@@ -35,7 +35,7 @@ enabled = false
 """
 FAST = RestartPolicy(backoff=BackoffSchedule(initial_s=0.05, max_delay_s=0.2, jitter=0.5,
                                              retries=None),
-                     failing_after=3, stable_after_s=1.0, watchdog_grace_s=0.5)
+                     failing_after=3, stable_after_s=1.2, watchdog_grace_s=0.8)
 
 
 @contextmanager
