@@ -22,10 +22,11 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 pytest: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not privileged"
 
 soak: venv
 	$(PY) -m pytest -m crash --crash-rounds=400 tests/integration/test_crash_recovery.py
+	$(PY) -m pytest -m privileged
 
 bench: venv
 	$(PY) bench/saga_throughput.py
