@@ -319,6 +319,11 @@ class Gateway:
         if self.central_circuit() == "open":
             problems.append("central service: circuit open")
         problems += self.supervisor.problems()
+        store: Store | None = getattr(self, "store", None)
+        if store is not None and (store.disk_full or store.last_write_error):
+            problems.append(f"store: {'disk full, ' if store.disk_full else ''}writes "
+                            f"failing ({store.write_failures} so far): "
+                            f"{store.last_write_error}")
         return problems
 
     async def metrics(self) -> dict[str, Any]:
@@ -373,6 +378,9 @@ class Gateway:
                 partial(events.read_counter, name="outbox_dropped"))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
+            "store": {"disk_full": self.store.disk_full,
+                      "write_failures": self.store.write_failures,
+                      "last_write_error": self.store.last_write_error},
             "healthy": not problems, "problems": problems,
             "tasks": self.supervisor.as_json(),
             "simulation": {"collisions": self.sim.collisions} if self.sim is not None
