@@ -8,7 +8,7 @@ import os
 import sys
 
 from gateway.core.errors import ConfigError, GatewayError
-from gateway.settings import boot_warnings, load_default, load_settings, mqtt_password
+from gateway.settings import config_warnings, load_default, load_settings, mqtt_password
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -21,7 +21,7 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    for warning in boot_warnings(settings):
+    for warning in config_warnings(settings):
         print(f"warning: {warning}")
     print(f"{path}: OK (gate {settings.gate.id}, {len(settings.lanes)} lane(s), "
           f"{sum(z.spaces for z in settings.zones)} spaces)")

@@ -485,6 +485,16 @@ def boot_warnings(s: Settings) -> list[str]:
     return out
 
 
+def config_warnings(s: Settings) -> list[str]:
+    """What ``check-config`` warns of: allowed, but an installer should know."""
+    out = boot_warnings(s)
+    if s.store.synchronous == "normal":
+        out.append(f"{s.source}: store.synchronous: \"normal\" may lose the last commits on a "
+                   "power cut: a saga step or a space allocation the gate acted on can vanish, "
+                   "so a record may be sent twice or a space given twice after it; use \"full\"")
+    return out
+
+
 def parse_settings(
     text: str, source: str = "<string>", env: Mapping[str, str] | None = None
 ) -> Settings:

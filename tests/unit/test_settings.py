@@ -171,3 +171,11 @@ def test_a_gpio_barrier_needs_its_close_relay_or_says_it_closes_itself():
     assert any("barrier.close_pin: give the close relay's pin" in p for p in problems_of(text))
     text = text.replace("open_pin = 22\n", "open_pin = 22\ncloses_itself = true\n")
     assert parse_settings(text, "g.toml").lanes[0].barrier.closes_itself
+
+
+def test_check_config_warns_that_synchronous_normal_weakens_exactly_once(tmp_path, capsys):
+    path = tmp_path / "gate.toml"
+    path.write_text('[store]\nsynchronous = "normal"\n')
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'warning: ' in out and "store.synchronous" in out and "power cut" in out
