@@ -9,6 +9,9 @@ outlasts what is left of the step's deadline, itself bounded by the decision dea
 
 Every call made is appended to ``attempts``; fallbacks and breaker changes are reported
 through ``emit``; cache writes are handed to ``defer`` (they ride the saga's next commit).
+A write that failed after it may have reached a service (a timeout, a 5xx, a reply that
+is not the contract's) sets the scope's ``maybe_sent``: queued, it is "outcome unknown"
+and can only be undone by replaying it with its key, then cancelling.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from aiohttp import ClientConnectorError
+
 from gateway.clock import Clock
 from gateway.core.backoff import BackoffSchedule
 from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
-from gateway.core.errors import PermanentError, TransientError
+from gateway.core.errors import CircuitOpenError, PermanentError, TransientError
 from gateway.core.saga import StepKind, StepSpec
 from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
 from gateway.sagas.policy import Attempt, StepPolicy
@@ -44,13 +49,29 @@ def loggable(result: Json | None) -> Json:
 @dataclass
 class CallScope:
     """What one step's calls need from its saga. ``deadline_at`` (monotonic) is the
-    decision deadline that no chain of retries and fallbacks may pass."""
+    decision deadline that no chain of retries and fallbacks may pass. ``maybe_sent``: a
+    write of this step may have reached a service that did not answer."""
 
     saga_id: str
     plate: str
     emit: Callable[[str, Json], None]
     defer: Callable[[Callable[[sqlite3.Connection], Any]], None]
     deadline_at: float | None = None
+    maybe_sent: bool = False
+
+
+def may_have_landed(exc: BaseException) -> bool:
+    """False only when the call certainly never reached the service: refused by a breaker,
+    or no connection could be made (an adapter may also say so with ``sent = False``)."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, CircuitOpenError | ClientConnectorError) or \
+                getattr(seen, "sent", None) is False:
+            return False
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return True
 
 
 class ServiceChain:
@@ -202,6 +223,8 @@ class ServiceChain:
             except TransientError as exc:
                 last = exc
                 failures += 1
+                if key is not None and may_have_landed(exc):
+                    scope.maybe_sent = True  # a write not answered: outcome unknown
                 attempts.append(Attempt(name, "transient", self._ms(t0), str(exc)))
                 if breaker is not None:
                     breaker.record_failure(self.clock.monotonic())

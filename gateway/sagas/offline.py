@@ -1,9 +1,16 @@
 """What a step answers when no service could: the lane's policy for a verification, the
 offline queue for a record. Records created by the backup service are queued too, to be
-confirmed at the central service (the system of record) under the same key."""
+confirmed at the central service (the system of record) under the same key.
+
+A queued record is ``unsent`` only if none of its saga's calls can have reached a service;
+anything sent and not answered is "outcome unknown". Undoing a queued create
+(``undo_queued_create``) drops it only if it is unsent and not in flight; otherwise the
+cancel is queued after it, so the create is replayed with its key (the central service
+answers a replay with the id it made, or makes it now) and then cancelled."""
 
 from __future__ import annotations
 
+import sqlite3
 from functools import partial
 from typing import Any
 
@@ -38,12 +45,24 @@ def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: 
     local_id = f"{LOCAL_PREFIX}{scope.saga_id}" if operation.startswith("create_") else None
     scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
                         key=key, payload=payload, reason="unreachable", now=now,
-                        local_id=local_id))
+                        local_id=local_id,
+                        outcome="unknown" if scope.maybe_sent else "unsent"))
     scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": operation,
                                  "source": "queue", "after": str(error)})
     if local_id is None:
         return {id_field: payload.get(id_field), "status": "queued", "queued": True}
     return {id_field: local_id, "queued": True}
+
+
+def undo_queued_create(conn: sqlite3.Connection, *, saga_id: str, operation: str,
+                       payload: Json, key: str, local_id: str, now: str) -> offline_queue.Undo:
+    """Undo a create that went to the queue (``local_id``), in the saga's transaction: drop
+    it if it was never sent, else queue the cancel ``operation`` after it (``follow``)."""
+    undo = offline_queue.undo_create(conn, local_id, now)
+    if undo.action == "follow":
+        offline_queue.enqueue(conn, saga_id=saga_id, operation=operation, key=key,
+                              payload=payload, reason="unreachable", now=now)
+    return undo
 
 
 def queue_cancel_after_confirm(scope: CallScope, operation: str, payload: Json, key: str,

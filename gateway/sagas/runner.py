@@ -41,7 +41,7 @@ from gateway.sagas import offline, payloads
 from gateway.sagas.chain import KEEP_OUT_OF_LOG, CallScope, ServiceChain, loggable
 from gateway.sagas.policy import Attempt, SagaOutcome, StepPolicy
 from gateway.services.base import ServiceRegistry
-from gateway.store import events, offline_queue, saga_log
+from gateway.store import events, saga_log
 from gateway.store.saga_log import StepWrite
 from gateway.store.store import Store
 
@@ -314,7 +314,7 @@ class SagaRunner:
             if local_id.startswith(offline.LOCAL_PREFIX):
                 # the record only ever reached the offline queue
                 remote = await self._unqueue(run, i, step, key, started_at, t0, cmd.attempt,
-                                             local_id)
+                                             local_id, payload)
                 if remote is None:
                     return run.machine.compensation_succeeded(i)
                 payload[id_field] = remote
@@ -347,21 +347,28 @@ class SagaRunner:
         return run.machine.compensation_succeeded(i)
 
     async def _unqueue(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str,
-                       t0: float, attempt: int, local_id: str) -> str | None:
-        """Undo a record that was queued: drop it if it was never sent (nothing to cancel
-        anywhere), else the central service's id to cancel. ``None``: nothing left to do."""
+                       t0: float, attempt: int, local_id: str, payload: Json) -> str | None:
+        """Undo a record that was queued, compare-and-set against the sync: drop it if it was
+        never sent; if it may have reached the central service (sent and not answered, or
+        in flight now) queue the cancel after it (the create is replayed with its key, then
+        cancelled); if it is there, the central service's id to cancel. ``None``: nothing
+        left to do here."""
         now = iso(self.clock.wall())
+        assert step.compensation is not None
+        operation = step.compensation
 
         def txn(conn: sqlite3.Connection) -> str | None:
-            if offline_queue.drop_pending_create(conn, local_id, now):
-                remote = None
-            else:
-                remote = offline_queue.remote_id_for(conn, local_id)
-            if remote is None:  # dropped unsent, or refused for good: never created
-                saga_log.write_step(conn, self._write(
-                    run, i, step, "succeeded", key, started_at, t0, phase="compensation",
-                    attempts_n=attempt, source="queue", result={"status": "dropped"}))
-            return remote
+            undo = offline.undo_queued_create(conn, saga_id=run.saga_id, operation=operation,
+                                              payload=payload, key=key, local_id=local_id,
+                                              now=now)
+            if undo.action == "cancel":
+                return undo.remote_id
+            status = {"dropped": "dropped", "follow": "queued"}.get(undo.action,
+                                                                     "nothing_to_undo")
+            saga_log.write_step(conn, self._write(
+                run, i, step, "succeeded", key, started_at, t0, phase="compensation",
+                attempts_n=attempt, source="queue", result={"status": status}))
+            return None
 
         return await self._flush(run, f"unqueue {step.name}", txn)  # type: ignore[no-any-return]
 

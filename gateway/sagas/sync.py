@@ -1,7 +1,16 @@
 """Sending the offline queue to the central service once it answers again: oldest first,
 with the original idempotency keys, backing off per record; a record the central service
 refuses for good goes to the dead-letter list (shown in status), never retried forever.
-``records_synced`` events report progress."""
+``records_synced`` events report progress.
+
+Each row is claimed (``pending`` → ``sending``, committed) before it is sent and every later
+change is compare-and-set (see ``gateway.store.offline_queue``): a saga cannot drop a row
+in flight, and the sync never overwrites a row a saga changed. Order is kept per saga and
+per dependency: a cancel never goes before the create it cancels, an exit never before the
+entry it refers to (whether that one holds a local id or the backup service's); a row
+waiting for another is not due, so it backs off with it, and is dead-lettered with it. A
+crash while a row is in flight leaves it ``sending``: the next start sends it again with its
+key (its outcome is unknown)."""
 
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from typing import Any
 from gateway.clock import Clock, iso
 from gateway.core.backoff import BackoffSchedule
 from gateway.core.errors import PermanentError, TransientError
-from gateway.sagas.offline import ID_FIELDS, LOCAL_PREFIX
+from gateway.sagas.offline import ID_FIELDS
 from gateway.services.base import RemoteService
 from gateway.store import offline_queue
 from gateway.store.store import Store
@@ -38,7 +47,10 @@ class OfflineSync:
         self.idle_check_s = idle_check_s
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._claims_released = False
         self.synced = 0
+        self.lost = 0  # transitions that lost a race (the row had changed): nothing done
 
     def wake(self) -> None:
         self._wake.set()
@@ -55,25 +67,37 @@ class OfflineSync:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def drain(self) -> int:
-        """Send what is due, oldest first; stop at the first record the central service
-        could not take (the later ones would only fail too, and order matters)."""
-        sent = 0
-        while True:
-            rows = await self.store.read(partial(offline_queue.due, now=self.clock.wall()))
-            if not rows:
-                break
-            progressed = False
-            for row in rows:
-                outcome = await self._send(row)
-                if outcome == "sent":
-                    sent += 1
-                    progressed = True
-                elif outcome == "dead":
-                    progressed = True
-                else:
+        """Send what is due, oldest first. A row waiting for another (an earlier row of its
+        saga, the record it refers to) is not due until that one is sent; a transient
+        failure ends the pass (the row backs off, and its dependents with it); a row
+        refused for good is dead-lettered with its dependents, and the pass goes on."""
+        async with self._lock:
+            if not self._claims_released:
+                # rows a stopped process left in flight: outcome unknown, to send again
+                now = iso(self.clock.wall())
+                released = await self.store.write(partial(offline_queue.release_claims,
+                                                          now=now))
+                if released:
+                    log.warning("offline queue: %d record(s) were in flight at a stop: "
+                                "sent again with their keys", released)
+                self._claims_released = True
+            sent = 0
+            while True:
+                rows = await self.store.read(partial(offline_queue.due, now=self.clock.wall()))
+                if not rows:
                     break
-            if not progressed or outcome == "retry":
-                break
+                progressed = retry = False
+                for row in rows:
+                    outcome = await self._send(row)
+                    if outcome == "sent":
+                        sent += 1
+                    elif outcome == "retry":
+                        retry = True
+                        break
+                    if outcome != "lost":
+                        progressed = True
+                if retry or not progressed:
+                    break
         if sent:
             self.synced += sent
             pending = (await self.store.read(offline_queue.counts))["pending"]
@@ -81,20 +105,25 @@ class OfflineSync:
         return sent
 
     async def _send(self, row: Json) -> str:
+        """One row: claimed (committed) before it is sent, then moved by compare-and-set.
+        ``sent``, ``retry``, ``dead``, or ``lost`` (the row changed under us: nothing
+        done)."""
+        now = iso(self.clock.wall())
+        version = await self.store.write(partial(offline_queue.claim, row_id=row["id"],
+                                                 version=row["version"], now=now))
+        if version is None:
+            self.lost += 1
+            return "lost"
         payload = dict(row["payload"])
         operation = row["operation"]
         id_field = ID_FIELDS[operation]
-        for field in ("entry_id", "exit_id"):  # a record made offline refers to its peer
+        for field in offline_queue.ID_FIELDS:  # any reference still held locally
             value = str(payload.get(field) or "")
-            if not value:
-                continue
-            remote = await self.store.read(partial(offline_queue.remote_id_for,
-                                                   local_id=value))
-            if remote is not None:
-                payload[field] = remote
-            elif value.startswith(LOCAL_PREFIX):
-                return "retry"  # its peer is not at the central service yet
-        now = iso(self.clock.wall())
+            if value and value != row["local_id"]:
+                remote = await self.store.read(partial(offline_queue.remote_id_for,
+                                                       local_id=value))
+                if remote is not None:
+                    payload[field] = remote
         try:
             result = await self.central.call(operation, payload,
                                              idempotency_key=row["idempotency_key"],
@@ -102,30 +131,45 @@ class OfflineSync:
         except PermanentError as exc:
             log.warning("offline queue: %s %s refused: %s", operation, row["idempotency_key"],
                         exc)
-            await self.store.write(partial(offline_queue.mark_dead, row_id=row["id"],
-                                           error=str(exc), now=now))
+            now = iso(self.clock.wall())
+            dead = await self.store.write(partial(offline_queue.mark_dead, row_id=row["id"],
+                                                  version=version, error=str(exc), now=now))
+            if not dead:
+                return self._lost(row, "dead")
             await self._event("record_rejected", {"operation": operation,
                                                   "idempotency_key": row["idempotency_key"],
-                                                  "error": str(exc)})
+                                                  "error": str(exc),
+                                                  "dead_with_it": dead[1:]})
             return "dead"
         except TransientError as exc:
             delay = self.backoff.next_delay(row["attempts"] + 1, 0.0, self.rng.random()) or 60.0
-            await self.store.write(partial(offline_queue.mark_failed, row_id=row["id"],
-                                           error=str(exc), next_at=self.clock.wall() + delay,
-                                           now=now))
-            return "retry"
+            now = iso(self.clock.wall())
+            moved = await self.store.write(partial(
+                offline_queue.mark_failed, row_id=row["id"], version=version, error=str(exc),
+                next_at=self.clock.wall() + delay, now=now))
+            return "retry" if moved else self._lost(row, "failed")
         remote_id = str(result.get(id_field) or "") or None
         # the id the gate used until now: its own (queued) or the backup service's
         old_id = row["local_id"]
+        now = iso(self.clock.wall())
 
-        def record(conn: Any) -> None:
-            offline_queue.mark_sent(conn, row["id"], remote_id, now)
+        def record(conn: Any) -> bool:
+            if not offline_queue.mark_sent(conn, row["id"], version, remote_id, now):
+                return False
             if old_id and remote_id and old_id != remote_id and operation.startswith("create"):
                 # the session now carries the central service's id
                 conn.execute(f"UPDATE vehicle_sessions SET {id_field}=? WHERE {id_field}=?",
                              (remote_id, old_id))
-        await self.store.write(record)
+            return True
+        if not await self.store.write(record):
+            return self._lost(row, "sent")
         return "sent"
+
+    def _lost(self, row: Json, transition: str) -> str:
+        self.lost += 1
+        log.error("offline queue: row %s changed while it was in flight; %s not recorded",
+                  row["id"], transition)
+        return "lost"
 
     async def _event(self, type_: str, data: Json) -> None:
         await self.store.record_event(self.clock, self.gate_id, type_, data)

@@ -2,8 +2,10 @@
 
 Modes: ``ok``; ``refuse`` (the port stops accepting connections); ``blackhole`` (accepts,
 never answers); ``error500``; ``garbage`` (200 with a body that is not JSON); ``oversized``
-(200 with a body far over any sane cap); ``slow`` (answers after ``delay_s``). On top of
-any mode, ``fail_fraction`` of the calls answer 500.
+(200 with a body far over any sane cap); ``slow`` (answers after ``delay_s``);
+``commit_no_reply`` (does the work, so a write is committed, then never answers: the
+client's deadline passes on a write that landed). On top of any mode, ``fail_fraction`` of
+the calls answer 500.
 
 Switch it with ``POST /_sim/fault {"mode": …, "fail_fraction": …, "delay_s": …}`` on the
 simulated service, or from the gateway's page when the simulator runs inside the daemon.
@@ -20,9 +22,10 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-Mode = Literal["ok", "refuse", "blackhole", "error500", "garbage", "oversized", "slow"]
+Mode = Literal["ok", "refuse", "blackhole", "error500", "garbage", "oversized", "slow",
+               "commit_no_reply"]
 MODES: tuple[str, ...] = ("ok", "refuse", "blackhole", "error500", "garbage", "oversized",
-                          "slow")
+                          "slow", "commit_no_reply")
 
 
 class FaultRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,7 +56,7 @@ class Faults:
         self._released = asyncio.Event()
 
     async def set(self, request: FaultRequest) -> None:
-        if self.mode == "blackhole" and request.mode != "blackhole":
+        if self.mode in ("blackhole", "commit_no_reply") and request.mode != self.mode:
             self.release()
         self.mode, self.fail_fraction, self.delay_s = (
             request.mode, min(max(request.fail_fraction, 0.0), 1.0), max(request.delay_s, 0.0))
@@ -77,6 +80,13 @@ class Faults:
                 self.injected += 1
                 # hold the request until the mode changes or the service stops; the
                 # client gave up long before
+                await self._released.wait()
+                raise web.HTTPServiceUnavailable()
+            if mode == "commit_no_reply":
+                # the write is done (and committed) as if all were well; the answer is
+                # lost: held until the mode changes, long after the client gave up
+                await handler(request)
+                self.injected += 1
                 await self._released.wait()
                 raise web.HTTPServiceUnavailable()
             if mode == "slow":

@@ -131,6 +131,65 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX command_ids_by_age ON command_ids(seen_at);
     """,
+    # 4: the offline queue's rows change only by compare-and-set: a row is claimed
+    # ('sending', committed) before it is sent; ``version`` counts transitions; ``outcome``
+    # says whether the central service may hold the record ('unsent': it cannot; 'unknown':
+    # sent and not answered; 'done': answered with its id; 'refused': answered no);
+    # ``depends_on`` is the row whose record this one refers to (a cancel's create, an
+    # exit's entry), sent first. The table is rebuilt for the new state.
+    """
+    CREATE TABLE offline_queue_v4 (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        saga_id         TEXT NOT NULL,
+        operation       TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        payload         TEXT NOT NULL,
+        reason          TEXT NOT NULL CHECK (reason IN ('unreachable','confirm')),
+        local_id        TEXT,
+        remote_id       TEXT,
+        state           TEXT NOT NULL
+                        CHECK (state IN ('pending','sending','sent','dead','dropped')),
+        outcome         TEXT NOT NULL DEFAULT 'unknown'
+                        CHECK (outcome IN ('unsent','unknown','done','refused')),
+        version         INTEGER NOT NULL DEFAULT 0,
+        depends_on      INTEGER,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error      TEXT NOT NULL DEFAULT '',
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    );
+    -- a row queued before this version may have been sent by its saga: outcome unknown
+    INSERT INTO offline_queue_v4(id, saga_id, operation, idempotency_key, payload, reason,
+        local_id, remote_id, state, outcome, version, depends_on, attempts, next_attempt_at,
+        last_error, created_at, updated_at)
+    SELECT q.id, q.saga_id, q.operation, q.idempotency_key, q.payload, q.reason, q.local_id,
+        q.remote_id, q.state,
+        CASE q.state WHEN 'sent' THEN 'done' WHEN 'dead' THEN 'refused'
+                     WHEN 'dropped' THEN 'unsent' ELSE 'unknown' END,
+        0,
+        (SELECT p.id FROM offline_queue p
+          WHERE p.local_id IS NOT NULL AND p.id <> q.id
+            AND p.local_id IN (json_extract(q.payload, '$.entry_id'),
+                               json_extract(q.payload, '$.exit_id'))
+          ORDER BY p.id DESC LIMIT 1),
+        q.attempts, q.next_attempt_at, q.last_error, q.created_at, q.updated_at
+    FROM offline_queue q;
+    -- ids are never reused: the new table goes on from the old one's sequence
+    INSERT INTO sqlite_sequence(name, seq)
+    SELECT 'offline_queue_v4', coalesce(max(seq), 0) FROM sqlite_sequence
+     WHERE name IN ('offline_queue', 'offline_queue_v4');
+    DELETE FROM sqlite_sequence WHERE name = 'offline_queue_v4'
+       AND rowid <> (SELECT max(rowid) FROM sqlite_sequence WHERE name = 'offline_queue_v4');
+    DROP TABLE offline_queue;
+    ALTER TABLE offline_queue_v4 RENAME TO offline_queue;
+    CREATE INDEX offline_queue_due ON offline_queue(state, next_attempt_at, id);
+    CREATE INDEX offline_queue_by_saga ON offline_queue(saga_id, id);
+    CREATE INDEX offline_queue_by_local_id ON offline_queue(local_id)
+        WHERE local_id IS NOT NULL;
+    CREATE INDEX offline_queue_by_peer ON offline_queue(depends_on)
+        WHERE depends_on IS NOT NULL;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
