@@ -333,3 +333,28 @@ async def test_an_exit_waits_for_the_confirmation_of_the_entry_the_backup_made(t
         (record,) = w.central.exits.values()
         assert record["entry_id"] == central_entry_id != backup_id
         w.check_central()
+
+
+async def test_a_row_in_flight_when_the_sync_stops_is_sent_again_with_its_key(tmp_path):
+    async with make_world(tmp_path) as w:
+        await w.visit("34ABC123")
+        await w.fault("refuse")
+        entry = await w.entry("34ABC123")
+        await w.fault("commit_no_reply")  # central takes the record; the daemon then stops
+        sending = asyncio.create_task(w.sync.drain())
+        for _ in range(200):
+            if [r for r in await w.rows() if r["state"] == "sending"]:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        (row,) = await w.rows()
+        assert (row["state"], row["outcome"]) == ("sending", "unknown")
+        await w.fault("ok")
+        w.sync = OfflineSync(w.store, w.sync.central, SystemClock(), gate_id="g1",
+                             deadline_s=1.5)  # the next start
+        assert await w.drain_all() == 1
+        key = f"{entry.saga_id}:create_entry_record"
+        assert len(live(w.central.entries, key)) == 1 and w.central.key_hits[key] == 2
+        w.check_central()
