@@ -94,6 +94,7 @@ class Gateway:
                 s.mqtt.host, s.mqtt.port, client_id=f"parking-gateway-{s.gate.id}",
                 username=s.mqtt.username, password=s.mqtt_password.reveal(), tls=s.mqtt.tls,
                 ca_file=s.mqtt.ca_file, keepalive_s=s.mqtt.keepalive_s,
+                reconnect_max_s=s.mqtt.reconnect_max_s,
                 will=(availability_topic(s.mqtt.topic_prefix, s.gate.id), b"offline", True),
                 will_reason="connection_lost"))
         if s.backup.enabled and self.mqtt is not None:

@@ -100,6 +100,7 @@ class MqttSettings(_Section, frozen=True):
     tls: bool = False
     ca_file: str = ""
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    reconnect_max_s: Positive = 5.0
 
 
 class WebSettings(_Section, frozen=True):

@@ -1,26 +1,40 @@
 """One MQTT v5 connection driven from the asyncio loop (no paho background thread): paho's
 socket callbacks register the socket with the loop, ``loop_read``/``loop_write``/
-``loop_misc`` run on it. We own the reconnects (capped backoff) and track acknowledgements
-by message id. The blocking TCP connect runs in a worker thread so an unreachable broker
-never stalls the gate.
+``loop_misc`` run on it. We track acknowledgements by message id. The blocking TCP connect
+runs in a worker thread so an unreachable broker never stalls the gate.
+
+We own the reconnects, and each attempt is its own paho client (clean start, no session):
+a callback, a socket or a misc tick of an attempt that is over cannot touch the next one,
+and paho has nothing of an earlier connection to send again. An attempt succeeds only with
+the broker's CONNACK (within ``connect_timeout_s`` of the TCP connect; a peer that accepts
+TCP and never answers is a failed attempt). ``failures`` counts the attempts since the last
+CONNACK (a lost connection is the first); the delay before the next attempt doubles from
+``reconnect_initial_s`` up to ``reconnect_max_s``, each one jittered (up to
+``reconnect_jitter`` of it taken off at random) so that gates that lost the same broker do
+not come back in lockstep.
+
+A QoS 1 publish that the connection loses fails with a ``ConnectionError``, and so does one
+made while not connected: nothing is queued or re-sent here (paho's own re-send of
+unacknowledged messages on a reconnect would duplicate what the caller sends again).
 
 A QoS 1 publish is delivered only when its PUBACK says so: a v5 broker may acknowledge with
 a failure reason code (>= 0x80: not authorised by its ACL, quota exceeded, packet too large)
 and stay connected. Such a publish completes with ``PublishRefused``, is counted in
 ``refused`` by reason, and ``last_error`` names it until that topic is accepted again (or
-the connection is made again). Nothing is re-sent here: the caller (the outbox) retries."""
+the connection is made again). The caller (the outbox) alone retries."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import ssl
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -68,8 +82,9 @@ class MqttOptions:
     connect_timeout_s: float = 3.0
     will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
     will_reason: str = ""  # an MQTT v5 user property "reason" on the last will
-    backoff: BackoffSchedule = field(default_factory=lambda: BackoffSchedule(
-        initial_s=0.5, max_delay_s=30.0, retries=None, jitter=0.3))
+    reconnect_initial_s: float = 0.5  # the first delay after a failed attempt or a loss
+    reconnect_max_s: float = 5.0  # the cap on the delay between attempts
+    reconnect_jitter: float = 0.5  # the part of each delay taken off at random
 
 
 class MqttConnection:
@@ -77,7 +92,10 @@ class MqttConnection:
         self.o = options
         self.connected = False
         self._link_error = ""
-        self.reconnects = 0
+        self.reconnects = 0  # attempts after the first
+        self.failures = 0  # attempts failed since the last CONNACK (a loss counts as one)
+        self.connects = 0  # CONNACKs that accepted the connection
+        self.disconnects = 0  # accepted connections lost
         self.refused: Counter[str] = Counter()  # refused publishes, by reason
         self.refusing: dict[str, str] = {}  # topic -> reason, until accepted again
         self.on_connected: list[Callable[[], Awaitable[None] | None]] = []
@@ -87,6 +105,11 @@ class MqttConnection:
         self._task: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._loop_thread = 0
+        self._fds: set[int] = set()  # the current client's socket, as the loop watches it
+        self._closed = False
+        self._backoff = BackoffSchedule(
+            initial_s=options.reconnect_initial_s, max_delay_s=options.reconnect_max_s,
+            retries=None, jitter=options.reconnect_jitter)
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -109,8 +132,7 @@ class MqttConnection:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.o.client_id,
                         protocol=paho.MQTTv5)
         c.connect_timeout = self.o.connect_timeout_s
-        # paho must not drop what we publish while reconnecting (the outbox tracks acks)
-        c.max_queued_messages_set(0)
+        c.max_queued_messages_set(0)  # paho never drops a publish (the outbox tracks acks)
         if self.o.username:
             c.username_pw_set(self.o.username, self.o.password or None)
         if self.o.tls:
@@ -151,7 +173,10 @@ class MqttConnection:
                 await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=retain,
                                                     properties=props), 2.0)
         if self.connected:
-            self.client.disconnect()
+            self.client.disconnect()  # written, and the socket closed, by the loop
+        else:
+            self._closed = True  # what an attempt still in its worker thread does is ignored
+            self._retire()  # an attempt under way: its socket is closed
         if self._misc is not None:
             self._misc.cancel()
         for _, fut in self._acks.values():
@@ -165,89 +190,152 @@ class MqttConnection:
         await self._down.wait()
 
     async def _run(self) -> None:
-        failures = 0
         assert self._loop is not None
         while True:
             self._lost.clear()
+            client = self._new_client()
             try:
-                await self._loop.run_in_executor(None, self._connect)
+                await self._loop.run_in_executor(None, self._connect, client)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self.last_error = f"cannot reach the broker {self.o.host}:{self.o.port}: {exc}"
-                failures += 1
             else:
-                await self._lost.wait()
-                failures = 1 if self.connected_once else failures + 1
+                self._misc = self._loop.create_task(self._misc_loop(client), name="mqtt misc")
+                try:
+                    await self._connected_until_lost(client)
+                finally:
+                    self._misc.cancel()
+            self.failures += 1
             self.reconnects += 1
-            delay = self.o.backoff.next_delay(failures, 0.0, 0.5) or self.o.backoff.max_delay_s
-            await asyncio.sleep(delay)
+            delay = self._backoff.next_delay(self.failures, 0.0, random.random())
+            await asyncio.sleep(self._backoff.max_delay_s if delay is None else delay)
 
-    connected_once = False
+    async def _connected_until_lost(self, client: paho.Client) -> None:
+        """The CONNACK within ``connect_timeout_s`` (else the attempt failed), then the
+        connection until it is lost."""
+        up = asyncio.ensure_future(self._up.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({up, lost}, timeout=self.o.connect_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            lost.cancel()
+        if not self.connected:
+            if not self._lost.is_set():
+                self.last_error = (f"no CONNACK from the broker {self.o.host}:{self.o.port} "
+                                   f"within {self.o.connect_timeout_s:g} s")
+            self._retire()  # a late CONNACK must not make a dead attempt connected
+            return
+        await self._lost.wait()
 
-    def _connect(self) -> None:
-        # in a worker thread: a TCP connect to a distant broker can block for seconds
-        self.client.connect(self.o.host, self.o.port, keepalive=self.o.keepalive_s)
+    def _new_client(self) -> paho.Client:
+        self._retire()
+        self.client = self._make_client()
+        return self.client
+
+    def _retire(self) -> None:
+        """Stop watching the current client's socket and close it (a client whose
+        connection paho closed itself has none)."""
+        if self._loop is None:
+            return  # never started
+        for fd in self._fds:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._fds.clear()
+        sock = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _connect(self, client: paho.Client) -> None:
+        # in a worker thread: a TCP connect to a distant broker can block for seconds. A
+        # clean start: nothing of an earlier session is resumed (we subscribe again).
+        client.connect(self.o.host, self.o.port, keepalive=self.o.keepalive_s,
+                       clean_start=True)
 
     # -- socket plumbing (paho calls these; they may come from the connect thread) -------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
         if threading.get_ident() == self._loop_thread:
             fn(*args)  # on the loop already (the usual case): no wake-up pipe write
-        else:
+        elif not self._loop.is_closed():  # a client collected after the loop ended: nothing
             self._loop.call_soon_threadsafe(fn, *args)
+
+    def _current(self, client: paho.Client) -> bool:
+        """A callback of the current attempt's client (not one that is over)."""
+        return client is self.client and not self._closed
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # Small packets back to back (a PUBACK, then a reply) must not wait for Nagle and
         # the peer's delayed ACK: that cost 40 ms per hop of a request/response.
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._call(self._add_reader, sock)
+        # by file descriptor: the socket may be closed (and its number reused by the next
+        # attempt's) before the loop runs what is called from the connect's thread
+        self._call(self._add_reader, client, sock.fileno())
 
-    def _add_reader(self, sock: Any) -> None:
+    def _add_reader(self, client: paho.Client, fd: int) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock, self._read)
-        if self._misc is None or self._misc.done():
-            self._misc = self._loop.create_task(self._misc_loop(), name="mqtt misc")
+        if not self._current(client):
+            return  # retired meanwhile: its socket is closed
+        self._fds.add(fd)
+        self._loop.add_reader(fd, self._read, client)
 
-    def _read(self) -> None:
-        rc = self.client.loop_read()
-        if rc != paho.MQTT_ERR_SUCCESS and rc != paho.MQTT_ERR_AGAIN:
+    def _read(self, client: paho.Client) -> None:
+        if not self._current(client):
+            return
+        rc = client.loop_read()
+        if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_NO_CONN):
             self._lose(f"read failed: {paho.error_string(rc)}")
 
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._call(self._remove, sock)
+    def _write(self, client: paho.Client) -> None:
+        if self._current(client):
+            client.loop_write()
 
-    def _remove(self, sock: Any) -> None:
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho calls this before it closes the socket: its number is still valid here (a
+        # retired client's socket is closed and no longer watched: nothing to do)
+        if client is self.client:
+            self._call(self._remove, client, sock.fileno())
+
+    def _remove(self, client: paho.Client, fd: int) -> None:
         assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
+        if client is not self.client or fd not in self._fds:
+            return
+        self._fds.discard(fd)
+        self._loop.remove_reader(fd)
+        self._loop.remove_writer(fd)
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._call(self._add_writer, sock)
+        if client is self.client:
+            self._call(self._add_writer, client, sock.fileno())
 
-    def _add_writer(self, sock: Any) -> None:
+    def _add_writer(self, client: paho.Client, fd: int) -> None:
         assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_writer(sock, self.client.loop_write)
+        if self._current(client) and fd in self._fds:
+            self._loop.add_writer(fd, self._write, client)
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._call(self._remove_writer, sock)
+        if client is self.client:
+            self._call(self._remove_writer, client, sock.fileno())
 
-    def _remove_writer(self, sock: Any) -> None:
+    def _remove_writer(self, client: paho.Client, fd: int) -> None:
         assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_writer(sock)
+        if client is self.client and fd in self._fds:
+            self._loop.remove_writer(fd)
 
-    async def _misc_loop(self) -> None:
-        while True:
-            rc = self.client.loop_misc()
-            if rc != paho.MQTT_ERR_SUCCESS:
-                self._lose("keepalive lost")
+    async def _misc_loop(self, client: paho.Client) -> None:
+        """Keepalive for one attempt's client, from its TCP connect until it is over. With
+        no socket (paho closed it and reported the loss) there is nothing to do."""
+        while self._current(client):
+            if client.loop_misc() == paho.MQTT_ERR_CONN_LOST:
+                self._lose("keepalive: no answer from the broker")
             await asyncio.sleep(1.0)
 
     def _lose(self, why: str) -> None:
         if self.connected:
             self.last_error = why
+            self.disconnects += 1
         self.connected = False
         self._up.clear()
         self._down.set()
@@ -261,13 +349,16 @@ class MqttConnection:
     # -- protocol callbacks (on the loop thread, from loop_read) -------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Properties | None) -> None:
-        if reason.is_failure:
+        if not self._current(client):
+            return
+        if reason.is_failure:  # not a success: the failure count goes on
             self.last_error = f"the broker refused the connection: {reason}"
             log.warning("mqtt: %s", self.last_error)
             self._lose(self.last_error)
             return
         self.connected = True
-        self.connected_once = True
+        self.failures = 0  # counted from CONNACKs only
+        self.connects += 1
         self.last_error = ""
         self.refusing.clear()  # a new session: the broker says again what it refuses
         self._up.set()
@@ -282,9 +373,12 @@ class MqttConnection:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
-        self._lose(f"disconnected: {reason}")
+        if self._current(client):
+            self._lose(f"disconnected: {reason}")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if not self._current(client):
+            return
         for topic, handler in self._handlers:
             if paho.topic_matches_sub(topic, msg.topic):
                 try:
@@ -294,6 +388,8 @@ class MqttConnection:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties | None) -> None:
+        if not self._current(client):
+            return  # an earlier client's message ids mean nothing now
         entry = self._acks.pop(mid, None)
         if entry is None:
             return
@@ -321,14 +417,19 @@ class MqttConnection:
                 properties: Properties | None = None) -> asyncio.Future[None]:
         """Publish; the future completes when the broker acknowledges (QoS 1), with
         ``PublishRefused`` when it acknowledges with a failure reason code, with a
-        ``ConnectionError`` when the connection is lost first."""
+        ``ConnectionError`` when the connection is lost first or is not up (nothing is
+        queued for a later connection: the caller sends it again)."""
         assert self._loop is not None
-        info = self.client.publish(topic, payload, qos=qos, retain=retain,
-                                   properties=properties)
         fut: asyncio.Future[None] = self._loop.create_future()
         fut.add_done_callback(_retrieve)
-        if qos == 0 or info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+        if not self.connected:
+            fut.set_exception(ConnectionError(
+                f"not connected to the broker: {self.last_error or 'connecting'}"))
+            return fut
+        info = self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
+        if qos == 0 or info.rc != paho.MQTT_ERR_SUCCESS:
+            if info.rc == paho.MQTT_ERR_SUCCESS:
                 fut.set_result(None)
             else:
                 fut.set_exception(ConnectionError(paho.error_string(info.rc)))
