@@ -63,8 +63,11 @@ class OfflineSync:
             wait = self.idle_check_s
             if next_at is not None:
                 wait = min(wait, max(0.0, next_at - self.clock.wall()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the event is set, and the daemon never stops
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def drain(self) -> int:
         """Send what is due, oldest first. A row waiting for another (an earlier row of its

@@ -9,6 +9,7 @@ saga."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -358,3 +359,20 @@ async def test_a_row_in_flight_when_the_sync_stops_is_sent_again_with_its_key(tm
         key = f"{entry.saga_id}:create_entry_record"
         assert len(live(w.central.entries, key)) == 1 and w.central.key_hits[key] == 2
         w.check_central()
+
+
+async def test_a_stop_that_comes_as_the_sync_is_woken_still_stops_it(tmp_path):
+    """At shutdown a commit wakes the sync in the same moment its task is cancelled. On
+    Python 3.11 asyncio.wait_for then swallowed the cancellation and the daemon hung."""
+    async with make_world(tmp_path) as w:
+        stopped = 0
+        for _ in range(20):
+            task = asyncio.create_task(w.sync.run())
+            for _ in range(50):  # until it waits for work (its reads done)
+                await asyncio.sleep(0)
+            w.sync.wake()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), 2.0)
+            stopped += task.cancelled()
+        assert stopped == 20
