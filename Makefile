@@ -33,6 +33,7 @@ bench: venv
 	$(PY) bench/lane_latency.py
 	$(PY) bench/degraded_latency.py
 	$(PY) bench/telemetry_drain.py
+	$(PY) bench/mqtt_catchup.py
 
 venv: $(STAMP)
 

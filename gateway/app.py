@@ -267,7 +267,8 @@ class Gateway:
     async def wait_for_commit(self, within_s: float) -> None:
         self._commit.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._commit.wait(), within_s)
+            async with asyncio.timeout(within_s):  # not wait_for: see gateway/sagas/sync.py
+                await self._commit.wait()
 
     async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
         await self.store.record_event(self.clock, self.settings.gate.id, type_, data, lane_id)
