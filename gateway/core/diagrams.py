@@ -10,7 +10,7 @@ END = "<!-- diagrams:end -->"
 
 
 def render() -> str:
-    parts = [BEGIN, "", "Lane cycle (`gateway/core/lane.py`, `TRANSITIONS`):", "",
+    parts = [BEGIN, "", "Lane cycle (`gateway/core/lane_table.py`, `TRANSITIONS`):", "",
              "```mermaid", lane.render_mermaid(), "```", "",
              "Entry saga (`gateway/core/steps.py`; ⛔ marks where recovery completes "
              "instead of compensating):", "", "```mermaid", steps.render_mermaid(steps.ENTRY),
