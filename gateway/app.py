@@ -31,7 +31,7 @@ from gateway.sim.central import make_app as make_sim_central
 from gateway.sim.faults import Faults, SimServer
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
-from gateway.store import events, offline_queue, plate_cache, spaces
+from gateway.store import events, offline_queue, plate_cache, retention, saga_log, spaces
 from gateway.store.store import Store
 from gateway.supervisor import Supervisor
 from gateway.telemetry.commands import RemoteCommands
@@ -258,6 +258,20 @@ class Gateway:
             await self.store.write(partial(plate_cache.prune, now=wall,
                                            max_stale_s=self.runner.cache_max_stale_s,
                                            max_rows=st.plate_cache_max_rows))
+            if self.clock.wall_synced():
+                # terminal rows past their age (by age only against a synchronised clock),
+                # in transactions of at most retention_batch_rows rows, each its own turn
+                # on the database thread (other work runs in between)
+                for prune, days in (
+                        (retention.prune_sagas, st.sagas_max_age_days),
+                        (retention.prune_sessions, st.sessions_max_age_days),
+                        (retention.prune_offline_queue, st.offline_queue_max_age_days)):
+                    job = partial(prune, older_than=iso(wall - days * 86400),
+                                  batch=st.retention_batch_rows)
+                    while True:
+                        if await self.store.write(job) < st.retention_batch_rows:
+                            break
+                        await asyncio.sleep(0)
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     # -- shared helpers ----------------------------------------------------------------
@@ -329,8 +343,7 @@ class Gateway:
         return problems
 
     async def metrics(self) -> dict[str, Any]:
-        counts = await self.store.read(lambda c: dict(c.execute(
-            "SELECT status, count(*) FROM sagas GROUP BY status").fetchall()))
+        counts = await self.store.read(saga_log.status_counts)  # kept counters, no count(*)
         stages: dict[str, dict[str, float]] = {}
         for controller in self.lanes.values():
             for stage in ("frame", "plate", "decision", "relay", "total"):

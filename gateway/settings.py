@@ -129,6 +129,14 @@ class StoreSettings(_Section, frozen=True):
     events_max_rows: Annotated[int, msgspec.Meta(ge=1000)] = 200_000
     events_max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 30
     plate_cache_max_rows: Annotated[int, msgspec.Meta(ge=100)] = 50_000
+    # retention of terminal rows only, by age against a synchronised clock (README
+    # "Durability"): finished sagas with their steps, exited sessions, sent/dead/dropped
+    # offline-queue rows no live row needs; deleted in transactions of at most
+    # retention_batch_rows rows each
+    sagas_max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 90
+    sessions_max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 400
+    offline_queue_max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 30
+    retention_batch_rows: Annotated[int, msgspec.Meta(ge=10, le=100_000)] = 1000
 
 
 class TelemetrySettings(_Section, frozen=True):

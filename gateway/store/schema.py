@@ -190,6 +190,37 @@ MIGRATIONS: list[str] = [
     CREATE INDEX offline_queue_by_peer ON offline_queue(depends_on)
         WHERE depends_on IS NOT NULL;
     """,
+    # 5: retention of terminal rows and lookups without scans. Indexes for the saga list
+    # by time, terminal sagas by age, sessions by status and by entry id, exited sessions
+    # by age, queue rows by state and age and by state in id order (the dead letters).
+    # The saga counts by status are kept in ``counters`` ('sagas.status.<status>') by
+    # triggers, so no query counts the table.
+    """
+    CREATE INDEX sagas_by_created ON sagas(created_at);
+    CREATE INDEX sagas_by_status_updated ON sagas(status, updated_at);
+    CREATE INDEX sessions_by_status ON vehicle_sessions(status, session_id);
+    CREATE INDEX sessions_by_entry_id ON vehicle_sessions(entry_id, status)
+        WHERE entry_id IS NOT NULL;
+    CREATE INDEX sessions_by_status_exited ON vehicle_sessions(status, exited_at);
+    CREATE INDEX offline_queue_by_state_age ON offline_queue(state, updated_at);
+    CREATE INDEX offline_queue_by_state ON offline_queue(state);  -- (state, id): dead letters
+
+    INSERT INTO counters(name, value)
+    SELECT 'sagas.status.' || status, count(*) FROM sagas GROUP BY status;
+    CREATE TRIGGER sagas_count_insert AFTER INSERT ON sagas BEGIN
+        INSERT INTO counters(name, value) VALUES ('sagas.status.' || NEW.status, 1)
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    END;
+    CREATE TRIGGER sagas_count_update AFTER UPDATE OF status ON sagas
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE counters SET value = value - 1 WHERE name = 'sagas.status.' || OLD.status;
+        INSERT INTO counters(name, value) VALUES ('sagas.status.' || NEW.status, 1)
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    END;
+    CREATE TRIGGER sagas_count_delete AFTER DELETE ON sagas BEGIN
+        UPDATE counters SET value = value - 1 WHERE name = 'sagas.status.' || OLD.status;
+    END;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
