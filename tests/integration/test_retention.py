@@ -16,6 +16,7 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.clock import iso
 from gateway.core.allocation import ZoneSpec
+from gateway.settings import StoreSettings
 from gateway.store import Database, events, spaces
 from gateway.store.store import Store
 
@@ -222,17 +223,18 @@ class _CountingStore:
 async def _housekeep_once(store: Store, wall: float, synced: bool) -> None:
     counting = _CountingStore(store)
     stub = SimpleNamespace(
-        settings=SimpleNamespace(store=SimpleNamespace(
+        settings=SimpleNamespace(store=StoreSettings(
             events_max_rows=1000, events_max_age_days=30, plate_cache_max_rows=100)),
         clock=SimpleNamespace(wall=lambda: wall, wall_synced=lambda: synced),
         store=counting, runner=SimpleNamespace(cache_max_stale_s=3600.0))
     task = asyncio.create_task(Gateway._housekeeping(stub))
+    writes = 5 if synced else 2  # events, plate cache, and with a synced clock three tables
     try:
         for _ in range(500):
-            if counting.writes >= 2 or task.done():
+            if counting.writes >= writes or task.done():
                 break
             await asyncio.sleep(0.01)
-        assert counting.writes >= 2
+        assert counting.writes >= writes and not task.done(), task  # a whole pass, alive
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
