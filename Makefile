@@ -34,6 +34,7 @@ bench: venv
 	$(PY) bench/degraded_latency.py
 	$(PY) bench/telemetry_drain.py
 	$(PY) bench/mqtt_catchup.py
+	$(PY) bench/queue_drain.py
 
 venv: $(STAMP)
 
