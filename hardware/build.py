@@ -87,7 +87,7 @@ def _loop(name: str, s: LoopSettings, factory: Any, ports: dict[str, SerialLoopP
     if s.kind == "sim":
         return GpioInput(name, getattr(SIM_PINS, name), SIM_WIRING[name], pin_factory=factory,
                          unguarded=unguarded)
-    return GpioInput(name, s.pin, s.wiring(), mode=s.mode, unguarded=unguarded)
+    return GpioInput(name, s.pin, s.wiring(), unguarded=unguarded)
 
 
 def _input(name: str, s: InputSettings, factory: Any) -> GpioInput:

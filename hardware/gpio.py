@@ -47,10 +47,9 @@ class GpioInput:
     gateway once did: gpiozero's "active" taken as "occupied", whatever the wiring.
     The callback runs in gpiozero's thread; the controller hands it to the event loop."""
 
-    def __init__(self, name: str, pin: int | str, wiring: Wiring, *, mode: str = "presence",
+    def __init__(self, name: str, pin: int | str, wiring: Wiring, *,
                  pin_factory: Any = None, unguarded: bool = False) -> None:
         self.name = name
-        self.mode = mode
         self.wiring = wiring
         self.unguarded = unguarded
         pull_up = GPIOZERO_PULL.get(wiring.pull)

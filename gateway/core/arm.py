@@ -17,7 +17,6 @@ class Arm:
         self.at: dict[str, bool] = {}  # limit -> the arm is there (as last reported)
         self.check_at: float | None = None
         self.retried = False
-        self.faults = 0
 
     @property
     def target(self) -> str:
@@ -63,5 +62,4 @@ class Arm:
             self.check_at = now + 1.5 * self.travel_s + 0.5
             return "retry"
         self.check_at = None
-        self.faults += 1
         return "stuck"

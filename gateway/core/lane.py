@@ -598,9 +598,6 @@ class Lane:
         self._go(S.HELD_OPEN, self.c.passage_timeout_s, now)
         return [self._emit("held_open_reasserted"), *self._raise(now, "hold")]
 
-    def _on_fault_at_rest(self, now: float, _: Event | None) -> list[Command]:
-        return self._rest(now)
-
     def _on_fault_persists(self, now: float, _: Event | None) -> list[Command]:
         self._go(S.FAULT, self.c.stuck_occupied_s, now)
         return [self._emit("fault_persists", faults=dict(self.faults))]

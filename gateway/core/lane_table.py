@@ -41,7 +41,7 @@ _rows((S.IDLE, S.PRESENT, S.DECIDING, S.DENIED, S.CLOSING, S.FAULT), "manual", "
 _rows(UP, "manual", "reassert_open")
 _rows(tuple(s for s in ALL if s is not S.HELD_OPEN), "hold_on", "hold_open", (S.HELD_OPEN,))
 _rows((S.HELD_OPEN,), "hold_on", "quiet")
-_rows((S.IDLE, S.PRESENT, S.DENIED), "fault", "fault_at_rest", FAULTED)
+_rows((S.IDLE, S.PRESENT, S.DENIED), "fault", "back_to_rest", FAULTED)
 _rows((S.DECIDING, S.OPENING, S.PASSING, S.HOLDING, S.HELD_OPEN, S.FAULT), "fault",
       "quiet")  # recorded; it takes effect when the cycle returns to rest
 _rows((S.CLOSING,), "fault", "fault_while_closing", (S.CLOSING, S.HOLDING))

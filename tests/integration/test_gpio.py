@@ -101,9 +101,10 @@ def test_chatter_reaches_the_core_which_debounces_it(factory):
     loop.close()
 
 
-@pytest.mark.parametrize("mode", ["pulse_on_entry", "pulse_on_exit"])
-def test_a_pulse_output_becomes_one_presence_per_pulse(factory, mode):
-    loop = GpioInput("arming", 17, NPN_ACTIVE_OCCUPIED, mode=mode, pin_factory=factory)
+def test_a_pulse_output_becomes_one_presence_per_pulse(factory):
+    """pulse_on_entry and pulse_on_exit alike: the adapter passes the output's level, the
+    core (PulsePresence) turns each debounced pulse into one presence."""
+    loop = GpioInput("arming", 17, NPN_ACTIVE_OCCUPIED, pin_factory=factory)
     presence = PulsePresence(0.02, hold_s=2.0)
     now = [0.0]
 
