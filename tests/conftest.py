@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from gateway.sim.central import SimCentralState, make_app
+
+# Hypothesis keeps the examples it found outside the repository (tests/fuzz adds its
+# fuzz and soak profiles on top of this one).
+settings.register_profile("gateway", database=DirectoryBasedExampleDatabase(
+    os.path.join(tempfile.gettempdir(), "gateway-hypothesis")))
+settings.load_profile("gateway")
 
 
 @dataclass
