@@ -116,7 +116,7 @@ direction = "entry"
             now_wall, now_mono = clock.wall(), clock.monotonic()
             head = await store.read(lambda c: c.execute(
                 "SELECT max(attempts), min(next_attempt_at), max(next_attempt_at) "
-                "FROM offline_queue WHERE state='pending'").fetchone())
+                "FROM offline_queue WHERE state='pending' AND attempts > 0").fetchone())
             breaker = next(iter(pool.breakers.values()))
             opened = [t.at for t in breaker.transitions if t.to_state.value == "open"]
             breaker_state = breaker.current_state(now_mono).value

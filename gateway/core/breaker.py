@@ -78,6 +78,19 @@ class Breaker:
             return CircuitState.HALF_OPEN
         return self.state
 
+    def wait_s(self, now: float) -> float:
+        """How long from ``now`` until ``allow`` would admit a call (0: it would now), with
+        a microsecond to spare so that ``allow(now + wait_s(now))`` holds in floats."""
+        since = None
+        if self.state is CircuitState.OPEN:
+            since = now - self._opened_at
+        elif (self.state is CircuitState.HALF_OPEN
+                and self._probes_admitted >= self.policy.half_open_probes):
+            since = now - self._episode_started
+        if since is None or since >= self.policy.reset_timeout_s:
+            return 0.0
+        return self.policy.reset_timeout_s - since + 1e-6
+
     @property
     def probes_admitted(self) -> int:
         return self._probes_admitted

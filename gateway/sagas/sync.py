@@ -10,7 +10,12 @@ per dependency: a cancel never goes before the create it cancels, an exit never 
 entry it refers to (whether that one holds a local id or the backup service's); a row
 waiting for another is not due, so it backs off with it, and is dead-lettered with it. A
 crash while a row is in flight leaves it ``sending``: the next start sends it again with its
-key (its outcome is unknown)."""
+key (its outcome is unknown).
+
+While the central service's breakers refuse every call the sync holds off until one would
+admit a call: rows are not claimed, tried or backed off meanwhile (a refusal by the breaker
+is not an attempt). The first record the central service takes after an outage makes every
+row backing off due at once: their backoff measured the outage, not the rows."""
 
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ from typing import Any
 
 from gateway.clock import Clock, iso
 from gateway.core.backoff import BackoffSchedule
-from gateway.core.errors import PermanentError, TransientError
+from gateway.core.errors import CircuitOpenError, PermanentError, TransientError
 from gateway.sagas.offline import ID_FIELDS
-from gateway.services.base import RemoteService
+from gateway.services.base import HasCircuit, RemoteService
 from gateway.store import offline_queue
 from gateway.store.store import Store
 
@@ -49,6 +54,8 @@ class OfflineSync:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._claims_released = False
+        self._hold_until = 0.0  # monotonic: no call before (every breaker open)
+        self._outage = False  # a failure that opened the breakers, no success since
         self.synced = 0
         self.lost = 0  # transitions that lost a race (the row had changed): nothing done
 
@@ -61,7 +68,10 @@ class OfflineSync:
             await self.drain()
             next_at = await self.store.read(offline_queue.next_due_at)
             wait = self.idle_check_s
-            if next_at is not None:
+            held = self._hold_until - self.clock.monotonic()
+            if held > 0:
+                wait = min(wait, held)
+            elif next_at is not None:
                 wait = min(wait, max(0.0, next_at - self.clock.wall()))
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that arrives as the event is set, and the daemon never stops
@@ -85,20 +95,26 @@ class OfflineSync:
                                 "sent again with their keys", released)
                 self._claims_released = True
             sent = 0
-            while True:
+            while not self._held():
                 rows = await self.store.read(partial(offline_queue.due, now=self.clock.wall()))
                 if not rows:
                     break
                 progressed = retry = False
                 for row in rows:
                     outcome = await self._send(row)
-                    if outcome == "sent":
-                        sent += 1
-                    elif outcome == "retry":
-                        retry = True
-                        break
                     if outcome != "lost":
                         progressed = True
+                    if outcome == "sent":
+                        sent += 1
+                        if self._outage:  # the first after an outage
+                            self._outage = False
+                            await self.store.write(partial(
+                                offline_queue.due_now, now=self.clock.wall(),
+                                stamp=iso(self.clock.wall())))
+                            break  # read again: the rows that were backing off are due
+                    elif outcome in ("retry", "held"):
+                        retry = True
+                        break
                 if retry or not progressed:
                     break
         if sent:
@@ -144,7 +160,16 @@ class OfflineSync:
                                                   "error": str(exc),
                                                   "dead_with_it": dead[1:]})
             return "dead"
+        except CircuitOpenError:
+            # the breaker refused it without sending: not an attempt, outcome as it was
+            self._held()
+            moved = await self.store.write(partial(
+                offline_queue.unclaim, row_id=row["id"], version=version,
+                outcome=row["outcome"], now=iso(self.clock.wall())))
+            return "held" if moved else self._lost(row, "unclaimed")
         except TransientError as exc:
+            if not isinstance(self.central, HasCircuit) or self._held():
+                self._outage = True
             delay = self.backoff.next_delay(row["attempts"] + 1, 0.0, self.rng.random()) or 60.0
             now = iso(self.clock.wall())
             moved = await self.store.write(partial(
@@ -167,6 +192,16 @@ class OfflineSync:
         if not await self.store.write(record):
             return self._lost(row, "sent")
         return "sent"
+
+    def _held(self) -> bool:
+        """Is every breaker of the central service open now? Then hold off until one would
+        admit a call."""
+        if not isinstance(self.central, HasCircuit):
+            return False
+        wait = self.central.circuit_wait_s()
+        if wait > 0:
+            self._hold_until = self.clock.monotonic() + wait
+        return wait > 0
 
     def _lost(self, row: Json, transition: str) -> str:
         self.lost += 1

@@ -42,6 +42,13 @@ class HasBreakers(Protocol):
     def take_transitions(self) -> list[BreakerTransition]: ...
 
 
+@runtime_checkable
+class HasCircuit(Protocol):
+    """A service whose breakers can say when a call could next go through."""
+
+    def circuit_wait_s(self) -> float: ...
+
+
 class CallableService:
     """Adapts a seed-style ``async def service(operation, data)`` to ``RemoteService``.
 

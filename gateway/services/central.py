@@ -190,6 +190,11 @@ class CentralPool:
                 return s.value
         return CircuitState.OPEN.value
 
+    def circuit_wait_s(self) -> float:
+        """Seconds until some instance's breaker would admit a call (0: one would now)."""
+        now = self._clock.monotonic()
+        return min(b.wait_s(now) for b in self.breakers.values())
+
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
         now = self._clock.monotonic()

@@ -150,6 +150,25 @@ def claim(conn: sqlite3.Connection, row_id: int, version: int, now: str) -> int 
     return version + 1 if cur.rowcount > 0 else None
 
 
+def unclaim(conn: sqlite3.Connection, row_id: int, version: int, outcome: str,
+            now: str) -> bool:
+    """``sending`` → ``pending`` for a call that never left (the breaker refused it): the
+    outcome it had before the claim, no attempt counted, due as it was."""
+    cur = conn.execute(
+        "UPDATE offline_queue SET state='pending', outcome=?, version=version+1, updated_at=? "
+        "WHERE id=? AND state='sending' AND version=?", (outcome, now, row_id, version))
+    return cur.rowcount > 0
+
+
+def due_now(conn: sqlite3.Connection, now: float, stamp: str) -> int:
+    """The central service answers again: every pending row backing off is due now (its
+    backoff measured the outage, not the row). The number of rows moved. Not a state
+    change, so the version stays (a row already read can still be claimed)."""
+    return conn.execute(
+        "UPDATE offline_queue SET next_attempt_at=?, updated_at=? "
+        "WHERE state='pending' AND next_attempt_at > ?", (now, stamp, now)).rowcount
+
+
 def release_claims(conn: sqlite3.Connection, now: str) -> int:
     """Rows a stopped sync left in flight go back to ``pending``, outcome unknown."""
     return conn.execute(

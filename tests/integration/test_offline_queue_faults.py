@@ -21,6 +21,7 @@ from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.policy import SagaOutcome
 from gateway.sagas.runner import SagaRunner
 from gateway.sagas.sync import OfflineSync
+from gateway.services.base import HasCircuit
 from gateway.settings import parse_settings
 from gateway.sim.central import SimCentralState, make_app
 from gateway.sim.faults import FaultRequest, Faults, SimServer
@@ -116,7 +117,8 @@ class World:
 
 
 @asynccontextmanager
-async def make_world(tmp_path, *, backup: bool = False) -> AsyncIterator[World]:
+async def make_world(tmp_path, *, backup: bool = False, failure_threshold: int = 1000,
+                     ) -> AsyncIterator[World]:
     state, faults = SimCentralState(), Faults()
     server = SimServer(make_app(state, faults), faults, "127.0.0.1", 0)
     await server.start()
@@ -129,7 +131,7 @@ base_urls = ["{server.url}"]
 deadline_s = 0.5
 retry_count = 0
 decision_deadline_s = 1.2
-failure_threshold = 1000
+failure_threshold = {failure_threshold}
 reset_timeout_s = 0.2
 [backup]
 enabled = {"true" if backup else "false"}
@@ -292,6 +294,61 @@ async def test_a_dead_letter_takes_its_dependents_and_blocks_no_one_else(tmp_pat
         assert len(live(w.central.entries, f"{good.saga_id}:create_entry_record")) == 1
         counts = await w.counts()
         assert counts["dead"] == 2 and counts["pending"] == 0
+
+
+async def until_the_breaker_admits(w: World) -> None:
+    pool = w.sync.central
+    assert isinstance(pool, HasCircuit)
+    # the breaker's own reset timeout is time, not an event; wait_s is exact (then 0)
+    await asyncio.sleep(pool.circuit_wait_s())
+    assert pool.circuit_wait_s() == 0
+
+
+async def test_a_refusal_by_the_open_breaker_is_not_an_attempt(tmp_path):
+    """While every breaker is open the sync touches no row: nothing claimed, no attempt
+    counted, no backoff grown; when one would admit a call the rows go."""
+    async with make_world(tmp_path, failure_threshold=1) as w:
+        for plate in ("A1", "A2", "A3"):
+            await w.visit(plate)
+        await w.fault("refuse")
+        outs = [await w.entry(p) for p in ("A1", "A2", "A3")]
+        assert {o.sources["create_entry_record"] for o in outs} == {"queue"}
+        before = await w.rows()
+        pool = w.sync.central
+        assert isinstance(pool, HasCircuit) and pool.circuit_wait_s() > 0
+        for _ in range(5):
+            assert await w.sync.drain() == 0
+        after = await w.rows()
+        assert [(r["state"], r["attempts"], r["outcome"], r["version"]) for r in after] == \
+            [(r["state"], r["attempts"], r["outcome"], r["version"]) for r in before]
+        await w.fault("ok")
+        await until_the_breaker_admits(w)
+        assert await w.sync.drain() == 3
+        w.check_central()
+
+
+async def test_rows_backing_off_through_an_outage_go_with_the_first_success(tmp_path):
+    """Their backoff measured the outage, not the rows: once the central service takes a
+    record again, the others are due at once (not 100 records over a minute)."""
+    async with make_world(tmp_path, failure_threshold=2) as w:
+        plates = [f"B{i}" for i in range(6)]
+        for plate in plates:
+            await w.visit(plate)
+        await w.fault("refuse")
+        outs = [await w.entry(p) for p in plates]
+        assert {o.sources["create_entry_record"] for o in outs} == {"queue"}
+        await until_the_breaker_admits(w)
+        await w.sync.drain()  # a probe that fails: the outage goes on
+        # a long outage: every row but the first far into its backoff
+        await w.store.write(lambda c: c.execute(
+            "UPDATE offline_queue SET next_attempt_at = CASE WHEN id = "
+            "(SELECT min(id) FROM offline_queue) THEN 0 ELSE ? END, attempts = 6",
+            (w.sync.clock.wall() + 300,)))
+        await w.fault("ok")
+        await until_the_breaker_admits(w)
+        assert await w.sync.drain() == len(plates)
+        assert (await w.counts())["pending"] == 0
+        w.check_central()
 
 
 # -- defect 5: order per saga and per dependency ----------------------------------------

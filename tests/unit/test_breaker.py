@@ -1,3 +1,5 @@
+import copy
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -91,3 +93,26 @@ def test_half_open_never_admits_more_than_its_probe_budget(probes, ops):
             b.record_success(now)
         else:
             b.record_failure(now)
+
+
+
+@given(st.lists(st.tuples(st.sampled_from(["allow", "ok", "fail"]),
+                          st.floats(min_value=0.0, max_value=3.0)), max_size=40))
+def test_wait_s_says_exactly_when_allow_would_admit_a_call(ops):
+    """``wait_s`` is what the offline sync holds off by: 0 exactly when ``allow`` would
+    admit a call now, and after that many seconds ``allow`` does."""
+    b = Breaker("c", BreakerPolicy(failure_threshold=2, reset_timeout_s=4, half_open_probes=1))
+    now = 0.0
+    for op, dt in ops:
+        now += dt
+        if op == "allow":
+            b.allow(now)
+        elif op == "ok":
+            b.record_success(now)
+        else:
+            b.record_failure(now)
+    wait = b.wait_s(now)
+    assert copy.deepcopy(b).allow(now) == (wait == 0)
+    if wait > 0:
+        assert not copy.deepcopy(b).allow(now + wait * 0.99)
+    assert b.allow(now + wait)
