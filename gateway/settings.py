@@ -356,10 +356,14 @@ def _describe(tp: Any) -> str:
 
 def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
     """Append one problem per wrong key below ``path``; recurse into tables and lists."""
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # TOML integers are 64-bit
+        problems.append(f"{path or '(top level)'}: expected {_describe(tp)}, got an integer "
+                        "beyond 64 bits")
+        return
     base = get_args(tp)[0] if get_origin(tp) is Annotated else tp
     if isinstance(base, type) and issubclass(base, msgspec.Struct):
         if not isinstance(value, Mapping):
-            problems.append(f"{path or '(top level)'}: expected a table, got {value!r}")
+            problems.append(f"{path or '(top level)'}: expected a table, got {_shown(value)}")
             return
         fields = {f.name: f for f in msgspec.structs.fields(base)}
         for key, sub in value.items():
@@ -388,7 +392,15 @@ def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
     try:
         msgspec.convert(value, tp, strict=True)
     except msgspec.ValidationError:
-        problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        problems.append(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value from the file, for a message (an integer of over 4300 digits has no repr)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"{type(value).__name__} holding an integer of more than 4300 digits"
 
 
 INPUTS = ("arm_open_limit", "arm_closed_limit", "vend_input", "help_input", "hold_open_input")
@@ -464,8 +476,9 @@ BOOT_PULLED_HIGH = range(0, 9)  # BCM GPIO0-8 are pulled up while a Pi boots; 9-
 def _bcm(pin: int | str | None) -> int | None:
     if isinstance(pin, int):
         return pin
-    if isinstance(pin, str) and pin.upper().startswith("GPIO") and pin[4:].isdigit():
-        return int(pin[4:])
+    digits = pin[4:] if isinstance(pin, str) and pin.upper().startswith("GPIO") else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 3:  # not "GPIO²" (no int)
+        return int(digits)
     return None
 
 
@@ -513,6 +526,11 @@ def parse_settings(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses into each nested array or inline table
+        raise ConfigError([f"{source}: not valid TOML: arrays or tables nested too deeply"]
+                          ) from None
+    except ValueError as exc:  # int() refuses an integer of more than 4300 digits
+        raise ConfigError([f"{source}: not valid TOML: {str(exc).split(';')[0]}"]) from None
     problems: list[str] = []
     _check(raw, Settings, "", problems)
     if problems:

@@ -95,13 +95,16 @@ class LoopLineParser:
                     self._discarding = True
                     self._buf = b""
                 return out
-            line, self._buf = self._buf[:nl].rstrip(b"\r").strip(), self._buf[nl + 1:]
+            raw, self._buf = self._buf[:nl], self._buf[nl + 1:]
+            line = raw.strip()
             if self._discarding:
                 self._discarding = False
                 continue
-            if not line:
+            if not line and len(raw) <= MAX_LINE:
                 continue
-            m = _LINE.match(line) if len(line) <= MAX_LINE else None
+            # the length before stripping, as the run-on check above counts it: the same
+            # bytes are garbage or not however the reads cut them
+            m = _LINE.match(line) if len(raw) <= MAX_LINE else None
             if m is None:
                 self.garbage += 1
             elif m.group(1):

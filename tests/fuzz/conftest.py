@@ -1,0 +1,39 @@
+"""Fuzzing of every parser of outside input (issue 9): the Hypothesis profiles, and the
+count of inputs each parser was given, printed at the end of the run.
+
+``HYPOTHESIS_PROFILE=soak`` runs 15x the inputs of the default ``fuzz`` profile."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from hypothesis import settings
+
+# parents: the "gateway" profile of tests/conftest.py (its example database in the temp dir)
+settings.register_profile("fuzz", parent=settings.get_profile("gateway"), max_examples=100)
+settings.register_profile("soak", parent=settings.get_profile("gateway"), max_examples=1500)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fuzz")
+if PROFILE not in ("fuzz", "soak"):
+    raise pytest.UsageError(f"HYPOTHESIS_PROFILE={PROFILE!r}: expected fuzz or soak")
+
+TRIED: Counter[str] = Counter()  # parser -> inputs it was actually given
+
+
+@pytest.fixture(scope="session")
+def tried() -> Callable[[str], None]:
+    """``tried(parser)``: one more input given to ``parser`` (call it in the test body)."""
+    return lambda parser: TRIED.update((parser,))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TRIED:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", f"fuzz inputs tried (profile {PROFILE})")
+    width = max(len(p) for p in TRIED)
+    for parser, n in sorted(TRIED.items()):
+        tr.write_line(f"{parser:<{width}}  {n:>7}")
+    tr.write_line(f"{'total':<{width}}  {sum(TRIED.values()):>7}")
