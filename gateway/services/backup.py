@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.core.errors import DeadlineExceeded, PermanentError, TransientError
+from gateway.core.errors import DeadlineExceeded, PermanentError, ServiceError, TransientError
 from gateway.services.central import validate_reply
 from gateway.telemetry.mqtt import MqttConnection
 
@@ -96,24 +96,32 @@ class BackupClient:
             self.dropped["duplicate"] += 1
             return
         try:
-            if len(msg.payload) > MAX_REPLY:
-                raise ValueError("reply too large")
-            envelope = msgspec.json.decode(msg.payload, type=Envelope)
-            if envelope.ok:
-                result = validate_reply(operation, envelope.result)
-            elif envelope.retryable:
-                error: Exception = TransientError(f"backup: {envelope.error[:120]}",
-                                                  service=self.name)
-            else:
-                error = PermanentError(f"backup: {envelope.error[:120]}", service=self.name)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, ValueError,
-                TransientError):
+            outcome = decode_reply(operation, msg.payload, self.name)
+        except MALFORMED:
             # a malformed reply never resolves anything: the request keeps waiting
             self.dropped["malformed"] += 1
             return
         assert correlation is not None
         self._remember(correlation, "answered")
-        if envelope.ok:
-            fut.set_result(result)
+        if isinstance(outcome, ServiceError):
+            fut.set_exception(outcome)
         else:
-            fut.set_exception(error)
+            fut.set_result(outcome)
+
+
+# what decode_reply raises for a reply that is not one (RecursionError: nested too deeply)
+MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, ValueError,
+             TransientError, RecursionError)
+
+
+def decode_reply(operation: str, payload: bytes, service: str) -> Json | ServiceError:
+    """A reply's payload: the result checked against the contract, or the error the service
+    answered with. Raises one of ``MALFORMED`` for a payload that is not a reply."""
+    if len(payload) > MAX_REPLY:
+        raise ValueError("reply too large")
+    envelope = msgspec.json.decode(payload, type=Envelope)
+    if envelope.ok:
+        return validate_reply(operation, envelope.result)
+    if envelope.retryable:
+        return TransientError(f"backup: {envelope.error[:120]}", service=service)
+    return PermanentError(f"backup: {envelope.error[:120]}", service=service)

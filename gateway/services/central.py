@@ -145,13 +145,14 @@ class CentralInstance:
         if status >= 400:
             try:
                 error = str(msgspec.json.decode(raw).get("error", ""))[:80]
-            except (msgspec.DecodeError, AttributeError):
+            except (msgspec.DecodeError, AttributeError, RecursionError):
                 error = ""
             raise PermanentError(f"HTTP {status} {error}".strip(), service=self.name,
                                  status=status)
         try:
             data = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: arrays or objects nested past msgspec's depth limit
             self.rejected["not_json"] += 1
             raise TransientError(f"malformed reply: {str(exc)[:120]}", service=self.name,
                                  status=status) from None
