@@ -57,7 +57,9 @@ def _error(status: int, reason: str) -> web.Response:
 async def _body(request: web.Request, type_: type[Any]) -> Any:
     raw = await request.content.read(16_385)
     if len(raw) > 16_384:
-        raise web.HTTPRequestEntityTooLarge(max_size=16_384, actual_size=len(raw))
+        raise web.HTTPRequestEntityTooLarge(  # JSON like every other error of the API
+            max_size=16_384, actual_size=len(raw), content_type="application/json",
+            text='{"error": "the body is larger than 16384 bytes"}')
     try:
         return msgspec.json.decode(raw or b"{}", type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
