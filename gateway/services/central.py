@@ -131,7 +131,10 @@ class CentralInstance:
     async def _post(self, operation: str, path: str, body: Json, headers: dict[str, str],
                     reply_type: type[msgspec.Struct], id_key: str | None) -> Json:
         async with self._session.post(self.base_url + path, json=body, headers=headers) as resp:
-            raw = await resp.content.read(self._max_body + 1)
+            try:  # read(n) would return the first segment only: wait for all (or too much)
+                raw = await resp.content.readexactly(self._max_body + 1)
+            except asyncio.IncompleteReadError as exc:
+                raw = exc.partial  # the whole body, within the cap
             if len(raw) > self._max_body:
                 self.rejected["too_large"] += 1
                 raise TransientError(f"reply larger than {self._max_body} bytes",

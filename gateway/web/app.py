@@ -55,7 +55,10 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 async def _body(request: web.Request, type_: type[Any]) -> Any:
-    raw = await request.content.read(16_385)
+    try:  # read(n) would return the first segment only: wait for all (or too much)
+        raw = await request.content.readexactly(16_385)
+    except asyncio.IncompleteReadError as exc:
+        raw = exc.partial  # the whole body, within the cap
     if len(raw) > 16_384:
         raise web.HTTPRequestEntityTooLarge(  # JSON like every other error of the API
             max_size=16_384, actual_size=len(raw), content_type="application/json",
