@@ -114,7 +114,8 @@ MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, V
              TransientError, RecursionError)
 
 
-def decode_reply(operation: str, payload: bytes, service: str) -> Json | ServiceError:
+def decode_reply(operation: str, payload: bytes | bytearray,
+                 service: str) -> Json | ServiceError:
     """A reply's payload: the result checked against the contract, or the error the service
     answered with. Raises one of ``MALFORMED`` for a payload that is not a reply."""
     if len(payload) > MAX_REPLY:

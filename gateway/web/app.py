@@ -66,7 +66,7 @@ async def _body(request: web.Request, type_: type[Any]) -> Any:
     try:
         return msgspec.json.decode(raw or b"{}", type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise web.HTTPBadRequest(body=msgspec.json.encode({"error": str(exc)}),
+        raise web.HTTPBadRequest(text=msgspec.json.encode({"error": str(exc)}).decode(),
                                  content_type="application/json") from None
 
 

@@ -86,7 +86,7 @@ def _json_str(s: str) -> str:
 
 
 @st.composite
-def mutation(draw: Any, doc: Any, value: st.SearchStrategy[Any]) -> tuple[Any, str]:
+def mutation(draw: st.DrawFn, doc: Any, value: st.SearchStrategy[Any]) -> tuple[Any, str]:
     """``doc`` with one key of a table (at any depth) replaced, removed or added; returns
     the new document and the path of the change."""
     paths: list[tuple[Any, ...]] = []

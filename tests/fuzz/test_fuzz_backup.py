@@ -19,7 +19,7 @@ SERVICE = "alternative_license_plate_service"
 
 
 @st.composite
-def envelopes(draw: Any, operation: str) -> Any:
+def envelopes(draw: st.DrawFn, operation: str) -> Any:
     """An envelope near the contract (a field changed, added or removed), or anything."""
     if draw(st.booleans()):
         return draw(json_values)

@@ -25,17 +25,17 @@ from gateway.services.central import _ROUTES, CentralInstance, validate_reply
 from tests.fuzz.strategies import Deep, fuzz_settings, json_bytes, json_values, text
 
 OPERATIONS = sorted(_ROUTES)
-VALID = {"verify_license_plate": {"license_plate": "AB123", "authorized": True,
-                                  "confidence": 0.9, "reason": "permit",
-                                  "cacheable_for_s": 60.0},
-         "create_entry_record": {"entry_id": "e-1"}, "create_exit_record": {"exit_id": "x-1"},
-         "cancel_entry_record": {"status": "cancelled"},
-         "cancel_exit_record": {"status": "cancelled"}}
+VALID: dict[str, dict[str, Any]] = {
+    "verify_license_plate": {"license_plate": "AB123", "authorized": True, "confidence": 0.9,
+                             "reason": "permit", "cacheable_for_s": 60.0},
+    "create_entry_record": {"entry_id": "e-1"}, "create_exit_record": {"exit_id": "x-1"},
+    "cancel_entry_record": {"status": "cancelled"},
+    "cancel_exit_record": {"status": "cancelled"}}
 MAX_BODY = 65536  # the default: room for nesting past the recursion limit
 
 
 @st.composite
-def replies(draw: Any, operation: str) -> Any:
+def replies(draw: st.DrawFn, operation: str) -> Any:
     """A body near the contract (one field changed, added or removed), or anything."""
     if draw(st.booleans()):
         return draw(json_values)

@@ -100,7 +100,7 @@ async def web() -> AsyncIterator[Web]:
 
 
 @st.composite
-def near(draw: Any, valid: dict[str, Any]) -> bytes:
+def near(draw: st.DrawFn, valid: dict[str, Any]) -> bytes:
     """A body near a valid one (a field changed, added or removed), or any bytes at all."""
     kind = draw(st.integers(0, 6))
     if kind == 0:
@@ -121,7 +121,7 @@ def near(draw: Any, valid: dict[str, Any]) -> bytes:
 
 segment = st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=12)
 # the admin token most of the time, so that the admin endpoints read the body
-headers = st.fixed_dictionaries(
+headers: st.SearchStrategy[dict[str, str]] = st.fixed_dictionaries(
     {"Authorization": st.sampled_from([f"Bearer {TOKEN}"] * 6 + ["Bearer nope", TOKEN])},
     optional={"Content-Type": st.sampled_from([
         "application/json", "text/plain", "multipart/form-data",
