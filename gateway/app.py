@@ -117,6 +117,9 @@ class Gateway:
             self.mqtt.start()
         registry = build_registry(s, self.session, self.clock, gate, backup)
         self.runner = build_runner(s, self.store, registry, self.clock)
+        # before any lane can start a saga: no decision for a lane or plate whose saga a
+        # stop left in flight until recovery has finished that one
+        await self.runner.fence_unfinished()
         self.sync = OfflineSync(self.store, registry.remote["license_plate_service"],
                                 self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
         self.store.on_commit.append(self.sync.wake)

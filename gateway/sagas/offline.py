@@ -37,8 +37,11 @@ def policy_answer(policy: StepPolicy, scope: CallScope, step: StepSpec,
 
 
 def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: Json,
-                 key: str, now: str, error: Exception) -> Json | None:
-    """A record nobody could take: queued for later (same key), or ``None`` by policy."""
+                 key: str, now: str, error: Exception, *, maybe_sent: bool = False,
+                 ) -> Json | None:
+    """A record nobody could take: queued for later (same key), or ``None`` by policy.
+    ``maybe_sent``: an earlier call under this key may have reached the service (a
+    re-ask after a restart), so its outcome is unknown whatever this scope saw."""
     if not policy.queue_when_unreachable:
         return None
     id_field = ID_FIELDS[operation]
@@ -46,7 +49,7 @@ def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: 
     scope.defer(partial(offline_queue.enqueue, saga_id=scope.saga_id, operation=operation,
                         key=key, payload=payload, reason="unreachable", now=now,
                         local_id=local_id,
-                        outcome="unknown" if scope.maybe_sent else "unsent"))
+                        outcome="unknown" if maybe_sent or scope.maybe_sent else "unsent"))
     scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": operation,
                                  "source": "queue", "after": str(error)})
     if local_id is None:

@@ -6,11 +6,15 @@ table). Records that need no durability of their own (a verification result, an 
 in a batch for the next commit, so an entry saga costs three commits, not one per record.
 
 A ``CancelledError`` (the daemon is stopping) leaves the log as it is; ``recover()`` at the
-next start finishes or compensates every saga that was in flight.
+next start finishes or compensates every saga that was in flight, each on its own (one that
+waits for a service holds up no other), and until a saga is recovered no new saga starts
+for its lane or its plate (``gateway.sagas.fences``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import sqlite3
 import uuid
@@ -39,12 +43,14 @@ from gateway.core.steps import (
 )
 from gateway.sagas import offline, payloads
 from gateway.sagas.chain import KEEP_OUT_OF_LOG, CallScope, ServiceChain, loggable
+from gateway.sagas.fences import RecoveryFences, fence_keys
 from gateway.sagas.policy import Attempt, SagaOutcome, StepPolicy
 from gateway.services.base import ServiceRegistry
 from gateway.store import events, saga_log
 from gateway.store.saga_log import StepWrite
 from gateway.store.store import Store
 
+log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Op = Callable[[sqlite3.Connection], Any]
 
@@ -86,6 +92,9 @@ class SagaRunner:
     ) -> None:
         # Steps before the first device step (the decision) share this deadline.
         self.decision_deadline_s = decision_deadline_s
+        self.fences = RecoveryFences()
+        # how long a new saga waits for a fence on its lane or plate before it is refused
+        self.fence_wait_s = decision_deadline_s or 2.5
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -117,34 +126,65 @@ class SagaRunner:
             # that recovery can rebuild it.
             ctx["_steps"] = [_spec_json(step)
                              for step in definition.steps]
+        fenced = await self.fences.wait(fence_keys(ctx.get("lane_id"), ctx.get("license_plate")),
+                                         self.fence_wait_s)
         run = _Run(saga_id, definition, SagaMachine(definition), ctx, self.clock.monotonic())
         log_ctx = {k: v for k, v in ctx.items() if k not in KEEP_OUT_OF_LOG}
         run.batch.append(lambda conn: saga_log.create(
             conn, saga_id=saga_id, kind=definition.name, gate_id=self.gate_id,
             lane_id=str(ctx.get("lane_id", "")), plate=str(ctx.get("license_plate", "")),
             context=log_ctx, now=iso(now)))
-        return await self._drive(run, run.machine.start())
+        cmd = run.machine.start()
+        if fenced:
+            # not decided while an earlier saga of this lane or plate is being recovered
+            # (past the decision's deadline): refused with the reason, nothing done
+            reason = "recovering: an earlier saga of " + " and ".join(
+                k.replace(":", " ", 1) for k in fenced) + " is still being recovered"
+            self._event(run, "saga_fenced", {"saga_id": saga_id, "fenced_by": fenced})
+            cmd = run.machine.step_failed(0, reason)
+        return await self._drive(run, cmd)
+
+    async def fence_unfinished(self) -> int:
+        """Fence the lane and plate of every saga left in flight (before the lanes start);
+        ``recover`` lifts each fence as its saga is finished."""
+        pending = await self.store.read(saga_log.unfinished)
+        for saga in pending:
+            self.fences.fence(str(saga["saga_id"]), saga.get("lane_id"), saga.get("plate"))
+        return len(pending)
 
     async def recover(self) -> list[SagaOutcome]:
-        """Finish or compensate every saga a crash or a stop left in flight."""
-        pending = await self.store.read(saga_log.unfinished)
-        outcomes = []
+        """Finish or compensate every saga a crash or a stop left in flight, each on its
+        own: one that waits for a service holds up no other."""
+        pending = [s for s in await self.store.read(saga_log.unfinished)
+                   if _definition_of(s) is not None]
         for saga in pending:
+            self.fences.fence(str(saga["saga_id"]), saga.get("lane_id"), saga.get("plate"))
+        results = await asyncio.gather(*(self._recover_one(s) for s in pending),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            log.error("recovery of a saga failed: %r", error)
+        if errors:
+            raise errors[0]  # the supervisor runs recovery again for what is left
+        return [r for r in results if isinstance(r, SagaOutcome)]
+
+    async def _recover_one(self, saga: Json) -> SagaOutcome:
+        sid = str(saga["saga_id"])
+        try:
             definition = _definition_of(saga)
-            if definition is None:
-                continue  # pragma: no cover - every saga the runner writes is rebuildable
-            sid = str(saga["saga_id"])
+            assert definition is not None
             records = await self.store.read(partial(saga_log.step_records, saga_id=sid))
             results = await self.store.read(partial(saga_log.step_results, saga_id=sid))
             sources = await self.store.read(partial(saga_log.step_sources, saga_id=sid))
             machine, cmd = SagaMachine.restore(definition, SagaStatus(saga["status"]), records,
                                                saga["reason"])
-            run = _Run(saga["saga_id"], definition, machine, saga["context"],
+            run = _Run(sid, definition, machine, saga["context"],
                        self.clock.monotonic(), results=results, sources=sources, exists=True)
             self._event(run, "saga_recovered", {"saga_id": run.saga_id,
                                                 "action": type(cmd).__name__})
-            outcomes.append(await self._drive(run, cmd))
-        return outcomes
+            return await self._drive(run, cmd)
+        finally:
+            self.fences.lift(sid)
 
     def policy_for(self, step: StepSpec, kind: str = "") -> StepPolicy:
         """The policy of ``kind:step`` (e.g. ``entry:verify_license_plate``), else of the
@@ -286,12 +326,17 @@ class SagaRunner:
                 # The forward write may have happened: ask again with the same key to learn
                 # its id (the service answers a replay with the original), then undo it.
                 fwd = payloads.build(step.operation, step.name, run.ctx, run.results)
+                policy = self.policy_for(step, run.definition.name)
                 try:
                     result, _ = await self.chain.call(
-                        self._scope(run), step, self.policy_for(step), fwd,
-                        f"{run.saga_id}:{step.name}", [])
+                        self._scope(run), step, policy, fwd, f"{run.saga_id}:{step.name}", [])
                 except PermanentError:
                     result = None  # it never took effect: nothing to undo
+                except TransientError as exc:
+                    if not self._replay_then_cancel(run, i, step, policy, fwd, key, started_at,
+                                                    t0, cmd.attempt, exc):
+                        raise
+                    return run.machine.compensation_succeeded(i)
                 if result is None:
                     self._log_step(run, i, step, "succeeded", key, started_at, t0,
                                    phase="compensation", attempts_n=cmd.attempt,
@@ -345,6 +390,28 @@ class SagaRunner:
         self._log_step(run, i, step, "succeeded", key, started_at, t0, phase="compensation",
                        result=result, source=source, attempts=attempts, attempts_n=cmd.attempt)
         return run.machine.compensation_succeeded(i)
+
+    def _replay_then_cancel(self, run: _Run, i: int, step: StepSpec, policy: StepPolicy,
+                            fwd: Json, key: str, started_at: str, t0: float, attempt: int,
+                            error: TransientError) -> bool:
+        """No answer to the re-ask of a write whose outcome is unknown: the offline queue
+        replays it with its key (the service answers with the record, or makes it now) and
+        then sends the cancel after it. ``False`` when the policy queues no records."""
+        assert step.compensation is not None
+        if step.operation not in offline.ID_FIELDS or not policy.queue_when_unreachable:
+            return False
+        scope = self._scope(run)
+        now = iso(self.clock.wall())
+        queued = offline.queue_record(policy, scope, step.operation, fwd,
+                                      f"{run.saga_id}:{step.name}", now, error, maybe_sent=True)
+        assert queued is not None
+        payload = payloads.build(step.compensation, step.compensation, run.ctx,
+                                 {**run.results, step.name: queued})
+        offline.queue_record(policy, scope, step.compensation, payload, key, now, error)
+        self._log_step(run, i, step, "succeeded", key, started_at, t0, phase="compensation",
+                       attempts_n=attempt, source="queue",
+                       result={"status": "queued", "after": str(error)[:200]})
+        return True
 
     async def _unqueue(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str,
                        t0: float, attempt: int, local_id: str, payload: Json) -> str | None:

@@ -1,5 +1,11 @@
 """The ``parking_mgmt_service``: the local space table as a saga service. Each operation
-runs inside the transaction that writes its saga log record, so it is atomic with it."""
+runs inside the transaction that writes its saga log record, so it is atomic with it.
+
+A passage recovery could only assume (the daemon stopped while the vehicle was at an open
+barrier) is flagged ``assumed`` on the session; the same plate read at an entry again
+supersedes it: that session is closed, its space freed and its entry record cancelled at the
+central service through the offline queue, under the key the old saga's own compensation
+would have used."""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ from typing import Any
 
 from gateway.core.allocation import AllocationRequest, SpaceKind
 from gateway.core.errors import PermanentError
-from gateway.store import spaces
+from gateway.sagas import payloads
+from gateway.store import offline_queue, saga_log, spaces
 
 Json = dict[str, Any]
 
@@ -34,6 +41,11 @@ class ParkingService:
                 zone_order=tuple(self._zone_order.get(str(payload.get("lane_id", "")), ())),
             )
             flags = []
+            superseded = None
+            if spaces.inside(conn, plate, exclude_saga=saga_id):
+                superseded = _supersede(conn, plate, now)
+            if superseded is not None:
+                flags.append("superseded")
             if spaces.inside(conn, plate, exclude_saga=saga_id):
                 if self.anti_passback == "deny":
                     raise PermanentError(f"anti_passback: {plate} is already inside",
@@ -42,6 +54,8 @@ class ParkingService:
             result: Json = {"space_id": spaces.allocate(conn, saga_id, request, now)}
             if flags:
                 result["flags"] = flags
+            if superseded is not None:
+                result["superseded_saga_id"] = superseded
             return result
         if operation == "release_parking_space":
             return {"space_id": spaces.release_for_saga(conn, saga_id, now)}
@@ -66,7 +80,8 @@ class ParkingService:
         if kind == "entry":
             space = results.get("allocate_parking_space", {}).get("space_id")
             entry_id = results.get("create_entry_record", {}).get("entry_id")
-            flags = ",".join(results.get("allocate_parking_space", {}).get("flags", []))
+            flags = ",".join([*results.get("allocate_parking_space", {}).get("flags", []),
+                              *_assumed(results)])
             spaces.open_session(conn, plate, space, saga_id, entry_id, now, flags)
         elif kind == "exit":
             exit_id = results.get("create_exit_record", {}).get("exit_id")
@@ -79,3 +94,32 @@ class ParkingService:
                 )
             else:
                 spaces.close_session(conn, saga_id, exit_id, now)
+
+
+def _assumed(results: dict[str, Json]) -> list[str]:
+    """``assumed`` when recovery could not see the barrier open or the vehicle pass."""
+    seen = (results.get("open_barrier", {}), results.get("confirm_passage", {}))
+    return ["assumed"] if any(r.get("assumed") for r in seen) else []
+
+
+def _supersede(conn: sqlite3.Connection, plate: str, now: str) -> str | None:
+    """Close the plate's assumed session (see the module's doc) and queue the cancel of
+    its entry record; the superseded saga's id, or ``None``."""
+    old = spaces.supersede_assumed(conn, plate, now)
+    if old is None:
+        return None
+    saga_id = str(old["entry_saga_id"])
+    saga = saga_log.get(conn, saga_id)
+    results = saga_log.step_results(conn, saga_id)
+    if old["entry_id"]:
+        results["create_entry_record"] = {**results.get("create_entry_record", {}),
+                                          "entry_id": old["entry_id"]}
+    ctx = {**(saga["context"] if saga else {}), "saga_id": saga_id}
+    body = payloads.build("cancel_entry_record", "cancel_entry_record", ctx, results)
+    if body.get("entry_id"):
+        offline_queue.enqueue(conn, saga_id=saga_id, operation="cancel_entry_record",
+                              key=f"{saga_id}:cancel_entry_record", payload=body,
+                              # the schema's reasons are 'unreachable' and 'confirm': a
+                              # local step makes no calls, so this cancel is the queue's
+                              reason="unreachable", now=now)
+    return saga_id

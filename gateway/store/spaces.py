@@ -134,6 +134,27 @@ def inside(conn: sqlite3.Connection, plate: str, exclude_saga: str = "") -> bool
     return row is not None
 
 
+def supersede_assumed(conn: sqlite3.Connection, plate: str, now: str) -> dict[str, Any] | None:
+    """The vehicle ``plate`` is read at an entry again while its last entry is only
+    *assumed* (recovery found that saga past its barrier and could not see the passage):
+    that passage did not happen. Its session is closed as ``superseded`` and its space
+    freed; the session as it was, or ``None`` if no assumed session is open."""
+    row = conn.execute(
+        "SELECT * FROM vehicle_sessions WHERE plate=? AND status='inside' "
+        "AND (',' || flags || ',') LIKE '%,assumed,%' ORDER BY session_id DESC LIMIT 1",
+        (plate,)).fetchone()
+    if row is None:
+        return None
+    flags = ",".join(f for f in (row["flags"], "superseded") if f)
+    conn.execute("UPDATE vehicle_sessions SET status='exited', exited_at=?, flags=? "
+                 "WHERE session_id=? AND status='inside'", (now, flags, row["session_id"]))
+    if row["space_id"]:
+        conn.execute("UPDATE spaces SET state='free', plate=NULL, saga_id=NULL, since=? "
+                     "WHERE space_id=? AND saga_id=?",
+                     (now, row["space_id"], row["entry_saga_id"]))
+    return dict(row)
+
+
 def begin_exit(
     conn: sqlite3.Connection, plate: str, exit_saga_id: str, now: str
 ) -> dict[str, Any] | None:

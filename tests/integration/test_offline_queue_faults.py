@@ -21,8 +21,8 @@ from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.policy import SagaOutcome
 from gateway.sagas.runner import SagaRunner
 from gateway.sagas.sync import OfflineSync
-from gateway.services.base import HasCircuit
-from gateway.settings import parse_settings
+from gateway.services.base import HasCircuit, ServiceRegistry
+from gateway.settings import Settings, parse_settings
 from gateway.sim.central import SimCentralState, make_app
 from gateway.sim.faults import FaultRequest, Faults, SimServer
 from gateway.sim.gate import InstantGate
@@ -61,6 +61,13 @@ class World:
     gate: HeldGate
     backup: InProcessPlateService | None
     outcomes: list[SagaOutcome]
+    settings: Settings
+    registry: ServiceRegistry
+
+    def restarted(self) -> SagaRunner:
+        """A runner as a restarted daemon builds it, on the same database and services."""
+        self.runner = build_runner(self.settings, self.store, self.registry, SystemClock())
+        return self.runner
 
     async def fault(self, mode: str, delay_s: float = 1.0) -> None:
         await self.faults.set(FaultRequest(mode=mode, delay_s=delay_s))
@@ -158,7 +165,7 @@ direction = "exit"
     sync = OfflineSync(store, registry.remote["license_plate_service"], clock, gate_id="g1",
                        deadline_s=1.5)
     try:
-        yield World(runner, store, state, faults, sync, gate, alt, [])
+        yield World(runner, store, state, faults, sync, gate, alt, [], settings, registry)
     finally:
         await session.close()
         await store.close()
