@@ -145,12 +145,16 @@ async def test_any_http_answer_is_a_reply_or_a_service_error(tried, peer: Peer, 
         result = await peer.central.call(operation, payload, idempotency_key="k-1",
                                          deadline_s=5.0)
     except (TransientError, PermanentError) as exc:
-        failure = str(exc)
+        failure: TransientError | PermanentError = exc
     else:
+        assert status < 400 or (status == 404 and result == {"status": "not_found"})
         if result != {"status": "not_found"}:
             check_result(operation, result)
         return
-    assert failure
+    assert str(failure)
+    # a bad or oversized body, a 408/429 or a 5xx may succeed if tried again; a 4xx will not
+    transient = status < 400 or status in (408, 429) or status >= 500 or len(body) > MAX_BODY
+    assert isinstance(failure, TransientError if transient else PermanentError), failure
 
 
 @fuzz_settings(0.2, io=True)
