@@ -124,11 +124,11 @@ def _copy(v: Any) -> Any:
 
 
 # -- a small TOML writer (tomli_w is not a dependency) ------------------------------------
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def toml_key(k: str) -> str:
-    return k if _BARE.match(k) else _toml_str(k)
+    return k if _BARE.fullmatch(k) else _toml_str(k)
 
 
 def _toml_str(s: str) -> str:
