@@ -38,11 +38,13 @@ def policy_answer(policy: StepPolicy, scope: CallScope, step: StepSpec,
 
 def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: Json,
                  key: str, now: str, error: Exception, *, maybe_sent: bool = False,
-                 ) -> Json | None:
+                 force: bool = False) -> Json | None:
     """A record nobody could take: queued for later (same key), or ``None`` by policy.
     ``maybe_sent``: an earlier call under this key may have reached the service (a
-    re-ask after a restart), so its outcome is unknown whatever this scope saw."""
-    if not policy.queue_when_unreachable:
+    re-ask after a restart), so its outcome is unknown whatever this scope saw.
+    ``force``: it refers to a queued record, so it can only follow that one, whatever
+    the policy says."""
+    if not policy.queue_when_unreachable and not force:
         return None
     id_field = ID_FIELDS[operation]
     local_id = f"{LOCAL_PREFIX}{scope.saga_id}" if operation.startswith("create_") else None
@@ -55,6 +57,24 @@ def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: 
     if local_id is None:
         return {id_field: payload.get(id_field), "status": "queued", "queued": True}
     return {id_field: local_id, "queued": True}
+
+
+def resolve_references(conn: sqlite3.Connection, *, operation: str, payload: Json,
+                       ) -> tuple[Json, str]:
+    """The payload with every reference to a queued record that has been sent replaced by
+    the central service's id, and the first reference still only local (``""``: none):
+    such a record is sent from the queue after the one it refers to."""
+    own = ID_FIELDS[operation] if operation.startswith("create_") else ""
+    body = dict(payload)
+    waiting = ""
+    for field in offline_queue.ID_FIELDS:
+        value = str(body.get(field) or "")
+        if not value or field == own:
+            continue
+        body[field] = offline_queue.resolved_id(conn, value)
+        if str(body[field]).startswith(LOCAL_PREFIX) and not waiting:
+            waiting = str(body[field])
+    return body, waiting
 
 
 def undo_queued_create(conn: sqlite3.Connection, *, saga_id: str, operation: str,

@@ -218,13 +218,23 @@ class SagaRunner:
         attempts: list[Attempt] = []
         policy = self.policy_for(step, run.definition.name)
         scope = self._scope(run, i)
+        waits_for = ""
+        if step.kind is StepKind.REMOTE_WRITE and step.operation in offline.ID_FIELDS:
+            payload, waits_for = await self.store.read(partial(
+                offline.resolve_references, operation=step.operation, payload=payload))
         try:
             try:
+                if waits_for:
+                    # it refers to a record still in the queue: it is sent after that one,
+                    # from the queue, so its body is the same every time it is sent
+                    raise TransientError(f"waits for the queued record {waits_for}",
+                                         service=step.service)
                 result, source = await self.chain.call(
                     scope, step, policy, payload,
                     key if step.kind is not StepKind.READ else None, attempts)
             except TransientError as exc:
-                result, source = self._unreachable(run, scope, policy, step, payload, key, exc)
+                result, source = self._unreachable(run, scope, policy, step, payload, key, exc,
+                                                   force_queue=bool(waits_for))
         except (PermanentError, TransientError) as exc:
             unknown = isinstance(exc, TransientError) and step.kind in (
                 StepKind.REMOTE_WRITE, StepKind.DEVICE)
@@ -250,7 +260,8 @@ class SagaRunner:
         return run.machine.step_succeeded(i)
 
     def _unreachable(self, run: _Run, scope: CallScope, policy: StepPolicy, step: StepSpec,
-                     payload: Json, key: str, error: TransientError) -> tuple[Json, str]:
+                     payload: Json, key: str, error: TransientError, *,
+                     force_queue: bool = False) -> tuple[Json, str]:
         """No service answered: the policy's answer, the offline queue, or the error."""
         if step.kind is StepKind.READ and step.requires:
             answer = offline.policy_answer(policy, scope, step, error)
@@ -259,7 +270,7 @@ class SagaRunner:
             raise TransientError(f"unverifiable: {error}", service=step.service)
         if step.kind is StepKind.REMOTE_WRITE and step.operation in offline.ID_FIELDS:
             queued = offline.queue_record(policy, scope, step.operation, payload, key,
-                                          iso(self.clock.wall()), error)
+                                          iso(self.clock.wall()), error, force=force_queue)
             if queued is not None:
                 return queued, "queue"
         raise error

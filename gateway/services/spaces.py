@@ -66,7 +66,10 @@ class ParkingService:
                     raise PermanentError(f"no_matching_entry: {plate} has no entry",
                                          service=self.name)
                 return {"space_id": None, "flags": ["no_matching_entry"]}
-            return {k: found[k] for k in ("space_id", "entry_id", "entry_saga_id")}
+            vacated: Json = {k: found[k] for k in ("space_id", "entry_id", "entry_saga_id")}
+            if found["matched_unread"]:
+                vacated["flags"] = ["matched_unread"]  # the entry had no plate read
+            return vacated
         if operation == "reoccupy_parking_space":
             return {"space_id": spaces.undo_exit(conn, saga_id, now)}
         raise PermanentError(f"parking_mgmt_service has no operation {operation!r}",
@@ -79,12 +82,15 @@ class ParkingService:
         plate = str(context.get("license_plate", ""))
         if kind == "entry":
             space = results.get("allocate_parking_space", {}).get("space_id")
-            entry_id = results.get("create_entry_record", {}).get("entry_id")
+            # the sync may have sent the queued record before this saga finished
+            entry_id = offline_queue.resolved_id(
+                conn, results.get("create_entry_record", {}).get("entry_id"))
             flags = ",".join([*results.get("allocate_parking_space", {}).get("flags", []),
                               *_assumed(results)])
             spaces.open_session(conn, plate, space, saga_id, entry_id, now, flags)
         elif kind == "exit":
-            exit_id = results.get("create_exit_record", {}).get("exit_id")
+            exit_id = offline_queue.resolved_id(
+                conn, results.get("create_exit_record", {}).get("exit_id"))
             vacate = results.get("release_parking_space", {})
             if vacate.get("space_id") is None and "no_matching_entry" in vacate.get("flags", []):
                 conn.execute(

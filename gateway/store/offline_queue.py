@@ -123,6 +123,14 @@ def remote_id_for(conn: sqlite3.Connection, local_id: str) -> str | None:
     return str(row[0]) if row and row[0] else None
 
 
+def resolved_id(conn: sqlite3.Connection, value: Any) -> str | None:
+    """The central service's id for ``value`` if it stands for a queued record (a local
+    id, or the backup service's) that has been sent; else ``value`` as it is."""
+    if not value:
+        return None
+    return remote_id_for(conn, str(value)) or str(value)
+
+
 def due(conn: sqlite3.Connection, now: float, limit: int = 20) -> list[dict[str, Any]]:
     """Rows to send now, oldest first: pending, their backoff over, none they wait for."""
     rows = conn.execute(

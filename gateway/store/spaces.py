@@ -168,11 +168,21 @@ def begin_exit(
             "SELECT * FROM vehicle_sessions WHERE plate=? AND status='inside' "
             "ORDER BY session_id DESC LIMIT 1", (plate,),
         ).fetchone()
+        matched = ""
+        if row is None and plate:
+            # a vehicle let in by policy with no plate read can only be matched this way:
+            # the oldest one without a plate goes with an exit that matches nothing, or
+            # its space would be held for ever
+            row = conn.execute(
+                "SELECT * FROM vehicle_sessions WHERE plate='' AND status='inside' "
+                "ORDER BY session_id LIMIT 1").fetchone()
+            matched = "matched_unread"
         if row is None:
             return None
+        flags = ",".join(f for f in (row["flags"], matched) if f)
         conn.execute(
-            "UPDATE vehicle_sessions SET status='exiting', exit_saga_id=? WHERE session_id=?",
-            (exit_saga_id, row["session_id"]),
+            "UPDATE vehicle_sessions SET status='exiting', exit_saga_id=?, flags=? "
+            "WHERE session_id=?", (exit_saga_id, flags, row["session_id"]),
         )
     if row["space_id"]:
         conn.execute(
@@ -181,7 +191,8 @@ def begin_exit(
             (now, row["space_id"], row["entry_saga_id"]),
         )
     return {"session_id": row["session_id"], "space_id": row["space_id"],
-            "entry_id": row["entry_id"], "entry_saga_id": row["entry_saga_id"]}
+            "entry_id": row["entry_id"], "entry_saga_id": row["entry_saga_id"],
+            "matched_unread": "matched_unread" in (row["flags"] or "").split(",") or matched}
 
 
 def undo_exit(conn: sqlite3.Connection, exit_saga_id: str, now: str) -> str | None:
@@ -196,7 +207,7 @@ def undo_exit(conn: sqlite3.Connection, exit_saga_id: str, now: str) -> str | No
     entry_saga = row["entry_saga_id"]
     held = conn.execute("SELECT space_id FROM spaces WHERE saga_id=?", (entry_saga,)).fetchone()
     space_id: str | None = held["space_id"] if held else None
-    flags = row["flags"]
+    flags = ",".join(f for f in (row["flags"] or "").split(",") if f and f != "matched_unread")
     if space_id is None and row["space_id"]:
         cur = conn.execute(
             "UPDATE spaces SET state='allocated', plate=?, saga_id=?, since=? "
