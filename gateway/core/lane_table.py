@@ -65,7 +65,8 @@ TRANSITIONS.update({
     (S.PRESENT, "arming_off"): ("back_to_rest", REST),
     (S.PRESENT, "plate"): ("decide", (S.PRESENT, S.DECIDING, S.DENIED, S.OPENING)),
     (S.PRESENT, "timeout"): ("capture_timeout", (S.DENIED, S.OPENING)),
-    (S.DECIDING, "open"): ("open", (S.OPENING,)),
+    # an open for this decision opens; one of an earlier saga is refused, still deciding
+    (S.DECIDING, "open"): ("open", (S.OPENING, S.DECIDING)),
     (S.DECIDING, "saga_done"): ("deny", (S.DENIED, *REST)),
     (S.DECIDING, "arming_off"): ("arming_left", (S.DECIDING,)),
     (S.DECIDING, "arming_on"): ("arming_back", (S.DECIDING,)),

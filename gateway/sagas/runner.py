@@ -26,7 +26,7 @@ from typing import Any
 from gateway.clock import Clock, iso
 from gateway.core.backoff import BackoffSchedule
 from gateway.core.breaker import BreakerPolicy
-from gateway.core.errors import PermanentError, TransientError
+from gateway.core.errors import PermanentError, StoreError, TransientError
 from gateway.core.saga import (
     Command,
     Finish,
@@ -93,6 +93,7 @@ class SagaRunner:
         # Steps before the first device step (the decision) share this deadline.
         self.decision_deadline_s = decision_deadline_s
         self.fences = RecoveryFences()
+        self.write_retries = 0  # log writes that failed and were retried (a full disk)
         # how long a new saga waits for a fence on its lane or plate before it is refused
         self.fence_wait_s = decision_deadline_s or 2.5
         self.store = store
@@ -549,7 +550,25 @@ class SagaRunner:
             return extra(conn) if extra is not None else None
 
         self.on_boundary(f"before commit {label}")
-        result = await self.store.write(txn)
+        failures = 0
+        while True:
+            try:
+                result = await self.store.write(txn)
+                break
+            except StoreError as exc:
+                # a full disk, an I/O error: the write was rolled back and the saga holds
+                # what it knows in memory; it waits (its lane moves on by its own
+                # timeouts) and commits once writes succeed again, rather than being
+                # abandoned half-done until the next start
+                failures += 1
+                self.write_retries += 1
+                if failures == 1:
+                    log.error("saga %s: cannot write its log (%s); retrying until writes "
+                              "succeed", run.saga_id, exc)
+                await self.clock.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
+        if failures:
+            log.warning("saga %s: log written after %d failed attempt(s)", run.saga_id,
+                        failures)
         run.batch.clear()
         run.exists = True
         self.on_boundary(f"after commit {label}")

@@ -139,9 +139,12 @@ class LaneController:
             log.error("%s", exc)
             self.emit("lane_error", {"reason": str(exc), "event": type(event).__name__})
             commands = []
+            if isinstance(event, OpenRequested):  # refused (safe), so its saga is not left
+                commands = [AnswerOpen(event.saga_id, False, f"lane error: {exc}")]
         for cmd in commands:
             self._execute(cmd, now)
         if self.lane.state is LaneState.IDLE:
+            self._no_passage("the lane went back to rest without seeing it pass")
             self.idle.set()
         else:
             self.idle.clear()
@@ -211,6 +214,13 @@ class LaneController:
             waiter = self._open.pop(cmd.saga_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(cmd)
+
+    def _no_passage(self, reason: str) -> None:
+        """A saga still waiting for its passage when the lane is at rest waits for nothing:
+        every passage the lane saw was answered as it happened."""
+        for saga_id, fut in self._passage.items():
+            if not fut.done():
+                fut.set_result(PassageResult(saga_id, False, reason))
 
     def _new_future(self) -> asyncio.Future[Any]:
         assert self._loop is not None
@@ -304,8 +314,12 @@ class LaneController:
         try:
             answer = await asyncio.wait_for(waiter, limit)
         except TimeoutError:
+            # no answer (a lost one): opened only if the lane is letting this saga's
+            # vehicle through; else refused, and the saga undoes what it did
             self._open.pop(saga_id, None)
-            answer = AnswerOpen(saga_id, True, arm="not_confirmed")
+            mine = self.lane.saga_id == saga_id and self.lane.granted
+            answer = AnswerOpen(saga_id, mine, "" if mine else "the lane did not answer",
+                                arm="not_confirmed")
         if not answer.opened:
             raise PermanentError(f"barrier not opened: {answer.reason}", service="gate_service")
         return {"opened": True, "arm": answer.arm}
@@ -314,6 +328,8 @@ class LaneController:
         if recovering:
             return {"passed": True, "assumed": True}
         fut = self._passage.setdefault(saga_id, self._new_future())
+        if self.lane.state is LaneState.IDLE:
+            self._no_passage("the lane is at rest: no vehicle passing for it")
         try:
             result = await fut
         finally:

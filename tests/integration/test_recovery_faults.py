@@ -190,3 +190,27 @@ async def test_a_plate_whose_passage_was_seen_is_still_refused_by_anti_passback(
         assert (await w.entry("C3")).succeeded
         again = await w.entry("C3")
         assert again.status == "compensated" and "anti_passback" in again.reason
+
+
+async def test_a_saga_whose_log_cannot_be_written_waits_and_finishes_when_it_can(tmp_path):
+    """Reliability campaign finding F2: a saga in flight when writes start failing (a full
+    disk; here the card remounted read-only, as ext4 does after I/O errors) is not left
+    half-done until the next start: it keeps what it knows and commits once it can."""
+    async with make_world(tmp_path) as w:
+        await w.visit("D4")
+        w.gate.hold = True
+        entry = asyncio.create_task(w.entry("D4"))
+        await w.gate.at_passage.wait()
+        await w.store.run(lambda db: db.conn.execute("PRAGMA query_only=1"))
+        retries = w.runner.write_retries
+        w.gate.go.set()  # the car drives in while nothing can be written
+        await until(lambda: w.runner.write_retries >= retries + 2)
+        assert not entry.done()
+        await w.store.run(lambda db: db.conn.execute("PRAGMA query_only=0"))
+        outcome = await entry
+        assert outcome.status == "completed"
+        saga = await w.store.read(lambda c: saga_log.get(c, outcome.saga_id))
+        assert saga is not None and saga["status"] == "completed"
+        (session,) = [s for s in await sessions(w) if s["entry_saga_id"] == outcome.saga_id]
+        assert session["status"] == "inside"
+        assert [s["saga_id"] for s in await held_spaces(w)] == [outcome.saga_id]

@@ -487,3 +487,23 @@ def test_a_second_vehicle_on_the_safety_loop_after_the_first_is_tailgating():
     out = d.loop("safety", True, 0.5)  # it drives under the held arm
     assert d.types().count("tailgating_detected") == 1  # one report per cycle
     assert closes(out) == 0 and d.lane.passages == 2
+
+
+def test_the_open_of_an_earlier_saga_is_refused_while_the_next_vehicle_is_decided():
+    """Reliability campaign finding F1: the first driver left while its saga was still
+    deciding, the next one is being decided when the first saga asks to open. That open is
+    refused (its saga undoes what it did) and the lane goes on deciding for the second."""
+    d = Driver()
+    d.loop("arming", True)
+    d.at(0.1, PlateCaptured("34ABC123", "s1", 0.9, None, d.lane.presence))
+    d.loop("arming", False, 0.1)
+    d.at(C.gap_hold_s + 0.1)  # gone: back at rest
+    d.loop("arming", True, 0.2)  # the next vehicle
+    d.at(0.1, PlateCaptured("06XYZ99", "s2", 0.9, None, d.lane.presence))
+    assert d.lane.state is S.DECIDING and d.lane.saga_id == "s2"
+    out = d.at(0.1, OpenRequested("s1"))
+    (answer,) = [c for c in out if isinstance(c, AnswerOpen)]
+    assert answer.saga_id == "s1" and not answer.opened
+    assert PulseOpen() not in out and d.lane.state is S.DECIDING
+    out = d.at(0.1, OpenRequested("s2"))
+    assert PulseOpen() in out and AnswerOpen("s2", True) in out
