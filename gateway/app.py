@@ -338,6 +338,9 @@ class Gateway:
         if self.central_circuit() == "open":
             problems.append("central service: circuit open")
         problems += self.supervisor.problems()
+        if self.mqtt is not None and self.mqtt.refusing:  # events stay in the outbox
+            problems.append("telemetry: the broker refuses publishes: " + ", ".join(
+                f"{topic}: {reason}" for topic, reason in sorted(self.mqtt.refusing.items())))
         store: Store | None = getattr(self, "store", None)
         if store is not None and (store.disk_full or store.last_write_error):
             problems.append(f"store: {'disk full, ' if store.disk_full else ''}writes "
@@ -367,6 +370,14 @@ class Gateway:
             "outbox_dropped": await self.store.read(
                 partial(events.read_counter, name="outbox_dropped")),
             "offline_queue": await self.store.read(offline_queue.counts),
+            "offline_sync": {"synced": self.sync.synced, "lost_races": self.sync.lost},
+            "saga_log_write_retries": self.runner.write_retries,
+            "sagas_being_recovered": len(self.runner.fences.sagas),
+            "mqtt": {"connects": self.mqtt.connects, "disconnects": self.mqtt.disconnects,
+                     "reconnects": self.mqtt.reconnects, "refused": dict(self.mqtt.refused)}
+            if self.mqtt is not None else None,
+            "task_restarts": {name: t["restarts"]
+                              for name, t in self.supervisor.as_json().items()},
             "board": board(self.settings.data_dir),
         }
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 CIRCUIT = {"closed": 0, "half_open": 1, "open": 2, "disabled": -1, "unknown": -1}
 
@@ -56,6 +56,36 @@ class _Snapshot:
         yield latency
         yield GaugeMetricFamily("parking_healthy", "1 when /healthz is 200",
                                 value=1 if s["healthy"] else 0)
+        yield from _counters(m)
+
+
+def _counters(m: dict[str, Any]) -> Iterator[Metric]:
+    """Totals since the daemon started (a restart starts them at 0, as Prometheus expects
+    of counters)."""
+    yield CounterMetricFamily("parking_offline_synced", "Queued records the sync delivered",
+                              value=m["offline_sync"]["synced"])
+    yield CounterMetricFamily("parking_saga_log_write_retries",
+                              "Saga log writes that failed and were retried",
+                              value=m["saga_log_write_retries"])
+    yield GaugeMetricFamily("parking_sagas_being_recovered",
+                            "Sagas a stop left in flight, not yet recovered",
+                            value=m["sagas_being_recovered"])
+    restarts = CounterMetricFamily("parking_task_restarts",
+                                   "Restarts of each background task", labels=["task"])
+    for name, count in m["task_restarts"].items():
+        restarts.add_metric([name], count)
+    yield restarts
+    if m["mqtt"] is not None:
+        for key, help_ in (("connects", "Connections the broker accepted"),
+                           ("disconnects", "Accepted connections lost"),
+                           ("reconnects", "Connection attempts after the first")):
+            yield CounterMetricFamily(f"parking_mqtt_{key}", help_, value=m["mqtt"][key])
+        refused = CounterMetricFamily("parking_mqtt_publishes_refused",
+                                      "Publishes the broker refused, by reason",
+                                      labels=["reason"])
+        for reason, count in m["mqtt"]["refused"].items():
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def render(status: dict[str, Any], metrics: dict[str, Any]) -> bytes:

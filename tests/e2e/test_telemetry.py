@@ -223,3 +223,55 @@ commands = true
         await daemon.stop()
         await central.runner.cleanup()
         await broker.stop()
+
+
+async def test_a_broker_refusing_the_events_is_a_problem_until_it_takes_them(tmp_path):
+    """An ACL that refuses the gate's events (PUBACK 0x87): the events stay in the outbox,
+    /healthz says why and /metrics counts the refusals; once the ACL allows them they are
+    delivered and the gate is healthy again."""
+    gate = f"topic readwrite {PREFIX}/state\ntopic readwrite {PREFIX}/metrics\n" \
+           f"topic readwrite {PREFIX}/availability\ntopic read {PREFIX}/cmd/#\n" \
+           "topic read parking/#\n"
+    (tmp_path / "mq").mkdir()
+    broker = Broker(tmp_path / "mq", acl=gate)
+    await broker.start()
+    central = await start_central(SimCentralState())
+    config = tmp_path / "gateway.toml"
+    config.write_text(e2e_config(tmp_path / "data", central.url, f"""
+[mqtt]
+port = {broker.port}
+"""))
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+        async with aiohttp.ClientSession() as http:
+            url = daemon.url
+
+            async def health() -> tuple[int, Any]:
+                async with http.get(f"{url}/healthz") as r:
+                    return r.status, await r.json()
+
+            async def refused() -> bool:
+                code, body = await health()
+                return code == 503 and any("broker refuses publishes" in p
+                                           for p in body["problems"])
+
+            await drive(http, url, "A1")
+            await until(refused, 15)
+            async with http.get(f"{url}/metrics") as r:
+                text = await r.text()
+            assert "parking_mqtt_publishes_refused_total" in text
+            assert 'parking_task_restarts_total{task="offline sync"} 0.0' in text
+            assert (await get(http, f"{url}/api/status"))["outbox"]["pending"] > 0
+            broker.set_acl(gate + f"topic readwrite {PREFIX}/events\n")
+            await broker.reload()
+
+            async def delivered() -> bool:
+                status = await get(http, f"{url}/api/status")
+                return status["outbox"]["pending"] == 0 and (await health())[0] == 200
+
+            await until(delivered, 30)
+    finally:
+        await daemon.stop()
+        await central.runner.cleanup()
+        await broker.stop()
