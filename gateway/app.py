@@ -28,7 +28,9 @@ from gateway.services.lane import GateService, LaneController
 from gateway.settings import Settings
 from gateway.sim.central import SimCentralState
 from gateway.sim.central import make_app as make_sim_central
+from gateway.sim.daemon_faults import DaemonFaults, OffsetClock
 from gateway.sim.faults import Faults, SimServer
+from gateway.sim.planted import activate as activate_planted_faults
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import events, offline_queue, plate_cache, retention, saga_log, spaces
@@ -51,7 +53,10 @@ HOUSEKEEPING_INTERVAL_S = 3600.0
 class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
-        self.clock = clock or SystemClock()
+        # simulation: a wall clock the campaign can shift (gateway/sim/daemon_faults.py)
+        sim_clock = OffsetClock() if settings.simulation.enabled and clock is None else None
+        self.clock = clock or sim_clock or SystemClock()
+        self.sim_daemon_faults = DaemonFaults(sim_clock) if sim_clock is not None else None
         self.started_at = self.clock.monotonic()
         self.stopping = asyncio.Event()
         self.lanes: dict[str, LaneController] = {}
@@ -80,6 +85,7 @@ class Gateway:
     # -- start and stop ----------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        activate_planted_faults(s.simulation.planted_faults)  # none outside a campaign
         self.store = await Store.open(s.database_path, s.zone_specs(),
                                       synchronous=s.store.synchronous,
                                       busy_timeout_ms=s.store.busy_timeout_ms)

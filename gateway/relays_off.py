@@ -14,12 +14,16 @@ from typing import TextIO
 
 from gateway.core.errors import DeviceError
 from gateway.settings import Settings
+from gateway.sim.planted import activate, planted
 from hardware.build import lane_relays
 from hardware.sim import board_path, sim_factory
 
 
 def relays_off(settings: Settings, out: TextIO) -> int:
     failures: list[str] = []
+    activate(settings.simulation.planted_faults)
+    if planted("relays_off_noop"):  # campaign switch (tests/reliability): drives nothing
+        return 0
     for lane in settings.lanes:
         factory = sim_factory(board_path(settings.data_dir, lane.id)) \
             if settings.simulation.enabled else None

@@ -19,6 +19,7 @@ import msgspec
 from gateway.core.allocation import ZoneSpec
 from gateway.core.errors import ConfigError
 from gateway.core.wiring import Wiring
+from gateway.sim.planted import PLANTED_FAULTS
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -160,6 +161,9 @@ class SimulationSettings(_Section, frozen=True):
     patience_s: Positive = 8.0  # a vehicle that is not let in leaves after this long
     stall_s: Positive = 20.0  # how long a stalling vehicle stays
     time_scale: Annotated[float, msgspec.Meta(ge=0.1, le=20)] = 1.0  # the world runs faster
+    # deliberately broken paths for the reliability campaign (gateway/sim/planted.py):
+    # refused unless simulation is enabled, names from PLANTED_FAULTS
+    planted_faults: list[str] = msgspec.field(default_factory=list)
 
 
 Pull = Literal["up", "down", "external_up", "external_down", "none"]
@@ -464,6 +468,13 @@ def _cross_checks(s: Settings) -> list[str]:
         if lane.camera.kind == "opencv" and not lane.camera.source:
             problems.append(f"lanes[{i}].camera.source: an opencv camera needs a source "
                             "(USB index, rtsp:// URL or a file)")
+    for name in s.simulation.planted_faults:
+        if name not in PLANTED_FAULTS:
+            problems.append(f"simulation.planted_faults: unknown planted fault {name!r} "
+                            f"(known: {', '.join(PLANTED_FAULTS)})")
+    if s.simulation.planted_faults and not s.simulation.enabled:
+        problems.append("simulation.planted_faults: deliberately broken paths for the "
+                        "reliability campaign; only with simulation.enabled = true")
     if s.central.deadline_s > s.central.decision_deadline_s:
         problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
                         f"({s.central.deadline_s} > {s.central.decision_deadline_s})")

@@ -2,12 +2,16 @@
 their response topic with their correlation data, with the same decisions and idempotency
 as the simulated central service. Modes: ``ok``, ``blackhole`` (never answers), ``error``
 (``ok: false``, retryable), ``garbage`` (a reply that is not JSON), ``slow`` (answers after
-``delay_s``), ``duplicate`` (answers twice)."""
+``delay_s``), ``duplicate`` (answers twice), and two forgeries: ``forge_correlation`` (the
+genuine reply is replaced by one with correlation data that matches no request, and a
+refusal in it) and ``forge_plate`` (a verify reply with the right correlation data, for
+another plate than the one asked about, always authorised)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from typing import Any
 
@@ -18,7 +22,9 @@ from paho.mqtt.properties import Properties
 from gateway.sim.central import SimCentralState
 from gateway.telemetry.mqtt import MqttConnection
 
-BACKUP_MODES = ("ok", "blackhole", "error", "garbage", "oversized", "slow", "duplicate")
+BACKUP_MODES = ("ok", "blackhole", "error", "garbage", "oversized", "slow", "duplicate",
+                "forge_correlation", "forge_plate")
+FORGED_PLATE = "99FORGED99"
 
 
 class SimBackup:
@@ -31,6 +37,7 @@ class SimBackup:
         self.delay_s = 2.0
         self.fail_fraction = 0.0  # on top of any mode: this share answers an error
         self.requests = 0
+        self.forged = 0  # replies forged by the forge_* modes
         self._rng = random.Random()
         mqtt.subscribe(f"{prefix}/backup/v1/+", self._on_request)
 
@@ -60,12 +67,21 @@ class SimBackup:
             payload = b"\xff\xfenot json"
         elif self.mode == "oversized":
             payload = b'{"ok": true, "result": {"pad": "' + b"x" * 200_000 + b'"}}'
+        elif self.mode == "forge_plate" and operation == "verify_license_plate":
+            self.forged += 1
+            payload = json.dumps({"ok": True, "result": {
+                "license_plate": FORGED_PLATE, "authorized": True, "reason": "permit",
+                "confidence": 0.99, "cacheable_for_s": 3600.0}}).encode()
         elif status >= 400:
             payload = json.dumps({"ok": False, "error": reply.get("error", "refused"),
                                   "retryable": status >= 500}).encode()
         else:
             payload = json.dumps({"ok": True, "result": reply}).encode()
         out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if self.mode == "forge_correlation":
+            self.forged += 1
+            correlation = os.urandom(16)  # matches nothing the gateway is waiting for
+            payload = json.dumps({"ok": False, "error": "forged", "retryable": False}).encode()
         if correlation is not None:
             out.CorrelationData = correlation
         for _ in range(2 if self.mode == "duplicate" else 1):

@@ -25,6 +25,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.sim.planted import planted
 from gateway.store.codec import dumps
 
 ID_FIELDS = ("entry_id", "exit_id")
@@ -100,10 +101,12 @@ def undo_create(conn: sqlite3.Connection, local_id: str, now: str) -> Undo:
     """Undo the queued create that stands for ``local_id``, compare-and-set: a row that was
     never sent is dropped; one sent and not answered (or in flight now) must be replayed
     with its key and then cancelled, so the caller queues the cancel after it."""
+    # campaign switch (tests/reliability): without the compare-and-set, a create sent and
+    # not answered (or in flight) is dropped as if it had never been sent
+    cas = "" if planted("queue_undo_unconditional") else "AND state='pending' AND outcome='unsent' "
     cur = conn.execute(
         "UPDATE offline_queue SET state='dropped', version=version+1, updated_at=? "
-        "WHERE local_id=? AND state='pending' AND outcome='unsent' "
-        "AND operation LIKE 'create%'", (now, local_id))
+        f"WHERE local_id=? {cas}AND operation LIKE 'create%'", (now, local_id))
     if cur.rowcount > 0:
         return Undo("dropped")
     peer = _peer_by_local_id(conn, local_id)

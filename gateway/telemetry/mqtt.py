@@ -44,6 +44,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.core.backoff import BackoffSchedule
+from gateway.sim.planted import planted
 
 log = logging.getLogger(__name__)
 MessageHandler = Callable[[paho.MQTTMessage], None]
@@ -394,7 +395,9 @@ class MqttConnection:
         if entry is None:
             return
         topic, fut = entry
-        if reason.is_failure:  # a v5 PUBACK >= 0x80: received, not accepted
+        # campaign switch (tests/reliability): a refusal taken for a delivery
+        refused = reason.is_failure and not planted("ignore_puback_codes")
+        if refused:  # a v5 PUBACK >= 0x80: received, not accepted
             refusal = PublishRefused(topic, reason)
             self.refused[refusal.reason] += 1
             if self.refusing.get(topic) != refusal.reason:

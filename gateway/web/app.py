@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.core.errors import PermanentError
+from gateway.sim.daemon_faults import DaemonFaultRequest
 from gateway.sim.faults import FaultRequest
 from gateway.sim.physics import BEHAVIOURS
 from gateway.store import events, saga_log, spaces
@@ -207,6 +208,15 @@ async def sim_central_fault(request: web.Request) -> web.Response:
     return _json(gw.sim_faults.as_json())
 
 
+async def sim_daemon_faults(request: web.Request) -> web.Response:
+    _admin(request)
+    gw = request.app[GATEWAY]
+    if gw.sim_daemon_faults is None:
+        return _error(404, "simulation is not enabled")
+    body = await _body(request, DaemonFaultRequest)
+    return _json(await gw.sim_daemon_faults.set(body, gw.store))
+
+
 async def sim_world(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.sim is None:
@@ -256,6 +266,7 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_get("/api/sim/world", sim_world)
     r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)
     r.add_post("/api/sim/central/fault", sim_central_fault)
+    r.add_post("/api/sim/faults", sim_daemon_faults)
 
     async def wake_streams(app: web.Application) -> None:
         # an open status page would otherwise hold a SIGTERM shutdown for 30 s

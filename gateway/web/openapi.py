@@ -87,5 +87,11 @@ OPENAPI: dict[str, Any] = {
                                   "oversized", "slow"]},
                 "fail_fraction": {"type": "number"}, "delay_s": {"type": "number"}}},
             responses={**_OK, "404": {"description": "no simulated central service"}})},
+        "/api/sim/faults": {"post": _op(
+            "Simulation: faults inside the daemon (a full disk, the wall clock's offset)",
+            admin=True, body={"type": "object", "properties": {
+                "disk_full": {"type": "boolean"}, "wall_offset_s": {"type": "number"},
+                "wall_synced": {"type": "boolean"}}},
+            responses={**_OK, "404": {"description": "simulation off"}})},
     },
 }
