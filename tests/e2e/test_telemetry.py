@@ -9,6 +9,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -62,6 +65,30 @@ class Monitor:
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@asynccontextmanager
+async def gate_with_broker(tmp_path: Path, telemetry: str = "",
+                           **broker_options: Any) -> AsyncIterator[tuple[Broker, Daemon]]:
+    """A Mosquitto, the sim central and a daemon configured for both (not yet started);
+    all stopped at the end."""
+    (tmp_path / "mq").mkdir()
+    broker = Broker(tmp_path / "mq", **broker_options)
+    await broker.start()
+    central = await start_central(SimCentralState())
+    config = tmp_path / "gateway.toml"
+    config.write_text(e2e_config(tmp_path / "data", central.url,
+                                 f"[mqtt]\nport = {broker.port}\n{telemetry}\n"))
+    daemon = Daemon(config)
+    try:
+        yield broker, daemon
+    finally:
+        try:
+            if daemon.proc is not None:
+                await daemon.stop()
+        finally:
+            await central.runner.cleanup()
+            await broker.stop()
 
 
 def no_gap(events: list[dict[str, Any]], upto: int) -> bool:
@@ -157,18 +184,11 @@ state_min_interval_s = 0.05
 
 
 async def test_remote_commands_are_authenticated_recorded_and_safe(tmp_path):
-    (tmp_path / "mq").mkdir()
-    broker = Broker(tmp_path / "mq")
-    await broker.start()
-    central = await start_central(SimCentralState())
-    config = tmp_path / "gateway.toml"
-    config.write_text(e2e_config(tmp_path / "data", central.url, f"""
-[mqtt]
-port = {broker.port}
-[telemetry]
-commands = true
-"""))
-    daemon = Daemon(config)
+    async with gate_with_broker(tmp_path, "[telemetry]\ncommands = true") as (broker, daemon):
+        await commands_are_authenticated_recorded_and_safe(broker, daemon)
+
+
+async def commands_are_authenticated_recorded_and_safe(broker: Broker, daemon: Daemon) -> None:
     operator = paho.Client(CallbackAPIVersion.VERSION2, client_id="operator",
                            protocol=paho.MQTTv5)
     operator.connect("127.0.0.1", broker.port)
@@ -220,9 +240,6 @@ commands = true
     finally:
         operator.loop_stop()
         operator.disconnect()
-        await daemon.stop()
-        await central.runner.cleanup()
-        await broker.stop()
 
 
 async def test_a_broker_refusing_the_events_is_a_problem_until_it_takes_them(tmp_path):
@@ -232,17 +249,7 @@ async def test_a_broker_refusing_the_events_is_a_problem_until_it_takes_them(tmp
     gate = f"topic readwrite {PREFIX}/state\ntopic readwrite {PREFIX}/metrics\n" \
            f"topic readwrite {PREFIX}/availability\ntopic read {PREFIX}/cmd/#\n" \
            "topic read parking/#\n"
-    (tmp_path / "mq").mkdir()
-    broker = Broker(tmp_path / "mq", acl=gate)
-    await broker.start()
-    central = await start_central(SimCentralState())
-    config = tmp_path / "gateway.toml"
-    config.write_text(e2e_config(tmp_path / "data", central.url, f"""
-[mqtt]
-port = {broker.port}
-"""))
-    daemon = Daemon(config)
-    try:
+    async with gate_with_broker(tmp_path, acl=gate) as (broker, daemon):
         await daemon.start()
         async with aiohttp.ClientSession() as http:
             url = daemon.url
@@ -271,7 +278,3 @@ port = {broker.port}
                 return status["outbox"]["pending"] == 0 and (await health())[0] == 200
 
             await until(delivered, 30)
-    finally:
-        await daemon.stop()
-        await central.runner.cleanup()
-        await broker.stop()

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.core.steps import ENTRY
 from gateway.sagas.policy import SagaOutcome
+from gateway.sagas.runner import SagaRunner
 from gateway.store import saga_log, spaces
 from tests.e2e.daemon import until
 from tests.integration.test_offline_queue_faults import World, live, make_world
@@ -38,6 +39,14 @@ async def stopped_while_creating(w: World, plate: str, saga_id: str) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await w.fault("ok")
+
+
+async def restarted_after_a_stop_while_creating(w: World) -> SagaRunner:
+    """A1 (known to the cache) was being let in, its create committed at central and not
+    answered, when the daemon stopped; the daemon starts again."""
+    await w.visit("A1")
+    await stopped_while_creating(w, "A1", "saga-a")
+    return w.restarted()
 
 
 async def stopped_at_the_passage(w: World, plate: str, saga_id: str) -> None:
@@ -127,9 +136,7 @@ async def test_each_saga_recovers_on_its_own(tmp_path):
 
 async def test_no_decision_for_a_plate_whose_saga_is_being_recovered(tmp_path):
     async with make_world(tmp_path) as w:
-        await w.visit("A1")
-        await stopped_while_creating(w, "A1", "saga-a")
-        runner = w.restarted()
+        runner = await restarted_after_a_stop_while_creating(w)
         runner.fence_wait_s = 30.0  # recovery takes one call deadline here
         await w.fault("blackhole")
         assert await runner.fence_unfinished() == 1  # as the daemon does before its lanes
@@ -148,9 +155,7 @@ async def test_no_decision_for_a_plate_whose_saga_is_being_recovered(tmp_path):
 
 async def test_a_lane_waits_no_longer_than_the_decision_deadline_for_a_fence(tmp_path):
     async with make_world(tmp_path) as w:
-        await w.visit("A1")
-        await stopped_while_creating(w, "A1", "saga-a")
-        runner = w.restarted()
+        runner = await restarted_after_a_stop_while_creating(w)
         await runner.fence_unfinished()  # and recovery does not run (it cannot, say)
         refused = await w.entry("A1")
         assert refused.status == "compensated"
