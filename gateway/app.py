@@ -20,6 +20,7 @@ from gateway.clock import Clock, SystemClock, iso
 from gateway.core.errors import DeviceError, GatewayError
 from gateway.notify import sd_notify
 from gateway.sagas.factory import build_registry, build_runner, central_session
+from gateway.sagas.permit_sync import PermitSync
 from gateway.sagas.runner import SagaRunner
 from gateway.sagas.sync import OfflineSync
 from gateway.services.backup import BackupClient
@@ -33,7 +34,15 @@ from gateway.sim.faults import Faults, SimServer
 from gateway.sim.planted import activate as activate_planted_faults
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
-from gateway.store import events, offline_queue, plate_cache, retention, saga_log, spaces
+from gateway.store import (
+    events,
+    offline_queue,
+    permits,
+    plate_cache,
+    retention,
+    saga_log,
+    spaces,
+)
 from gateway.store.store import Store
 from gateway.supervisor import Supervisor
 from gateway.telemetry.commands import RemoteCommands
@@ -130,6 +139,13 @@ class Gateway:
                                 self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
         self.store.on_commit.append(self.sync.wake)
         self._tasks.append(self.supervisor.spawn("offline sync", self.sync.run))
+        # a whole permit list may take longer than a decision's call: its own deadline
+        self.permit_sync = PermitSync(
+            self.store, registry.remote["license_plate_service"], self.clock,
+            gate_id=s.gate.id, deadline_s=max(5.0, 10 * s.central.deadline_s),
+            interval_s=s.permits.sync_interval_s, retry_s=s.permits.retry_s)
+        if s.permits.sync:
+            self._tasks.append(self.supervisor.spawn("permit sync", self.permit_sync.run))
         self._tasks.append(self.supervisor.spawn("recovery", self._recover, once=True))
         if s.simulation.enabled:
             self.sim = SimWorld(s.simulation)
@@ -413,6 +429,9 @@ class Gateway:
                 partial(events.read_counter, name="outbox_dropped"))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
+            "permits": {**await self.store.read(permits.counts),
+                        "as_of": await self.store.read(permits.as_of),
+                        "last_error": self.permit_sync.last_error or None},
             "store": {"disk_full": self.store.disk_full,
                       "write_failures": self.store.write_failures,
                       "last_write_error": self.store.last_write_error},

@@ -88,6 +88,14 @@ class CacheSettings(_Section, frozen=True):
     permit_misread_tolerance: bool = False  # a permit plate one character off matches
 
 
+class PermitSettings(_Section, frozen=True):
+    """The local permit list (synced from GET /v1/permits; editable with the admin token)."""
+
+    sync: bool = True  # ask the central service for its changes
+    sync_interval_s: Positive = 300.0
+    retry_s: Positive = 30.0  # after a failed sync
+
+
 class BackupSettings(_Section, frozen=True):
     enabled: bool = True
     deadline_s: Positive = 1.0
@@ -292,6 +300,7 @@ class Settings(_Section, frozen=True):
     policy: PolicySettings = PolicySettings()
     saga: SagaSettings = SagaSettings()
     cache: CacheSettings = CacheSettings()
+    permits: PermitSettings = PermitSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     store: StoreSettings = StoreSettings()
     simulation: SimulationSettings = SimulationSettings()

@@ -1,7 +1,8 @@
 """Asking services for a step's answer: retries with backoff for transient failures, a
 breaker per service, the alternatives in order, and the plate cache, all inside the step's
 deadline. For a verification the order is: the primary service, a fresh cached answer, the
-alternatives, a stale cached answer (within the configured maximum age).
+alternatives, a stale cached answer (within the configured maximum age), the local permit
+list (``gateway.store.permits``).
 
 Each call to a service has that service's own deadline (``StepPolicy.call_deadline_for``:
 the central service's for the central service, the backup's for the backup), and no call
@@ -34,7 +35,7 @@ from gateway.core.saga import StepKind, StepSpec
 from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
 from gateway.sagas.policy import Attempt, StepPolicy
 from gateway.services.base import RemoteService, ServiceRegistry
-from gateway.store import plate_cache
+from gateway.store import permits, plate_cache
 from gateway.store.store import Store
 
 Json = dict[str, Any]
@@ -134,6 +135,12 @@ class ServiceChain:
             cached = await self._cached(scope, fresh_only=False)
             if cached is not None:
                 return self._from_cache(scope, step, cached, attempts, last)
+            permit = await self._permit(scope) if step.requires else None
+            if permit is not None:
+                attempts.append(Attempt("permits", "permit", 0.0))
+                scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
+                                             "source": "permits", "after": str(last)})
+                return permit, "permits"
         raise last or TransientError(f"{step.name}: no service could be tried",
                                      service=step.service)
 
@@ -272,6 +279,28 @@ class ServiceChain:
         if hit is None:
             return None
         return {**hit.result, "cached_age_s": round(hit.age_s, 1), "cache_fresh": hit.fresh}
+
+    async def _permit(self, scope: CallScope) -> Json | None:
+        """The local permit list, when nothing else answered: a plate always let in (or,
+        with the misread tolerance, the one permit a character away)."""
+        if not scope.plate:
+            return None
+        wall, synced = self.clock.wall(), self.clock.wall_synced()
+        hit = await self.store.read(partial(permits.valid, plate=scope.plate, now=wall,
+                                            synced=synced))
+        misread = False
+        if hit is None and self.permit_misread_tolerance:
+            hit = await self.store.read(partial(permits.valid_one_off, plate=scope.plate,
+                                                now=wall, synced=synced))
+            misread = hit is not None
+        if hit is None:
+            return None
+        answer: Json = {"license_plate": hit["plate"], "authorized": True, "reason": "permit",
+                        "confidence": 1.0, "permit_kind": hit["kind"],
+                        "permit_source": hit["source"]}
+        if misread:
+            answer["misread_of"] = scope.plate
+        return answer
 
     def _report(self, scope: CallScope, service: object, breaker: Breaker | None) -> None:
         transitions: list[BreakerTransition] = []

@@ -36,7 +36,7 @@ class Attempt:
     """One call made for a step: which service, how it ended, how long it took."""
 
     service: str
-    outcome: str  # ok | transient | permanent | circuit_open | cache
+    outcome: str  # ok | transient | permanent | circuit_open | cache | permit
     duration_ms: float
     error: str = ""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -53,6 +54,22 @@ class CancelReply(msgspec.Struct, frozen=True):
     status: str = "cancelled"
 
 
+class Permit(msgspec.Struct, frozen=True):
+    license_plate: Any
+    kind: Literal["resident", "staff", "delivery"] = "resident"
+    valid_from: str | None = None
+    valid_until: str | None = None
+    deleted: bool = False
+
+
+class PermitsReply(msgspec.Struct, frozen=True):
+    permits: Annotated[list[Permit], msgspec.Meta(max_length=50_000)]
+    as_of: str
+
+
+PERMITS_MAX_BODY = 8 * 1024 * 1024  # a whole list (50,000 permits fit), asked for rarely
+
+
 _ROUTES: dict[str, tuple[str, type[msgspec.Struct], str | None]] = {
     # operation: (path template, reply type, id key for the path)
     "verify_license_plate": ("/v1/plates/verify", VerifyReply, None),
@@ -60,6 +77,7 @@ _ROUTES: dict[str, tuple[str, type[msgspec.Struct], str | None]] = {
     "cancel_entry_record": ("/v1/entries/{id}/cancel", CancelReply, "entry_id"),
     "create_exit_record": ("/v1/exits", ExitReply, None),
     "cancel_exit_record": ("/v1/exits/{id}/cancel", CancelReply, "exit_id"),
+    "list_permits": ("/v1/permits", PermitsReply, None),  # a GET (since= in the query)
 }
 
 
@@ -87,7 +105,27 @@ def validate_reply(operation: str, data: Any) -> Json:
         out["entry_id"] = _checked(reply.entry_id, ID, "entry_id")
     elif isinstance(reply, ExitReply):
         out["exit_id"] = _checked(reply.exit_id, ID, "exit_id")
+    elif isinstance(reply, PermitsReply):
+        out["permits"] = [_permit(p) for p in reply.permits]
+        _time(reply.as_of, "as_of")
     return out
+
+
+def _time(value: str | None, what: str) -> None:
+    if value is None:
+        return
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise TransientError(f"bad_field: {what} is not an RFC 3339 time: "
+                             f"{value[:40]!r}") from None
+
+
+def _permit(p: Permit) -> Json:
+    _time(p.valid_from, "valid_from")
+    _time(p.valid_until, "valid_until")
+    return {**msgspec.structs.asdict(p),
+            "license_plate": _checked(p.license_plate, PLATE, "license_plate")}
 
 
 class CentralInstance:
@@ -105,7 +143,7 @@ class CentralInstance:
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
         try:
-            path, reply_type, id_key = _ROUTES[operation]
+            path, _, id_key = _ROUTES[operation]
         except KeyError:
             raise PermanentError(f"central service has no operation {operation!r}",
                                  service=self.name) from None
@@ -119,7 +157,11 @@ class CentralInstance:
         self.outstanding += 1
         try:
             async with asyncio.timeout(deadline_s):
-                return await self._post(operation, path, body, headers, reply_type, id_key)
+                if operation == "list_permits":
+                    since = str(body.get("since") or "")
+                    return await self._send("GET", operation, path, None, headers,
+                                            id_key, {"since": since} if since else None)
+                return await self._send("POST", operation, path, body, headers, id_key)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer within {deadline_s:g}s",
                                    service=self.name) from None
@@ -128,16 +170,19 @@ class CentralInstance:
         finally:
             self.outstanding -= 1
 
-    async def _post(self, operation: str, path: str, body: Json, headers: dict[str, str],
-                    reply_type: type[msgspec.Struct], id_key: str | None) -> Json:
-        async with self._session.post(self.base_url + path, json=body, headers=headers) as resp:
+    async def _send(self, method: str, operation: str, path: str, body: Json | None,
+                    headers: dict[str, str], id_key: str | None,
+                    params: dict[str, str] | None = None) -> Json:
+        cap = PERMITS_MAX_BODY if operation == "list_permits" else self._max_body
+        async with self._session.request(method, self.base_url + path, json=body,
+                                         headers=headers, params=params) as resp:
             try:  # read(n) would return the first segment only: wait for all (or too much)
-                raw = await resp.content.readexactly(self._max_body + 1)
+                raw = await resp.content.readexactly(cap + 1)
             except asyncio.IncompleteReadError as exc:
                 raw = exc.partial  # the whole body, within the cap
-            if len(raw) > self._max_body:
+            if len(raw) > cap:
                 self.rejected["too_large"] += 1
-                raise TransientError(f"reply larger than {self._max_body} bytes",
+                raise TransientError(f"reply larger than {cap} bytes",
                                      service=self.name, status=resp.status)
             status = resp.status
         if status == 404 and id_key is not None:

@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,24 @@ class SimCentralState:
     verify_calls: int = 0
     delay_s: float = 0.0  # added to every answer (benchmarks, demos of a slow service)
     reject_plates: set[str] = field(default_factory=set)  # records refused for good (422)
+    # the permit list (GET /v1/permits): plate -> (kind, valid_from, valid_until); a plate
+    # in ``revoked`` is sent as deleted. ``permits`` above are the plates verify says
+    # "permit" for; the list is what the gate keeps for when nothing answers.
+    permit_list: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    permit_requests: list[str] = field(default_factory=list)  # the since= of each request
+
+    def list_permits(self, since: str) -> Json:
+        self.permit_requests.append(since)
+        listed: dict[str, tuple[str, str | None, str | None]] = {
+            p: ("resident", None, None) for p in self.permits}
+        listed.update(self.permit_list)
+        permits = [{"license_plate": p, "kind": k, "valid_from": f, "valid_until": u,
+                    "deleted": False} for p, (k, f, u) in sorted(listed.items())
+                   if p not in self.revoked]
+        permits += [{"license_plate": p, "deleted": True} for p in sorted(self.revoked)]
+        return {"permits": permits,
+                "as_of": datetime.now(UTC).isoformat(timespec="milliseconds")}
 
     def decide(self, plate: str, direction: str) -> Json:
         if plate in self.blocked:
@@ -133,6 +152,11 @@ def _cancel(kind: str) -> Any:
     return handler
 
 
+async def permits(request: web.Request) -> web.Response:
+    await _delay(request)
+    return web.json_response(request.app[STATE].list_permits(request.query.get("since", "")))
+
+
 def make_app(state: SimCentralState | None = None,
              faults: Faults | None = None) -> web.Application:
     faults = faults or Faults()
@@ -145,4 +169,5 @@ def make_app(state: SimCentralState | None = None,
     app.router.add_post("/v1/entries/{record_id}/cancel", _cancel("entry"))
     app.router.add_post("/v1/exits", _create("exit"))
     app.router.add_post("/v1/exits/{record_id}/cancel", _cancel("exit"))
+    app.router.add_get("/v1/permits", permits)
     return app

@@ -221,6 +221,27 @@ MIGRATIONS: list[str] = [
         UPDATE counters SET value = value - 1 WHERE name = 'sagas.status.' || OLD.status;
     END;
     """,
+    # 6: the local permit list: plates always let in, from the central service
+    # (GET /v1/permits, synced) or entered at the gate; validity as UTC epoch seconds
+    # (NULL: open) beside the text the central service sent. A central row marked deleted
+    # is kept as such (so a later sync that skips it cannot bring it back); the sync's
+    # cursor is meta 'permits_as_of'.
+    """
+    CREATE TABLE permits (
+        plate       TEXT NOT NULL,
+        source      TEXT NOT NULL CHECK (source IN ('central','local')),
+        kind        TEXT NOT NULL DEFAULT 'resident',
+        valid_from  TEXT,
+        valid_until TEXT,
+        from_ts     REAL,
+        until_ts    REAL,
+        deleted     INTEGER NOT NULL DEFAULT 0,
+        note        TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (plate, source)
+    );
+    CREATE INDEX permits_by_length ON permits(length(plate)) WHERE deleted = 0;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from aiohttp import web
 
+from gateway.clock import iso
 from gateway.core.errors import PermanentError
 from gateway.sim.daemon_faults import DaemonFaultRequest
 from gateway.sim.faults import FaultRequest
 from gateway.sim.physics import BEHAVIOURS
-from gateway.store import events, saga_log, spaces
+from gateway.store import events, permits, saga_log, spaces
 from gateway.web.openapi import OPENAPI
 from gateway.web.page import PAGE
 from gateway.web.prometheus import render
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+PLATE = re.compile(r"[A-Z0-9]{1,12}")
 Plate = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
 
 
@@ -44,6 +47,16 @@ class ManualOpenRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class SpaceStateRequest(msgspec.Struct, forbid_unknown_fields=True):
     state: Literal["free", "out_of_service"]
+
+
+TIME = Annotated[str, msgspec.Meta(max_length=40)]
+
+
+class PermitRequest(msgspec.Struct, forbid_unknown_fields=True):
+    kind: Literal["resident", "staff", "delivery"] = "resident"
+    valid_from: TIME | None = None
+    valid_until: TIME | None = None
+    note: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -187,6 +200,52 @@ async def space_state(request: web.Request) -> web.Response:
     return _json({"space_id": space_id, "state": body.state})
 
 
+def _plate(request: web.Request) -> str:
+    plate = request.match_info["plate"].upper().replace(" ", "").replace("-", "")
+    if not PLATE.fullmatch(plate):
+        raise web.HTTPBadRequest(text='{"error": "a plate is 1 to 12 letters and digits"}',
+                                 content_type="application/json")
+    return plate
+
+
+async def list_permits(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return _json({"permits": await gw.store.read(permits.list_all),
+                  "as_of": await gw.store.read(permits.as_of)})
+
+
+async def put_permit(request: web.Request) -> web.Response:
+    _admin(request)
+    plate = _plate(request)
+    body = await _body(request, PermitRequest)
+    try:
+        start, end = permits.epoch(body.valid_from), permits.epoch(body.valid_until)
+    except ValueError as exc:
+        return _error(400, f"valid_from/valid_until: not an RFC 3339 time ({exc})")
+    if start is not None and end is not None and end <= start:
+        return _error(400, "valid_until must be after valid_from")
+    gw = request.app[GATEWAY]
+    await gw.store.write(partial(permits.put_local, plate=plate, kind=body.kind,
+                                 valid_from=body.valid_from, valid_until=body.valid_until,
+                                 note=body.note, now=iso(gw.clock.wall())))
+    await gw.store.record_event(gw.clock, gw.settings.gate.id, "permit_changed", {
+        "license_plate": plate, "action": "set", "kind": body.kind,
+        "valid_from": body.valid_from, "valid_until": body.valid_until})
+    return _json({"license_plate": plate, "kind": body.kind, "valid_from": body.valid_from,
+                  "valid_until": body.valid_until, "source": "local"})
+
+
+async def delete_permit(request: web.Request) -> web.Response:
+    _admin(request)
+    plate = _plate(request)
+    gw = request.app[GATEWAY]
+    if not await gw.store.write(partial(permits.delete_local, plate=plate)):
+        return _error(404, "no permit entered at this gate for that plate")
+    await gw.store.record_event(gw.clock, gw.settings.gate.id, "permit_changed",
+                                {"license_plate": plate, "action": "deleted"})
+    return _json({"license_plate": plate, "deleted": True})
+
+
 async def sim_vehicle(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.sim is None:
@@ -262,6 +321,9 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_get("/api/sagas/{saga_id}", get_saga)
     r.add_post("/api/lanes/{lane_id}/open", manual_open)
     r.add_post("/api/spaces/{space_id}/state", space_state)
+    r.add_get("/api/permits", list_permits)
+    r.add_put("/api/permits/{plate}", put_permit)
+    r.add_delete("/api/permits/{plate}", delete_permit)
     r.add_post("/api/sim/lanes/{lane_id}/vehicles", sim_vehicle)
     r.add_get("/api/sim/world", sim_world)
     r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)

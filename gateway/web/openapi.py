@@ -67,6 +67,20 @@ OPENAPI: dict[str, Any] = {
                 "state": {"enum": ["free", "out_of_service"]}}},
             responses={**_OK, "404": {"description": "no such space"},
                        "409": {"description": "the space is allocated"}})},
+        "/api/permits": {"get": _op(
+            "The local permit list: the central service's (synced) and the gate's own",
+            responses=_OK)},
+        "/api/permits/{plate}": {
+            "parameters": _path_param("plate"),
+            "put": _op("Enter or change a permit at this gate", admin=True,
+                       body={"type": "object", "properties": {
+                           "kind": {"enum": ["resident", "staff", "delivery"]},
+                           "valid_from": {"type": ["string", "null"], "format": "date-time"},
+                           "valid_until": {"type": ["string", "null"], "format": "date-time"},
+                           "note": {"type": "string", "maxLength": 200}}},
+                       responses={**_OK, "400": {"description": "a bad plate or time"}}),
+            "delete": _op("Remove a permit entered at this gate", admin=True,
+                          responses={**_OK, "404": {"description": "no such local permit"}})},
         "/api/sim/lanes/{lane_id}/vehicles": {"parameters": _path_param("lane_id"), "post": _op(
             "Simulation: send a vehicle",
             body={"type": "object", "required": ["plate"], "properties": {

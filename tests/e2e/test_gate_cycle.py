@@ -161,3 +161,30 @@ async def test_openapi_is_true_and_metrics_are_prometheus(world):
     assert 'parking_spaces{state="allocated"} 1.0' in text
     assert 'parking_sagas{status="completed"} 1.0' in text
     assert "parking_circuit_state" in text and "parking_healthy 1.0" in text
+
+
+async def test_permits_are_edited_at_the_gate_with_the_admin_token(world):
+    daemon, http, _, _ = world
+    url = f"{daemon.url}/api/permits"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.put(f"{url}/34RES1", json={"kind": "resident"}) as r:
+        assert r.status == 401  # no token: nothing changes
+    assert (await get(http, url))["permits"] == []
+    async with http.put(f"{url}/34 res 1", json={"kind": "staff", "note": "caretaker"},
+                        headers=auth) as r:
+        assert r.status == 200 and (await r.json())["license_plate"] == "34RES1"
+    for bad, body in (("34RES1", {"valid_from": "tomorrow"}),
+                      ("34RES1", {"valid_from": "2026-12-02T10:00:00+00:00",
+                                  "valid_until": "2026-12-01T10:00:00+00:00"}),
+                      ("<b>x", {}), ("34RES1", {"kind": "vip"})):
+        async with http.put(f"{url}/{bad}", json=body, headers=auth) as r:
+            assert r.status == 400, (bad, body, await r.text())
+    (permit,) = (await get(http, url))["permits"]
+    assert (permit["plate"], permit["kind"], permit["source"], permit["note"]) == \
+        ("34RES1", "staff", "local", "caretaker")
+    async with http.delete(f"{url}/34RES1", headers=auth) as r:
+        assert r.status == 200
+    async with http.delete(f"{url}/34RES1", headers=auth) as r:
+        assert r.status == 404
+    types = [e["type"] for e in await get(http, f"{daemon.url}/api/events?limit=1000")]
+    assert types.count("permit_changed") == 2

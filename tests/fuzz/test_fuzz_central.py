@@ -30,7 +30,11 @@ VALID: dict[str, dict[str, Any]] = {
                              "reason": "permit", "cacheable_for_s": 60.0},
     "create_entry_record": {"entry_id": "e-1"}, "create_exit_record": {"exit_id": "x-1"},
     "cancel_entry_record": {"status": "cancelled"},
-    "cancel_exit_record": {"status": "cancelled"}}
+    "cancel_exit_record": {"status": "cancelled"},
+    "list_permits": {"permits": [{"license_plate": "AB123", "kind": "resident",
+                                  "valid_from": "2026-12-01T00:00:00+00:00",
+                                  "valid_until": None, "deleted": False}],
+                     "as_of": "2026-12-01T10:00:00.000+00:00"}}
 MAX_BODY = 65536  # the default: room for nesting past the recursion limit
 
 
@@ -53,6 +57,8 @@ def check_result(operation: str, result: dict[str, Any]) -> None:
     if operation == "verify_license_plate":
         assert re.fullmatch(r"[A-Z0-9]{1,12}", result["license_plate"])
         assert isinstance(result["authorized"], bool)
+    for permit in result.get("permits", []):
+        assert re.fullmatch(r"[A-Z0-9]{1,12}", permit["license_plate"])
     for key in ("entry_id", "exit_id"):
         if key in result:
             assert isinstance(result[key], str) and 1 <= len(result[key]) <= 128
@@ -111,7 +117,7 @@ async def peer() -> AsyncIterator[Peer]:
         return resp
 
     app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", reply)
+    app.router.add_route("*", "/{tail:.*}", reply)  # list_permits is a GET
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
