@@ -362,7 +362,8 @@ class Lane:
         self.plate = event.plate or ""
         self.saga_id = event.saga_id
         self._go(S.DECIDING, self.c.decision_timeout_s, now)
-        return [StartSaga(event.saga_id, self.plate, event.confidence, event.image_b64)]
+        return [StartSaga(event.saga_id, self.plate, event.confidence, event.image_b64,
+                          event.source if self.plate else "")]
 
     def _unreadable(self, now: float, reason: str) -> list[Command]:
         if self.direction == "exit" and self.c.unreadable_exit == "allow":

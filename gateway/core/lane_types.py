@@ -47,6 +47,7 @@ class PlateCaptured:
     confidence: float = 0.0
     image_b64: str | None = None
     presence: int = 0
+    source: str = ""  # who read the plate: "camera" (ANPR), "local" (the gate's reader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class StartSaga:
     plate: str
     confidence: float
     image_b64: str | None
+    reading_source: str = ""  # "camera" | "local" | "" (no reading: central reads the image)
 
 
 @dataclass(frozen=True, slots=True)

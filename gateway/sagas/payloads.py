@@ -16,7 +16,12 @@ def _identity(ctx: Json) -> Json:
 
 def _verify(ctx: Json, results: dict[str, Json]) -> Json:
     body = {**_identity(ctx), "direction": ctx.get("kind", "entry"),
-            "license_plate": ctx.get("license_plate"), "captured_at": ctx.get("captured_at")}
+            "license_plate": ctx.get("license_plate") or None,
+            "captured_at": ctx.get("captured_at")}
+    if body["license_plate"] and ctx.get("reading_source"):
+        # whose reading it is, so the central service knows how far to trust the hint
+        body["reading_source"] = ctx["reading_source"]
+        body["reading_confidence"] = round(float(ctx.get("plate_confidence") or 0.0), 3)
     if ctx.get("image_jpeg_b64"):
         body["image_jpeg_b64"] = ctx["image_jpeg_b64"]
     return {k: v for k, v in body.items() if v is not None}
@@ -88,3 +93,16 @@ def build(operation: str, step_name: str, ctx: Json, results: dict[str, Json]) -
     if overrides:
         body.update(overrides)
     return body
+
+
+def reading_used(ctx: Json, result: Json, source: str) -> Json:
+    """Which reading a decision went by, and how sure it was: the central service's own
+    (it read the image, or read another plate than the hint), else the hint's source
+    (``camera``, ``local``) with its confidence."""
+    hint = str(ctx.get("license_plate") or "")
+    verified = str(result.get("license_plate") or hint)
+    if source == "central" and (not hint or verified != hint):
+        return {"source": "central", "confidence": result.get("confidence"),
+                "plate": verified}
+    return {"source": ctx.get("reading_source") or ("camera" if hint else "none"),
+            "confidence": ctx.get("plate_confidence"), "plate": hint or None}

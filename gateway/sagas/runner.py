@@ -248,6 +248,8 @@ class SagaRunner:
             offline.confirm_at_central(scope, step.operation, payload, key, result,
                                        iso(self.clock.wall()))
         run.sources[step.name] = source
+        if step.operation == "verify_license_plate":
+            result = {**result, "reading": payloads.reading_used(run.ctx, result, source)}
         if step.requires and not result.get(step.requires):
             reason = f"not {step.requires}: {result.get('reason', 'refused')}"
             self._log_step(run, i, step, "failed", key, started_at, t0, attempts=attempts,

@@ -280,7 +280,8 @@ class LaneController:
 
     async def _run_saga(self, cmd: StartSaga) -> None:
         ctx: Json = {"lane_id": self.id, "license_plate": cmd.plate,
-                     "plate_confidence": cmd.confidence}
+                     "plate_confidence": cmd.confidence,
+                     "reading_source": cmd.reading_source}
         if cmd.image_b64:
             ctx["image_jpeg_b64"] = cmd.image_b64
         definition = DEFINITIONS[self.direction]
