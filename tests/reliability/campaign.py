@@ -259,6 +259,7 @@ class Campaign:
             tracker.cancel()
             await asyncio.gather(tracker, return_exceptions=True)
             self.seen.events = self.monitor.snapshot()
+            self.seen.stream = self.monitor.snapshot
             report = await check(self.http, self.daemon.url, self.central_state, self.seen)
             for what in problems:
                 report.add("drain", what)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from tests.reliability.campaign import RESULTS
@@ -24,3 +26,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tr.write_line(f"  {rest}")
         for v in outcome.report.violations[:20]:
             tr.write_line(f"  VIOLATION {v}")
+    faults: Counter[str] = Counter()
+    for _, outcome in RESULTS:
+        faults.update(outcome.faults)
+    tr.write_line(f"runs {len(RESULTS)}, kills {sum(o.kills for _, o in RESULTS)}, "
+                  f"faults {sum(faults.values())}, "
+                  f"vehicles {sum(o.vehicles for _, o in RESULTS)}, violations "
+                  f"{sum(len(o.report.violations) for _, o in RESULTS)} (planted-fault runs "
+                  "must have some)")

@@ -26,13 +26,16 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from gateway.sim.central import SimCentralState
+from tests.e2e.daemon import until
 
 Json = dict[str, Any]
 TERMINAL = ("completed", "compensated", "failed")
@@ -75,6 +78,7 @@ class Observed:
     """What the campaign collected besides the API: the stream, the boards, the world."""
 
     events: list[Json] = field(default_factory=list)  # the MQTT telemetry stream, as received
+    stream: Callable[[], list[Json]] | None = None  # the stream as received so far, now
     boards_after_kill: list[tuple[int, Json]] = field(default_factory=list)  # (kill, lanes)
     vehicles: list[Vehicle] = field(default_factory=list)  # in the order they were sent
     collisions_by_life: dict[int, int] = field(default_factory=dict)
@@ -105,6 +109,7 @@ async def check(http: aiohttp.ClientSession, base: str, central: SimCentralState
     status = await _get(http, f"{base}/api/status")
     spaces = await _get(http, f"{base}/api/spaces")
     world = await _get(http, f"{base}/api/sim/world")
+    await _catch_up(http, base, seen)
     unique = _check_seq(report, seen.events)
     await _check_stream_complete(report, http, base, unique)
     sagas = await _sagas(http, base, unique)
@@ -152,6 +157,23 @@ def _check_seq(report: Report, stream: list[Json]) -> dict[int, Json]:
     report.figures.update({"events_received": len(unique), "event_repeats": repeats,
                            "first_seq": lo, "last_seq": hi})
     return unique
+
+
+async def _catch_up(http: aiohttp.ClientSession, base: str, seen: Observed) -> None:
+    """An event logged after the campaign's last look (a state change, a retry) is given
+    the time to arrive before its absence counts."""
+    stream = seen.stream
+    if stream is None:
+        return
+    latest = await _get(http, f"{base}/api/events?after_seq="
+                              f"{max((int(e['seq']) for e in seen.events), default=0)}"
+                              "&limit=1000")
+    if latest:
+        wanted = int(latest[-1]["seq"])
+        with contextlib.suppress(TimeoutError):
+            await until(lambda: max((int(e["seq"]) for e in stream()), default=0)
+                        >= wanted, 10.0)
+        seen.events = stream()
 
 
 async def _check_stream_complete(report: Report, http: aiohttp.ClientSession, base: str,
