@@ -235,8 +235,14 @@ class CameraSettings(_Section, frozen=True):
     frame_timeout_s: Positive = 1.0
     max_width: Annotated[int, msgspec.Meta(ge=160, le=4096)] = 1280
     jpeg_quality: Annotated[int, msgspec.Meta(ge=10, le=100)] = 80
-    crop_plate: bool = True
-    watchdog_s: Positive = 5.0
+    # what the lane uploads: "frame", the plate "crop" (the frame when none is found), or
+    # "both" (the frame, and the crop beside it); unset: the older crop_plate decides
+    # (true: "crop", false: "frame"), and with neither, "both"
+    upload: Literal["crop", "frame", "both"] | None = None
+    crop_plate: bool | None = None
+    watchdog_s: Positive = 5.0  # no usable frame (frozen, hung, stale) this long: a fault
+    max_frame_age_s: Positive = 0.5  # frames captured longer before their read are dropped
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"  # rtsp:// sources; udp smears on loss
     width: Annotated[int, msgspec.Meta(ge=160, le=4096)] = 1280  # sim frames
     height: Annotated[int, msgspec.Meta(ge=120, le=2160)] = 720
 

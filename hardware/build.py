@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from gateway.core.errors import DeviceError
 from gateway.settings import INPUTS, InputSettings, LaneSettings, LoopSettings
-from hardware.camera import CaptureSettings, LatestFrameGrabber, OpenCvSource
+from hardware.camera import CaptureSettings, LatestFrameGrabber, OpenCvSource, upload_mode
 from hardware.gpio import GpioBarrier, GpioInput, GpioRelay
 from hardware.serial_loop import SerialLoop, SerialLoopPort
 from hardware.sim import SIM_WIRING, SimCameraSource, drive
@@ -159,15 +159,18 @@ def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, Se
         c = lane.camera
         capture = CaptureSettings(burst=c.burst, frame_timeout_s=c.frame_timeout_s,
                                   max_width=c.max_width, jpeg_quality=c.jpeg_quality,
-                                  crop_plate=c.crop_plate)
+                                  upload=upload_mode(c.upload, c.crop_plate))
         sim_camera = None
         grabber = None
         if c.kind == "sim":
             sim_camera = SimCameraSource(c.width, c.height)
             grabber = LatestFrameGrabber(sim_camera, watchdog_s=c.watchdog_s,
+                                         max_frame_age_s=c.max_frame_age_s,
                                          frame_interval_s=sim_camera.frame_interval_s)
         elif c.kind == "opencv":
-            grabber = LatestFrameGrabber(OpenCvSource(c.source), watchdog_s=c.watchdog_s)
+            grabber = LatestFrameGrabber(OpenCvSource(c.source, rtsp_transport=c.rtsp_transport),
+                                         watchdog_s=c.watchdog_s,
+                                         max_frame_age_s=c.max_frame_age_s)
     except DeviceError as exc:
         for device in reversed(opened):
             device.close()

@@ -1,16 +1,23 @@
 """The camera pipeline on real OpenCV: generated video files, a file that ends, a file
-that breaks mid-stream, and a source that never opens."""
+that breaks mid-stream, a source that never opens; the backend chosen by source kind, RTSP
+over TCP (against an RTSP server on loopback), an HTTP MJPEG stream, frozen and hung
+sources reported by the watchdog, stale frames from a source slower than real time, a stop
+during a blocked read, and what is uploaded."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 import pytest
 
 from gateway.core.errors import DeviceError
+from gateway.settings import CameraSettings
 from hardware.camera import (
     CaptureSettings,
     LatestFrameGrabber,
@@ -18,19 +25,17 @@ from hardware.camera import (
     capture,
     find_plate_region,
     sharpness,
+    upload_mode,
 )
+from hardware.camera_source import FFMPEG_OPTIONS
 from hardware.sim import SimCameraSource, render_frame
-
-
-def write_video(path: Path, frames: int, plate: str = "34ABC123") -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15, (640, 360))
-    assert writer.isOpened()
-    for i in range(frames):
-        frame = render_frame(plate, 640, 360)
-        if i % 2:  # every other frame blurred: the burst must pick a sharp one
-            frame = cv2.GaussianBlur(frame, (15, 15), 0)
-        writer.write(frame)
-    writer.release()
+from tests.integration.camera_peers import (
+    BlockingSource,
+    FreezingSource,
+    mjpeg_server,
+    rtsp_recorder,
+    write_video,
+)
 
 
 def test_plate_region_found_on_a_rendered_car_and_not_on_an_empty_lane():
@@ -53,7 +58,8 @@ def test_burst_from_a_video_file_is_cropped_encoded_and_sharp(tmp_path):
                                  backoff_initial_s=0.05)
     grabber.start()
     try:
-        shot = capture(grabber, CaptureSettings(burst=4, max_width=320, jpeg_quality=70))
+        shot = capture(grabber, CaptureSettings(burst=4, max_width=320, jpeg_quality=70,
+                                                upload="crop"))
     finally:
         grabber.stop()
     assert shot.cropped
@@ -130,3 +136,194 @@ def test_sim_camera_gives_the_reading_with_the_frame():
         assert capture(grabber, CaptureSettings(burst=1)).plate is None
     finally:
         grabber.stop()
+
+
+# -- the camera as installers have it ---------------------------------------------------------
+TIMEOUTS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 700, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 800]
+
+
+def recording(calls: list[tuple[int | str, int, list[int]]]
+              ) -> Callable[[int | str, int, Sequence[int]], cv2.VideoCapture]:
+    """cv2.VideoCapture itself, noting what it is given."""
+    def factory(target: int | str, api: int, params: Sequence[int]) -> cv2.VideoCapture:
+        calls.append((target, api, list(params)))
+        return cv2.VideoCapture(target, api, list(params))
+    return factory
+
+
+def aspect(jpeg: bytes) -> float:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return float(image.shape[1] / image.shape[0])
+
+
+def test_the_backend_follows_the_source_kind_and_only_ffmpeg_gets_the_timeouts(tmp_path):
+    for uri in ("0", "/dev/video2"):
+        plan = OpenCvSource(uri, open_timeout_ms=700, read_timeout_ms=800).plan
+        assert (plan.api, plan.params) == (cv2.CAP_V4L2, ())
+    for uri in ("rtsp://192.0.2.10/stream1", "http://192.0.2.10/video", "lane.avi", "a.jpg"):
+        plan = OpenCvSource(uri, open_timeout_ms=700, read_timeout_ms=800).plan
+        assert (plan.api, list(plan.params)) == (cv2.CAP_FFMPEG, TIMEOUTS)
+    video, image = tmp_path / "lane.avi", tmp_path / "shot.jpg"
+    write_video(video, 5)
+    assert cv2.imwrite(str(image), render_frame("34ABC123", 640, 360))
+    # what the timeouts do to another backend: OpenCV's own image backend refuses them
+    assert cv2.VideoCapture(str(image), cv2.CAP_IMAGES).isOpened()
+    assert not cv2.VideoCapture(str(image), cv2.CAP_IMAGES, TIMEOUTS).isOpened()
+    calls: list[tuple[int | str, int, list[int]]] = []
+    for path in (video, image):  # real opens, through FFmpeg, with the timeouts
+        source = OpenCvSource(str(path), open_timeout_ms=700, read_timeout_ms=800,
+                              capture_factory=recording(calls))
+        source.open()
+        try:
+            assert source.read() is not None
+            assert source.cap is not None and source.cap.getBackendName() == "FFMPEG"
+        finally:
+            source.close()
+    index = OpenCvSource("7", capture_factory=recording(calls))  # no camera 7 here
+    with pytest.raises(DeviceError, match="could not be opened"):
+        index.open()
+    assert calls == [(str(video), cv2.CAP_FFMPEG, TIMEOUTS), (str(image), cv2.CAP_FFMPEG,
+                                                              TIMEOUTS), (7, cv2.CAP_V4L2, [])]
+
+
+async def test_rtsp_is_asked_for_over_tcp_unless_the_installer_chose_udp(monkeypatch):
+    monkeypatch.setenv(FFMPEG_OPTIONS, "")  # restored after the test
+    async with rtsp_recorder() as (url, transports):
+        with pytest.raises(DeviceError):  # the recorder refuses every SETUP
+            await asyncio.to_thread(OpenCvSource(url, open_timeout_ms=1500).open)
+        assert os.environ[FFMPEG_OPTIONS] == "rtsp_transport;tcp"
+        assert transports and all(t.startswith("RTP/AVP/TCP") for t in transports), transports
+        transports.clear()
+        udp = OpenCvSource(url, open_timeout_ms=1500, rtsp_transport="udp")
+        with pytest.raises(DeviceError):
+            await asyncio.to_thread(udp.open)
+        assert transports and not any("TCP" in t for t in transports), transports
+
+
+async def test_an_http_mjpeg_stream_opens_through_ffmpeg_and_its_frames_are_fresh(monkeypatch):
+    # left by an RTSP lane: other inputs ignore it
+    monkeypatch.setenv(FFMPEG_OPTIONS, "rtsp_transport;tcp")
+    async with mjpeg_server(fps=10) as url:  # FFmpeg numbers MJPEG frames as if at 25 fps
+        grabber = LatestFrameGrabber(OpenCvSource(url), max_frame_age_s=0.5)
+        grabber.start()
+        try:
+            shot = await asyncio.to_thread(capture, grabber, CaptureSettings(
+                burst=15, frame_timeout_s=2, upload="frame"))
+        finally:
+            await asyncio.to_thread(grabber.stop)
+    assert shot.jpeg[:2] == b"\xff\xd8"
+    lag = grabber.stats.decode_lag_ms()
+    print(f"http mjpeg 10 fps: decode lag {lag}")
+    assert grabber.stats.frames >= 15 and grabber.stats.stale == 0 and lag["max"] < 500
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["same-frame", "read-hangs"])
+def test_a_frozen_source_is_a_camera_fault_within_watchdog_s_then_recovers(tmp_path, hang):
+    video = tmp_path / "lane.avi"
+    write_video(video, 300)
+    source = FreezingSource(str(video), hang=hang)
+    health: list[tuple[bool, str, float]] = []
+    fault, recovered = threading.Event(), threading.Event()
+
+    def on_health(ok: bool, why: str) -> None:
+        health.append((ok, why, time.monotonic()))
+        if not ok:
+            fault.set()
+        elif fault.is_set():
+            recovered.set()
+
+    grabber = LatestFrameGrabber(source, watchdog_s=0.5, frame_interval_s=0.02,
+                                 on_health=on_health)
+    grabber.start()
+    try:
+        assert grabber.latest(timeout_s=5) is not None
+        source.freeze.set()
+        assert source.frozen.wait(5)
+        last_usable = grabber.stats.last_frame_at
+        assert fault.wait(5)
+        source.thaw.set()
+        assert recovered.wait(5)
+        assert capture(grabber, CaptureSettings(burst=1)).jpeg[:2] == b"\xff\xd8"
+    finally:
+        grabber.stop()
+    assert [ok for ok, _, _ in health] == [True, False, True]
+    _, why, fault_at = health[1]
+    assert ("no frame" if hang else "frozen: the same frame") in why
+    # checked every watchdog_s / 4: reported between watchdog_s and 1.25 x (+ a loaded CPU)
+    assert 0.5 <= fault_at - last_usable < 0.5 * 1.25 + 0.3
+
+
+def test_a_source_slower_than_real_time_gives_stale_frames_that_are_dropped(tmp_path):
+    video = tmp_path / "lane.avi"
+    write_video(video, 120, fps=15)  # a frame each 67 ms of the stream's clock
+    in_time = LatestFrameGrabber(OpenCvSource(str(video)), frame_interval_s=0.06,
+                                 max_frame_age_s=0.5)
+    in_time.start()
+    try:
+        capture(in_time, CaptureSettings(burst=10, frame_timeout_s=2))
+    finally:
+        in_time.stop()
+    assert in_time.stats.stale == 0 and in_time.stats.decode_lag_ms()["max"] < 100
+    stale = threading.Event()
+    behind = LatestFrameGrabber(  # decodes a frame each 200 ms: 133 ms more lag a frame
+        OpenCvSource(str(video)), frame_interval_s=0.2, max_frame_age_s=0.5, watchdog_s=0.8,
+        on_health=lambda ok, why: stale.set() if why.startswith("stale") else None)
+    behind.start()
+    try:
+        assert stale.wait(10)
+        with pytest.raises(DeviceError, match="no frame"):
+            capture(behind, CaptureSettings(burst=1, frame_timeout_s=0.5))
+    finally:
+        behind.stop()
+    lag = behind.stats.decode_lag_ms()
+    print(f"file at 1x: {in_time.stats.decode_lag_ms()}; at 1/3 x: {lag}, "
+          f"{behind.stats.stale} stale of {behind.stats.stale + behind.stats.frames}")
+    assert behind.stats.stale >= 1 and lag["max"] > 500
+    assert behind.stats.frames <= 4  # 0, 133, 267, 400 ms old; the fifth is 533
+
+
+def test_stop_never_closes_the_capture_while_a_read_runs(tmp_path):
+    video = tmp_path / "lane.avi"
+    write_video(video, 10)
+    source = BlockingSource(str(video))
+    grabber = LatestFrameGrabber(source)
+    grabber.stop_timeout_s = 0.3  # how long stop() waits for the read
+    grabber.start()
+    assert grabber.latest(timeout_s=5) is not None
+    assert source.in_read.wait(5)  # the second read, blocked
+    grabber.stop()  # returns after its bound, the read still running
+    assert not source.closed.is_set()
+    source.release.set()
+    assert source.closed.wait(5)  # the grabber thread closes it once the read returned
+    assert not source.closed_during_read
+    assert source.close_threads == ["camera-grabber"]
+
+
+def test_upload_sends_the_frame_the_crop_or_both(tmp_path):
+    video = tmp_path / "lane.avi"
+    write_video(video, 60)
+    grabber = LatestFrameGrabber(OpenCvSource(str(video)), frame_interval_s=0.01)
+    grabber.start()
+    try:
+        shots = {mode: capture(grabber, CaptureSettings(burst=2, upload=mode))
+                 for mode in ("frame", "crop", "both")}
+    finally:
+        grabber.stop()
+    frame, crop, both = shots["frame"], shots["crop"], shots["both"]
+    assert aspect(frame.jpeg) == pytest.approx(16 / 9, rel=0.01) and frame.crop_b64 is None
+    assert aspect(crop.jpeg) > 2.5 and crop.crop_jpeg == crop.jpeg  # as crop_plate did
+    assert aspect(both.jpeg) == pytest.approx(16 / 9, rel=0.01)  # image_b64: the frame
+    assert both.crop_jpeg is not None and aspect(both.crop_jpeg) > 2.5
+    assert both.cropped and both.crop_b64 is not None
+
+
+def test_upload_defaults_to_both_and_an_explicit_crop_plate_keeps_its_meaning():
+    def mode(**keys: object) -> str:
+        c = CameraSettings(**keys)
+        return upload_mode(c.upload, c.crop_plate)
+
+    assert mode() == "both"
+    assert mode(crop_plate=True) == "crop" and mode(crop_plate=False) == "frame"
+    assert mode(upload="frame", crop_plate=True) == "frame"
+    assert CameraSettings().max_frame_age_s == 0.5 and CameraSettings().rtsp_transport == "tcp"
