@@ -19,6 +19,8 @@ import msgspec
 from gateway.core.allocation import ZoneSpec
 from gateway.core.errors import ConfigError
 from gateway.core.wiring import Wiring
+from gateway.plates.formats import compile_formats
+from gateway.plates.roi import roi_problem
 from gateway.sim.planted import PLANTED_FAULTS
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -159,6 +161,17 @@ class TelemetrySettings(_Section, frozen=True):
     discovery_prefix: str = "homeassistant"
 
 
+class PlateSettings(_Section, frozen=True):
+    """The gate's own plate reader (``gateway/plates/``)."""
+
+    enabled: bool = True
+    formats: list[str] = msgspec.field(default_factory=lambda: ["TR"])  # codes or regexes
+    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.8  # below: unreadable
+    deadline_s: Positive = 1.0  # per vehicle (the whole burst)
+    localisation: Literal["contours", "ocr"] = "contours"
+    threads: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2  # onnxruntime's intra-op threads
+
+
 class SimulationSettings(_Section, frozen=True):
     enabled: bool = False
     start_central: bool = False  # run the sim central service on central.base_urls[0]
@@ -245,6 +258,8 @@ class CameraSettings(_Section, frozen=True):
     rtsp_transport: Literal["tcp", "udp"] = "tcp"  # rtsp:// sources; udp smears on loss
     width: Annotated[int, msgspec.Meta(ge=160, le=4096)] = 1280  # sim frames
     height: Annotated[int, msgspec.Meta(ge=120, le=2160)] = 720
+    # where plates appear: [x0, y0, x1, y1], fractions 0..1 or pixels (None: whole frame)
+    roi: list[float | int] | None = None
 
 
 class IndicatorSettings(_Section, frozen=True):
@@ -310,6 +325,7 @@ class Settings(_Section, frozen=True):
     telemetry: TelemetrySettings = TelemetrySettings()
     store: StoreSettings = StoreSettings()
     simulation: SimulationSettings = SimulationSettings()
+    plates: PlateSettings = PlateSettings()
     zones: list[ZoneSettings] = msgspec.field(
         default_factory=lambda: [ZoneSettings(name="A", spaces=50)]
     )
@@ -483,6 +499,14 @@ def _cross_checks(s: Settings) -> list[str]:
         if lane.camera.kind == "opencv" and not lane.camera.source:
             problems.append(f"lanes[{i}].camera.source: an opencv camera needs a source "
                             "(USB index, rtsp:// URL or a file)")
+    try:
+        compile_formats(s.plates.formats)
+    except ConfigError as exc:
+        problems += exc.problems
+    for i, lane in enumerate(s.lanes):
+        why = roi_problem(lane.camera.roi) if lane.camera.roi is not None else ""
+        if why:
+            problems.append(f"lanes[{i}].camera.roi: {why}")
     for name in s.simulation.planted_faults:
         if name not in PLANTED_FAULTS:
             problems.append(f"simulation.planted_faults: unknown planted fault {name!r} "

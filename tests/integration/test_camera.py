@@ -218,6 +218,24 @@ async def test_an_http_mjpeg_stream_opens_through_ffmpeg_and_its_frames_are_fres
     assert grabber.stats.frames >= 15 and grabber.stats.stale == 0 and lag["max"] < 500
 
 
+async def test_an_mjpeg_stream_read_slower_than_it_comes_gives_stale_frames_dropped():
+    # no timestamps: the read timing tells, reads that return at once come from a backlog
+    async with mjpeg_server(fps=25) as url:
+        stale = threading.Event()
+        grabber = LatestFrameGrabber(
+            OpenCvSource(url), frame_interval_s=0.12, max_frame_age_s=0.5, watchdog_s=0.8,
+            on_health=lambda ok, why: stale.set() if why.startswith("stale") else None)
+        grabber.start()
+        try:
+            assert await asyncio.to_thread(stale.wait, 10)
+        finally:
+            await asyncio.to_thread(grabber.stop)
+    lag = grabber.stats.decode_lag_ms()
+    print(f"http mjpeg 25 fps read at 8 fps: decode lag {lag}, {grabber.stats.stale} stale "
+          f"of {grabber.stats.stale + grabber.stats.frames}")
+    assert grabber.stats.stale >= 1 and lag["max"] > 500
+
+
 @pytest.mark.parametrize("hang", [False, True], ids=["same-frame", "read-hangs"])
 def test_a_frozen_source_is_a_camera_fault_within_watchdog_s_then_recovers(tmp_path, hang):
     video = tmp_path / "lane.avi"
@@ -251,20 +269,20 @@ def test_a_frozen_source_is_a_camera_fault_within_watchdog_s_then_recovers(tmp_p
     _, why, fault_at = health[1]
     assert ("no frame" if hang else "frozen: the same frame") in why
     # checked every watchdog_s / 4: reported between watchdog_s and 1.25 x (+ a loaded CPU)
-    assert 0.5 <= fault_at - last_usable < 0.5 * 1.25 + 0.3
+    assert 0.5 <= fault_at - last_usable < 0.5 * 1.25 + 0.5
 
 
 def test_a_source_slower_than_real_time_gives_stale_frames_that_are_dropped(tmp_path):
     video = tmp_path / "lane.avi"
     write_video(video, 120, fps=15)  # a frame each 67 ms of the stream's clock
-    in_time = LatestFrameGrabber(OpenCvSource(str(video)), frame_interval_s=0.06,
-                                 max_frame_age_s=0.5)
+    in_time = LatestFrameGrabber(OpenCvSource(str(video)), frame_interval_s=0.03,
+                                 max_frame_age_s=0.5)  # faster than real time: no lag
     in_time.start()
     try:
         capture(in_time, CaptureSettings(burst=10, frame_timeout_s=2))
     finally:
         in_time.stop()
-    assert in_time.stats.stale == 0 and in_time.stats.decode_lag_ms()["max"] < 100
+    assert in_time.stats.stale == 0 and in_time.stats.decode_lag_ms()["max"] < 250
     stale = threading.Event()
     behind = LatestFrameGrabber(  # decodes a frame each 200 ms: 133 ms more lag a frame
         OpenCvSource(str(video)), frame_interval_s=0.2, max_frame_age_s=0.5, watchdog_s=0.8,
@@ -277,7 +295,7 @@ def test_a_source_slower_than_real_time_gives_stale_frames_that_are_dropped(tmp_
     finally:
         behind.stop()
     lag = behind.stats.decode_lag_ms()
-    print(f"file at 1x: {in_time.stats.decode_lag_ms()}; at 1/3 x: {lag}, "
+    print(f"file at 2x: {in_time.stats.decode_lag_ms()}; at 1/3 x: {lag}, "
           f"{behind.stats.stale} stale of {behind.stats.stale + behind.stats.frames}")
     assert behind.stats.stale >= 1 and lag["max"] > 500
     assert behind.stats.frames <= 4  # 0, 133, 267, 400 ms old; the fifth is 533
