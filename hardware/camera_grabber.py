@@ -174,11 +174,9 @@ class LatestFrameGrabber:
             if frame is None:
                 break
             got_any = True
-            if timed is not None:
-                captured = self._clock.stamp(started, now, timed.timestamp_ms(),
-                                             timed.frame_period_s())
-            else:
-                captured = self._clock.stamp(started, now, None, None)
+            captured = self._clock.stamp(started, now,
+                                         timed.timestamp_ms() if timed else None,
+                                         timed.frame_period_s() if timed else None)
             self._take(frame, captured, now)
             if self.frame_interval_s:
                 self._stop.wait(self.frame_interval_s)

@@ -199,11 +199,10 @@ class FrameClock:
 
     def _estimate(self, read_start: float, read_end: float, period_s: float | None) -> float:
         period = self._period or period_s
-        waited = read_end - read_start
-        if period is None or self._prev is None or waited >= period / 2:
-            if period is not None and self._prev is not None and waited >= period / 2:
-                interval = read_end - self._last_end
-                self._period = interval if self._period is None else (
-                    0.9 * self._period + 0.1 * interval)
+        if period is None or self._prev is None:
             return read_end
-        return min(read_start, self._prev + period)
+        if read_end - read_start < period / 2:  # at once: from a backlog, after the previous
+            return min(read_start, self._prev + period)
+        interval = min(1.0, read_end - self._last_end)  # it waited: the source's own pace
+        self._period = interval if self._period is None else 0.9 * self._period + 0.1 * interval
+        return read_end
