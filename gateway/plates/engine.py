@@ -6,7 +6,9 @@ promised, and a model appearing at run time is not the model that was tested). S
 are given explicitly, each is checked to exist before rapidocr sees it (a missing file is a
 ``ModelMissing`` fault), the recogniser must carry its character list inside the ONNX file
 (otherwise rapidocr would fetch a dictionary), and both models are loaded and run once here,
-at start-up, instead of on the first vehicle (rapidocr loads lazily).
+at start-up, instead of on the first vehicle (rapidocr loads lazily). The detector is
+loaded only for ``localisation = "ocr"``: with contour localisation it would cost memory
+and start-up time for nothing.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class Engine(Protocol):
 class RapidEngine:
     """``Engine`` over rapidocr, loaded eagerly from ``model_dir``."""
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
-        paths = [model_dir / DET_MODEL, model_dir / REC_MODEL]
+    def __init__(self, model_dir: Path, threads: int, *, detector: bool = True) -> None:
+        paths = [model_dir / DET_MODEL, model_dir / REC_MODEL] if detector else [
+            model_dir / REC_MODEL]
         for path in paths:
             if not path.is_file():
                 raise ModelMissing(f"model file missing: {path} (models are never downloaded; "
@@ -65,21 +68,23 @@ class RapidEngine:
             "Global.use_cls": False,
             "Global.log_level": "error",
             "Global.model_root_dir": str(model_dir),
-            "Det.model_path": str(paths[0]),
-            "Rec.model_path": str(paths[1]),
+            "Det.model_path": str(model_dir / DET_MODEL),  # loaded only if detector
+            "Rec.model_path": str(model_dir / REC_MODEL),
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         })
         blank = np.full((64, 256, 3), 255, np.uint8)
-        self._ocr(blank, use_det=True, use_cls=False, use_rec=False)  # loads the detector
+        if detector:
+            self._ocr(blank, use_det=True, use_cls=False, use_rec=False)  # loads the detector
         self._ocr(blank, use_det=False, use_cls=False, use_rec=True)  # loads the recogniser
         det: Any = self._ocr.text_det
         rec: Any = self._ocr.text_rec
-        if det is None or rec is None:
+        if (detector and det is None) or rec is None:
             raise ModelMissing("rapidocr did not load its models at start-up")
         if not rec.session.have_key():
-            raise ModelMissing(f"{paths[1]} carries no character list (rapidocr would download "
-                               "one)")
+            raise ModelMissing(f"{model_dir / REC_MODEL} carries no character list (rapidocr "
+                               "would download one)")
+        self.detector = detector
         self._rec: Any = rec
 
     def recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
@@ -89,6 +94,8 @@ class RapidEngine:
         return [(str(t), float(s)) for t, s in zip(out.txts or (), out.scores, strict=False)]
 
     def detect(self, image: np.ndarray) -> list[TextLine]:
+        if not self.detector:
+            raise RuntimeError("the text detector was not loaded (localisation is not 'ocr')")
         res: Any = self._ocr(image, use_det=True, use_cls=False, use_rec=True)
         if getattr(res, "boxes", None) is None or res.txts is None:
             return []

@@ -15,7 +15,7 @@ ALL_FORMATS = ["TR", "DE", "NL", "GB", "FR"]
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
-    return RapidEngine(packaged_model_dir(), threads=2)
+    return RapidEngine(packaged_model_dir(), threads=2, detector=True)
 
 
 class SharedEngineReader(PlateReader):

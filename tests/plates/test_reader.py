@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.plates.engine import DET_MODEL, Engine, TextLine, packaged_model_dir
+from gateway.plates.engine import DET_MODEL, REC_MODEL, Engine, TextLine, packaged_model_dir
 from gateway.plates.reader import PlateReader
 from gateway.plates.render import NEGATIVE_CONDITIONS, POSITIVE_CONDITIONS, render_scene
 from gateway.plates.roi import Roi
@@ -190,13 +190,19 @@ async def test_a_reader_that_fails_to_load_is_a_fault_not_a_crash():
     reader.close()
 
 
-async def test_a_missing_model_file_is_a_fault_and_nothing_is_fetched(tmp_path):
-    shutil.copy(packaged_model_dir() / DET_MODEL, tmp_path / DET_MODEL)  # no recogniser
-    reader = PlateReader(PlateSettings(), model_dir=tmp_path)
+@pytest.mark.parametrize(("localisation", "present", "missing"), [
+    ("contours", DET_MODEL, REC_MODEL), ("ocr", REC_MODEL, DET_MODEL)])
+async def test_a_missing_model_file_is_a_fault_and_nothing_is_fetched(
+        tmp_path, localisation, present, missing):
+    shutil.copy(packaged_model_dir() / present, tmp_path / present)
+    reader = PlateReader(PlateSettings(localisation=localisation), model_dir=tmp_path)
     await reader.start()
-    assert not reader.ready and "model file missing" in reader.fault
-    assert str(tmp_path / "PP-OCRv6_rec_small.onnx") in reader.fault
-    assert sorted(p.name for p in tmp_path.iterdir()) == [DET_MODEL]  # nothing downloaded
+    assert not reader.ready
+    assert reader.fault.startswith(f"plate reader failed to load: ModelMissing: model file "
+                                   f"missing: {tmp_path / missing}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [present]  # nothing downloaded
+    r = await reader.read_burst([render_scene("34 ABC 123", np.random.default_rng(1))])
+    assert r.plate is None and "model file missing" in r.error
     reader.close()
 
 

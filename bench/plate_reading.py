@@ -1,0 +1,135 @@
+"""Plate reading on this machine: accuracy by condition, false reads, latency, memory.
+
+    python bench/plate_reading.py [--vehicles N] [--seed S] [--burst B] [--threads T]
+                                  [--localisation contours|ocr|both] [--roi x0,y0,x1,y1]
+
+The seeded test set of tests/plates/make_scenes.py (N vehicles per condition, each a burst of
+B frames, the camera's default 3), read by the real reader (rapidocr 3.10 on onnxruntime) in
+each localisation: OpenCV contours feeding the recogniser only, or the OCR text detector.
+Printed per option: exact-match accuracy by condition (with the unreadable and the wrong
+counts: a wrong plate is worse than none), the false-read rate on the negatives (no plate, a
+badge, a timestamp overlay), p50/p95 latency per vehicle (the whole burst) and per frame
+(one-frame reads), the model's load time and the reader's resident memory (RSS before and
+after start(), which imports onnxruntime and loads both models), against the aims of issue
+10: >= 97 % exact on clean and angled, >= 90 % on blurred and low light, <= 1 % false reads,
+<= 150 ms p95 per vehicle. The OCR option runs with a 10 s deadline so that its latency is
+measured rather than cut at the 1 s default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.plates.reader import PlateReader  # noqa: E402
+from gateway.plates.render import NEGATIVE_CONDITIONS  # noqa: E402
+from gateway.plates.roi import Roi  # noqa: E402
+from gateway.settings import PlateSettings  # noqa: E402
+from tests.plates.make_scenes import FORMATS, make_vehicles  # noqa: E402
+
+AIMS = {"clean": 0.97, "angled": 0.97, "blurred": 0.90, "low_light": 0.90}
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(localisation: str, args: argparse.Namespace) -> None:
+    settings = PlateSettings(formats=list(FORMATS), localisation=localisation,
+                             threads=args.threads,
+                             deadline_s=10.0 if localisation == "ocr" else 1.0)
+    before = rss_mb()
+    reader = PlateReader(settings)
+    await reader.start()
+    after = rss_mb()
+    if not reader.ready:
+        print(f"{localisation}: reader fault: {reader.fault}")
+        return
+    roi = Roi.parse(args.roi) if args.roi else None
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # n, exact, none, wrong
+    per_vehicle: list[float] = []
+    per_frame: list[float] = []
+    errors: dict[str, int] = defaultdict(int)
+    t0 = time.perf_counter()
+    for v in make_vehicles(args.seed, args.vehicles, args.burst):
+        r = await reader.read_burst(v.frames, roi)
+        single = await reader.read_burst(v.frames[:1], roi)
+        per_vehicle.append(r.latency_ms)
+        per_frame.append(single.latency_ms)
+        if r.error:
+            errors[r.error.split(":")[0]] += 1
+        t = tally[v.condition]
+        t[0] += 1
+        t[1] += r.plate == v.plate
+        t[2] += r.plate is None and v.plate is not None
+        t[3] += r.plate is not None and r.plate != v.plate
+        if args.verbose and r.plate != v.plate:
+            print(f"  {v.condition:9} {v.fmt} {v.font:28} {v.plate} -> {r.plate} {r.candidates}")
+    reader.close()
+    wall = time.perf_counter() - t0
+    print(f"\n== localisation = {localisation!r}, threads = {args.threads}, burst = {args.burst}, "
+          f"roi = {args.roi or 'whole frame'} ({wall:.0f} s)")
+    print(f"model load {reader.load_s:.2f} s; reader RSS {before:.0f} -> {after:.0f} MB "
+          f"(+{after - before:.0f} MB)")
+    print(f"{'condition':10} {'vehicles':>8} {'exact':>7} {'unread':>6} {'wrong':>5}  aim")
+    negatives = false_reads = 0
+    for cond, (n, exact, none, wrong) in tally.items():
+        if cond in NEGATIVE_CONDITIONS:
+            negatives += n
+            false_reads += wrong
+            print(f"{cond:10} {n:8} {'-':>7} {'-':>6} {wrong:5}  false reads")
+            continue
+        aim = AIMS.get(cond)
+        verdict = "" if aim is None else (
+            f">= {aim:.0%} " + ("met" if exact / n >= aim else "MISSED"))
+        print(f"{cond:10} {n:8} {exact / n:7.1%} {none:6} {wrong:5}  {verdict}")
+    rate = false_reads / max(1, negatives)
+    print(f"false reads on negatives: {false_reads}/{negatives} = {rate:.1%} (aim <= 1 %: "
+          f"{'met' if rate <= 0.01 else 'MISSED'})")
+    p95 = pct(per_vehicle, 0.95)
+    print(f"per vehicle ({args.burst} frames): p50 {pct(per_vehicle, 0.5):.0f} ms, p95 {p95:.0f} "
+          f"ms, max {max(per_vehicle):.0f} ms (aim p95 <= 150 ms: "
+          f"{'met' if p95 <= 150 else 'MISSED'}); over the 1 s default deadline: "
+          f"{sum(x > 1000 for x in per_vehicle)}")
+    print(f"per frame: p50 {pct(per_frame, 0.5):.0f} ms, p95 {pct(per_frame, 0.95):.0f} ms, "
+          f"mean {statistics.fmean(per_frame):.0f} ms")
+    if errors:
+        print("errors:", dict(errors))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vehicles", type=int, default=12, help="per condition (10 conditions)")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--burst", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--localisation", choices=["contours", "ocr", "both"], default="both")
+    ap.add_argument("--roi", type=lambda s: [float(x) for x in s.split(",")], default=None)
+    ap.add_argument("--verbose", action="store_true", help="print every miss")
+    args = ap.parse_args()
+    print(f"{args.vehicles * 10} vehicles x {args.burst} frames = {args.vehicles * 10 * args.burst}"
+          " scenes (1280x720), formats " + ", ".join(FORMATS))
+    for loc in (["contours", "ocr"] if args.localisation == "both" else [args.localisation]):
+        asyncio.run(run(loc, args))
+
+
+if __name__ == "__main__":
+    main()
