@@ -135,6 +135,10 @@ class Gateway:
         # before any lane can start a saga: no decision for a lane or plate whose saga a
         # stop left in flight until recovery has finished that one
         await self.runner.fence_unfinished()
+        # the lanes record barrier_opened as they energise the relay: a saga stopped in its
+        # open_barrier with no such event never opened the barrier
+        self.runner.device_evidence = lambda conn, saga_id: events.recent_for_saga(
+            conn, "barrier_opened", saga_id)
         self.sync = OfflineSync(self.store, registry.remote["license_plate_service"],
                                 self.clock, gate_id=s.gate.id, deadline_s=s.central.deadline_s)
         self.store.on_commit.append(self.sync.wake)

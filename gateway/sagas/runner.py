@@ -36,7 +36,9 @@ from gateway.core.saga import (
     SagaMachine,
     SagaStatus,
     StepKind,
+    StepRecord,
     StepSpec,
+    StepStatus,
 )
 from gateway.core.steps import (
     DEFINITIONS,
@@ -94,6 +96,9 @@ class SagaRunner:
         self.decision_deadline_s = decision_deadline_s
         self.fences = RecoveryFences()
         self.write_retries = 0  # log writes that failed and were retried (a full disk)
+        # Whether a device step left a trace of acting (the daemon: the lane's
+        # barrier_opened event); None: unknown, so one in flight at a stop rolls forward.
+        self.device_evidence: Callable[[sqlite3.Connection, str], bool] | None = None
         # how long a new saga waits for a fence on its lane or plate before it is refused
         self.fence_wait_s = decision_deadline_s or 2.5
         self.store = store
@@ -169,12 +174,34 @@ class SagaRunner:
             raise errors[0]  # the supervisor runs recovery again for what is left
         return [r for r in results if isinstance(r, SagaOutcome)]
 
+    @staticmethod
+    def _without_effect(conn: sqlite3.Connection, *, definition: SagaDefinition,
+                        saga_id: str, records: list[StepRecord],
+                        evidence: Callable[[sqlite3.Connection, str], bool],
+                        ) -> list[StepRecord]:
+        """A device step in flight at the stop that left no trace of acting (the lane
+        records ``barrier_opened`` as it energises the relay) did not act: it failed with
+        no effect, and the saga is compensated rather than completed on an assumed
+        passage of a barrier that never opened."""
+        out = []
+        for r in records:
+            step = definition.steps[r.index]
+            if step.kind is StepKind.DEVICE and r.forward is StepStatus.STARTED \
+                    and not evidence(conn, saga_id):
+                r = StepRecord(r.index, forward=StepStatus.FAILED)
+            out.append(r)
+        return out
+
     async def _recover_one(self, saga: Json) -> SagaOutcome:
         sid = str(saga["saga_id"])
         try:
             definition = _definition_of(saga)
             assert definition is not None
             records = await self.store.read(partial(saga_log.step_records, saga_id=sid))
+            if self.device_evidence is not None:
+                records = await self.store.read(partial(
+                    self._without_effect, definition=definition, saga_id=sid,
+                    records=records, evidence=self.device_evidence))
             results = await self.store.read(partial(saga_log.step_results, saga_id=sid))
             sources = await self.store.read(partial(saga_log.step_sources, saga_id=sid))
             machine, cmd = SagaMachine.restore(definition, SagaStatus(saga["status"]), records,

@@ -90,6 +90,18 @@ def list_after(conn: sqlite3.Connection, after_seq: int = 0, limit: int = 100,
     return [_envelope(r) for r in conn.execute(sql, params)]
 
 
+def recent_for_saga(conn: sqlite3.Connection, type_: str, saga_id: str,
+                    window: int = 20_000) -> bool:
+    """Is there an event of ``type_`` for ``saga_id`` among the newest ``window`` events?
+    (Recovery's question about a saga a stop left in flight: recent by nature; the window
+    bounds the walk, newest first by ``seq``.)"""
+    row = conn.execute(
+        "SELECT 1 FROM (SELECT type, data FROM events ORDER BY seq DESC LIMIT ?) "
+        "WHERE type=? AND json_extract(data, '$.saga_id')=? LIMIT 1",
+        (window, type_, saga_id)).fetchone()
+    return row is not None
+
+
 def outbox_pending(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 

@@ -93,6 +93,7 @@ async def crash_round(tmp_path: Path, name: str, kill: int | None,
         await central.runner.cleanup()
 
 
+@pytest.mark.timeout(360)  # ~40 kills and restarts: a minute alone, more on a busy machine
 async def test_kill_at_every_boundary(tmp_path):
     state = SimCentralState()
     central = await start_central(state)

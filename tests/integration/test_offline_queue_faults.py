@@ -39,12 +39,13 @@ class HeldGate(InstantGate):
     def __init__(self) -> None:
         super().__init__()
         self.hold = False
+        self.hold_at = "confirm_passage"  # or "open_barrier": the arm has not moved yet
         self.at_passage = asyncio.Event()
         self.go = asyncio.Event()
 
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
-        if operation == "confirm_passage" and self.hold and not payload.get("recovering"):
+        if operation == self.hold_at and self.hold and not payload.get("recovering"):
             self.at_passage.set()
             await self.go.wait()
         return await super().call(operation, payload, idempotency_key=idempotency_key,

@@ -16,10 +16,11 @@ import contextlib
 import dataclasses
 from typing import Any
 
+from gateway.clock import SystemClock
 from gateway.core.steps import ENTRY
 from gateway.sagas.policy import SagaOutcome
 from gateway.sagas.runner import SagaRunner
-from gateway.store import saga_log, spaces
+from gateway.store import events, saga_log, spaces
 from tests.e2e.daemon import until
 from tests.integration.test_offline_queue_faults import World, live, make_world
 
@@ -49,9 +50,11 @@ async def restarted_after_a_stop_while_creating(w: World) -> SagaRunner:
     return w.restarted()
 
 
-async def stopped_at_the_passage(w: World, plate: str, saga_id: str) -> None:
-    """An entry stopped with the barrier open and the vehicle on the loop."""
-    w.gate.hold, w.gate.at_passage = True, asyncio.Event()
+async def stopped_at_the_passage(w: World, plate: str, saga_id: str,
+                                 at: str = "confirm_passage") -> None:
+    """An entry stopped with the barrier open and the vehicle on the loop (or, ``at`` =
+    ``open_barrier``, as the lane was asked to open)."""
+    w.gate.hold, w.gate.hold_at, w.gate.at_passage = True, at, asyncio.Event()
     task = asyncio.create_task(w.runner.run(
         ENTRY, {"lane_id": "entry-1", "license_plate": plate}, saga_id=saga_id))
     await w.gate.at_passage.wait()
@@ -219,3 +222,37 @@ async def test_a_saga_whose_log_cannot_be_written_waits_and_finishes_when_it_can
         (session,) = [s for s in await sessions(w) if s["entry_saga_id"] == outcome.saga_id]
         assert session["status"] == "inside"
         assert [s["saga_id"] for s in await held_spaces(w)] == [outcome.saga_id]
+
+
+def barrier_evidence(conn, saga_id: str) -> bool:
+    return events.recent_for_saga(conn, "barrier_opened", saga_id)
+
+
+async def test_a_saga_stopped_before_its_barrier_opened_is_compensated(tmp_path):
+    """Reliability campaign finding F1 (3): stopped in open_barrier, and the lane never
+    recorded barrier_opened for it: the arm never went up, so the vehicle is not assumed in
+    (its space freed, its entry record cancelled) — the daemon knows it from the lane's
+    event, which is written as the relay is energised."""
+    async with make_world(tmp_path) as w:
+        await w.visit("E5")
+        await stopped_at_the_passage(w, "E5", "saga-e", at="open_barrier")
+        w.restarted().device_evidence = barrier_evidence
+        (outcome,) = await recover(w)
+        assert outcome.status == "compensated", outcome
+        assert await held_spaces(w) == []
+        assert [s for s in await sessions(w) if s["entry_saga_id"] == "saga-e"] == []
+        await w.drain_all()
+        assert live(w.central.entries, "saga-e:create_entry_record") == []
+
+
+async def test_a_saga_stopped_after_its_barrier_opened_is_completed_as_assumed(tmp_path):
+    async with make_world(tmp_path) as w:
+        await w.visit("E5")
+        await stopped_at_the_passage(w, "E5", "saga-e", at="open_barrier")
+        await w.store.record_event(SystemClock(), "g1", "barrier_opened",
+                                   {"saga_id": "saga-e", "manual": False}, "entry-1")
+        w.restarted().device_evidence = barrier_evidence
+        (outcome,) = await recover(w)
+        assert outcome.status == "completed", outcome
+        (session,) = [s for s in await sessions(w) if s["entry_saga_id"] == "saga-e"]
+        assert "assumed" in session["flags"].split(",")
