@@ -19,6 +19,7 @@ from gateway import __version__
 from gateway.clock import Clock, SystemClock, iso
 from gateway.core.errors import DeviceError, GatewayError
 from gateway.notify import sd_notify
+from gateway.plates.reader import PlateReader
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.permit_sync import PermitSync
 from gateway.sagas.runner import SagaRunner
@@ -81,6 +82,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.mqtt: MqttConnection | None = None
         self.publisher: TelemetryPublisher | None = None
+        self.reader: PlateReader | None = None
         self.web: web.AppRunner | None = None
         self.web_port: int | None = None
         self._commit = asyncio.Event()
@@ -153,6 +155,13 @@ class Gateway:
         self._tasks.append(self.supervisor.spawn("recovery", self._recover, once=True))
         if s.simulation.enabled:
             self.sim = SimWorld(s.simulation)
+        # one reader for all lanes (one worker thread): its model loads in the background,
+        # and until it is ready (or if it fails) the lanes go on without local readings
+        cameras = any(lane.camera.kind != "none" for lane in s.lanes)
+        self.reader = PlateReader(s.plates) if s.plates.enabled and cameras else None
+        if self.reader is not None:
+            self._tasks.append(self.supervisor.spawn("plate reader", self._load_reader,
+                                                     once=True))
         for lane in s.lanes:
             # each simulated lane has a mock board of its own, its outputs kept in a file
             # the way a Pi keeps them driven (relays-off reads it)
@@ -171,7 +180,8 @@ class Gateway:
             self.devices[lane.id] = devices
             controller = LaneController(lane, devices, self.runner, self.store, self.clock,
                                         s.gate.id, after_saga=self.check_occupancy,
-                                        policy=s.policy)
+                                        policy=s.policy, reader=self.reader,
+                                        compare_anpr=s.plates.compare_anpr)
             self.lanes[lane.id] = controller
             gate.lanes[lane.id] = controller
             if self.sim is not None and devices.simulated:
@@ -214,6 +224,8 @@ class Gateway:
             await port.stop()
         for devices in self.devices.values():
             devices.release()  # relays de-energised on every exit
+        if self.reader is not None:
+            self.reader.close()
         if self.session is not None:
             await self.session.close()
         if self.publisher is not None:
@@ -251,6 +263,14 @@ class Gateway:
                                f"({exc.strerror or exc}); is another gateway running?") from None
         addresses = self.web.addresses
         self.web_port = addresses[0][1] if addresses else self.settings.web.port
+
+    async def _load_reader(self) -> None:
+        assert self.reader is not None
+        await self.reader.start()
+        if self.reader.fault:
+            log.error("%s; lanes go on without local readings", self.reader.fault)
+        else:
+            log.info("plate reader ready (model loaded in %.2f s)", self.reader.load_s)
 
     async def _recover(self) -> None:
         outcomes = await self.runner.recover()
@@ -364,6 +384,8 @@ class Gateway:
         if self.central_circuit() == "open":
             problems.append("central service: circuit open")
         problems += self.supervisor.problems()
+        if self.reader is not None and self.reader.fault:
+            problems.append(f"plate reader: {self.reader.fault}")
         if self.mqtt is not None and self.mqtt.refusing:  # events stay in the outbox
             problems.append("telemetry: the broker refuses publishes: " + ", ".join(
                 f"{topic}: {reason}" for topic, reason in sorted(self.mqtt.refusing.items())))
@@ -433,6 +455,9 @@ class Gateway:
                 partial(events.read_counter, name="outbox_dropped"))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
                               "dead_letters": dead},
+            "plate_reader": None if self.reader is None else {
+                "ready": self.reader.ready, "fault": self.reader.fault or None,
+                "load_s": round(self.reader.load_s, 2)},
             "permits": {**await self.store.read(permits.counts),
                         "as_of": await self.store.read(permits.as_of),
                         "last_error": self.permit_sync.last_error or None},

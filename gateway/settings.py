@@ -170,6 +170,7 @@ class PlateSettings(_Section, frozen=True):
     deadline_s: Positive = 1.0  # per vehicle (the whole burst)
     localisation: Literal["contours", "ocr"] = "contours"
     threads: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2  # onnxruntime's intra-op threads
+    compare_anpr: bool = True  # read an ANPR camera's bursts too; a disagreement is an event
 
 
 class SimulationSettings(_Section, frozen=True):
@@ -243,6 +244,9 @@ class BarrierSettings(_Section, frozen=True):
 
 class CameraSettings(_Section, frozen=True):
     kind: Literal["sim", "opencv", "none"] = "sim"
+    # sim only: "anpr" gives the plate reading with the frame, "plain" only the frame
+    # (the gate's own reader reads it)
+    mode: Literal["anpr", "plain"] = "anpr"
     source: str = ""  # opencv: USB index ("0"), rtsp://… URL, or a video/image file
     burst: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     frame_timeout_s: Positive = 1.0

@@ -163,7 +163,7 @@ def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, Se
         sim_camera = None
         grabber = None
         if c.kind == "sim":
-            sim_camera = SimCameraSource(c.width, c.height)
+            sim_camera = SimCameraSource(c.width, c.height, plain=c.mode == "plain")
             grabber = LatestFrameGrabber(sim_camera, watchdog_s=c.watchdog_s,
                                          max_frame_age_s=c.max_frame_age_s,
                                          frame_interval_s=sim_camera.frame_interval_s)

@@ -83,6 +83,7 @@ class Shot:
     crop_jpeg: bytes | None = None
     captured_at: float = 0.0  # monotonic capture time of the chosen frame
     timings_ms: dict[str, float] = field(default_factory=dict)
+    frames: list[Frame] = field(default_factory=list, repr=False)  # the burst, for a reader
 
     @property
     def image_b64(self) -> str:
@@ -149,4 +150,5 @@ def capture(grabber: LatestFrameGrabber, s: CaptureSettings) -> Shot:
     return Shot(jpeg, best.plate, best.confidence, region is not None, score, crop,
                 best.captured_at, {"frames": (t1 - t0) * 1000, "select": (t2 - t1) * 1000,
                                    "encode": (t3 - t2) * 1000,
-                                   "age": (t3 - best.captured_at) * 1000})
+                                   "age": (t3 - best.captured_at) * 1000},
+                [g.frame for g in frames])

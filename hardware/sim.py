@@ -102,16 +102,26 @@ def read_board(board_file: Path) -> dict[str, bool]:
 
 
 class SimCameraSource:
-    """Synthetic frames: a car with the current vehicle's plate, or an empty lane."""
+    """Synthetic frames: a car with the current vehicle's plate, or an empty lane.
 
-    def __init__(self, width: int = 1280, height: int = 720, fps: float = 25.0) -> None:
+    ``plain = False`` (an ANPR camera): the plate drawn simply, and the camera's own
+    reading given with the frame. ``plain = True`` (an ordinary camera): no reading, and a
+    scene rendered by ``gateway.plates.render`` for the gate's reader to read, each vehicle
+    in a condition (clean, angled, blurred, low light, night IR, occluded) and font drawn
+    by a generator seeded with ``seed`` and the plate, so a run can be repeated."""
+
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 25.0, *,
+                 plain: bool = False, seed: int = 7) -> None:
         self.width, self.height = width, height
         self.frame_interval_s = 1.0 / fps
+        self.plain = plain
+        self.seed = seed
         self._lock = threading.Lock()
         self._plate: str | None = None
         self._frame_for: str | None = "-"
         self._frame: np.ndarray[Any, Any] | None = None
-        self._rng = np.random.default_rng(7)
+        self._rng = np.random.default_rng(seed)
+        self.conditions: dict[str, str] = {}  # plate -> the condition it was shown in
 
     def show(self, plate: str | None) -> None:
         """The vehicle in front of the camera (``None``: the lane is empty)."""
@@ -128,7 +138,7 @@ class SimCameraSource:
         with self._lock:
             plate = self._plate
         if plate != self._frame_for or self._frame is None:
-            self._frame = render_frame(plate, self.width, self.height)
+            self._frame = self._render(plate)
             self._frame_for = plate
         noisy = self._frame.copy()
         # a little sensor noise so frames differ and sharpness has something to choose
@@ -138,7 +148,30 @@ class SimCameraSource:
 
     def reading(self) -> tuple[str | None, float]:
         with self._lock:
+            if self.plain:
+                return None, 0.0  # an ordinary camera reads nothing
             return (self._plate, 0.95) if self._plate else (None, 0.0)
+
+    def _render(self, plate: str | None) -> np.ndarray[Any, Any]:
+        if not self.plain or plate is None:
+            return render_frame(plate, self.width, self.height)
+        from gateway.plates.render import render_scene  # only plain cameras need it
+
+        rng, condition = sim_condition(plate, self.seed)
+        self.conditions[plate] = condition
+        return render_scene(plate, rng, width=self.width, height=self.height,
+                            condition=condition)
+
+
+# how often each condition comes at a simulated plain camera (mostly a clear view)
+SIM_CONDITIONS = ("clean", "angled", "blurred", "low_light", "night_ir", "occluded")
+SIM_CONDITION_WEIGHTS = (0.55, 0.15, 0.1, 0.1, 0.05, 0.05)
+
+
+def sim_condition(plate: str, seed: int = 7) -> tuple[np.random.Generator, str]:
+    """The generator a plain sim camera renders ``plate`` with, and the condition drawn."""
+    rng = np.random.default_rng([seed, *plate.encode()])
+    return rng, str(rng.choice(SIM_CONDITIONS, p=SIM_CONDITION_WEIGHTS))
 
 
 def render_frame(plate: str | None, width: int, height: int) -> np.ndarray[Any, Any]:

@@ -42,7 +42,10 @@ from gateway.core.lane_types import (
     Tick,
 )
 from gateway.core.steps import DEFINITIONS
+from gateway.plates.reader import PlateReader
+from gateway.plates.roi import Roi
 from gateway.sagas.runner import SagaRunner
+from gateway.services.plate_reading import reading_for
 from gateway.settings import LaneSettings, PolicySettings
 from gateway.store.store import Store
 from hardware.build import LaneDevices
@@ -56,7 +59,8 @@ class LaneController:
     def __init__(self, settings: LaneSettings, devices: LaneDevices, runner: SagaRunner,
                  store: Store, clock: Clock, gate_id: str,
                  after_saga: Callable[[], Awaitable[None]] | None = None,
-                 policy: PolicySettings | None = None) -> None:
+                 policy: PolicySettings | None = None, reader: PlateReader | None = None,
+                 compare_anpr: bool = True) -> None:
         self.settings = settings
         self.id = settings.id
         self.direction = settings.direction
@@ -69,6 +73,11 @@ class LaneController:
         self.gate_id = gate_id
         self.after_saga = after_saga
         self.last: Json = {}
+        self.reader = reader  # the gate's own plate reader, shared by the lanes
+        self.roi = Roi.parse(settings.camera.roi) if settings.camera.roi else None
+        self.compare_anpr = compare_anpr
+        self.last_reading: Json = {}
+        self.last_crop: bytes | None = None
         self.latencies: deque[dict[str, float]] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -271,12 +280,20 @@ class LaneController:
             self.emit("hardware_fault", {"device": "camera", "reason": str(exc)})
             self.feed(PlateCaptured(None, saga_id, presence=presence))
             return
-        now = self.clock.monotonic()
-        self._cycle["frame"] = now - shot.timings_ms.get("encode", 0) / 1000 \
-            - shot.timings_ms.get("select", 0) / 1000
-        self._cycle["plate"] = now
-        self.feed(PlateCaptured(shot.plate, saga_id, shot.confidence, shot.image_b64,
-                                presence))
+        self._cycle["frame"] = self.clock.monotonic() - shot.timings_ms.get("encode", 0) \
+            / 1000 - shot.timings_ms.get("select", 0) / 1000
+        got = await reading_for(shot, self.reader, self.roi, compare_anpr=self.compare_anpr)
+        self._cycle["plate"] = self.clock.monotonic()
+        for type_, data in got.events:
+            self.emit(type_, data)
+        if got.local is not None:  # for the page: what the gate's reader saw
+            self.last_reading = {
+                "license_plate": got.local.plate, "confidence": round(got.local.confidence, 3),
+                "latency_ms": round(got.local.latency_ms, 1), "error": got.local.error,
+                "used": got.source}
+            self.last_crop = got.local.crop_jpeg  # served as /api/lanes/{id}/plate.jpg
+        self.feed(PlateCaptured(got.plate, saga_id, got.confidence, shot.image_b64,
+                                presence, got.source))
 
     async def _run_saga(self, cmd: StartSaga) -> None:
         ctx: Json = {"lane_id": self.id, "license_plate": cmd.plate,
@@ -372,6 +389,7 @@ class LaneController:
             "faults": {**self.lane.faults, **({"camera": self.camera_fault}
                                               if self.camera_fault else {})},
             "last": self.last,
+            "reading": self.last_reading,
         }
 
 

@@ -32,6 +32,7 @@ class SimCentralState:
     by_key: dict[str, tuple[int, Json]] = field(default_factory=dict)  # key -> (status, body)
     key_hits: Counter[str] = field(default_factory=Counter)
     verify_calls: int = 0
+    verify_requests: list[Json] = field(default_factory=list)
     delay_s: float = 0.0  # added to every answer (benchmarks, demos of a slow service)
     reject_plates: set[str] = field(default_factory=set)  # records refused for good (422)
     # the permit list (GET /v1/permits): plate -> (kind, valid_from, valid_until); a plate
@@ -67,6 +68,9 @@ class SimCentralState:
     # -- the operations, shared by the HTTP server and the in-process service --------
     def verify(self, body: Json) -> tuple[int, Json]:
         self.verify_calls += 1
+        # what the gate sent, without the image (the last 100)
+        self.verify_requests.append({k: v for k, v in body.items() if k != "image_jpeg_b64"})
+        del self.verify_requests[:-100]
         plate = str(body.get("license_plate") or "").upper().replace(" ", "")
         if not plate:
             return 422, {"error": "no_plate_found"}

@@ -246,6 +246,15 @@ async def delete_permit(request: web.Request) -> web.Response:
     return _json({"license_plate": plate, "deleted": True})
 
 
+async def lane_plate_crop(request: web.Request) -> web.Response:
+    """The plate crop of the lane's last local reading (JPEG), for the page."""
+    lane = request.app[GATEWAY].lanes.get(request.match_info["lane_id"])
+    if lane is None or lane.last_crop is None:
+        return _error(404, "no local reading with a crop on this lane")
+    return web.Response(body=lane.last_crop, content_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
+
+
 async def sim_vehicle(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if gw.sim is None:
@@ -321,6 +330,7 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_get("/api/sagas/{saga_id}", get_saga)
     r.add_post("/api/lanes/{lane_id}/open", manual_open)
     r.add_post("/api/spaces/{space_id}/state", space_state)
+    r.add_get("/api/lanes/{lane_id}/plate.jpg", lane_plate_crop)
     r.add_get("/api/permits", list_permits)
     r.add_put("/api/permits/{plate}", put_permit)
     r.add_delete("/api/permits/{plate}", delete_permit)

@@ -67,6 +67,10 @@ OPENAPI: dict[str, Any] = {
                 "state": {"enum": ["free", "out_of_service"]}}},
             responses={**_OK, "404": {"description": "no such space"},
                        "409": {"description": "the space is allocated"}})},
+        "/api/lanes/{lane_id}/plate.jpg": {"parameters": _path_param("lane_id"), "get": _op(
+            "The plate crop of the lane's last local reading (image/jpeg)",
+            responses={"200": {"description": "a JPEG", "content": {"image/jpeg": {}}},
+                       "404": {"description": "no such lane, or no crop yet"}})},
         "/api/permits": {"get": _op(
             "The local permit list: the central service's (synced) and the gate's own",
             responses=_OK)},

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "e2e-secret-token"
 
 
-def e2e_config(data_dir: Path, central_url: str, extra: str = "", spaces: int = 10) -> str:
+def e2e_config(data_dir: Path, central_url: str, extra: str = "", spaces: int = 10, *,
+               camera: str = "anpr", plates: bool = False) -> str:
+    """``camera = "plain"``: the sim cameras give only frames (960x540, for the gate's own
+    reader); ``plates``: the gate's reader on (off by default: its model costs every
+    daemon start a second or two)."""
     # The simulated world runs 4x faster than real time; the lane's timings are the
     # world's divided by 4 (the arm travels 1 s of world time: 0.25 s).
     lane = """
@@ -32,8 +36,7 @@ gap_hold_s = 0.3
 duplicate_window_s = 0.5
 [lanes.camera]
 burst = 1
-width = 320
-height = 240
+{camera_lines}
 [lanes.indicators]
 kind = "sim"
 [lanes.arm_open_limit]
@@ -41,7 +44,12 @@ kind = "sim"
 [lanes.arm_closed_limit]
 kind = "sim"
 """
+    camera_lines = 'mode = "plain"\nwidth = 960\nheight = 540' if camera == "plain" \
+        else "width = 320\nheight = 240"
+    lane = lane.replace("{camera_lines}", camera_lines)
     return f"""
+[plates]
+enabled = {"true" if plates else "false"}
 [gate]
 id = "e2e-gate"
 data_dir = "{data_dir}"
