@@ -88,4 +88,4 @@ async def test_a_plain_camera_is_read_at_the_gate(world, tmp_path):
 
 def e2e_central_url(tmp_path) -> str:
     text = (tmp_path / "gateway.toml").read_text()
-    return text.split('base_urls = ["', 1)[1].split('"', 1)[0]
+    return str(text.split('base_urls = ["', 1)[1].split('"', 1)[0])
