@@ -95,6 +95,11 @@ class Parsed:
     plate: str
     repairs: int  # look-alike characters swapped
     format: str
+    dropped: int = 0  # leading characters dropped (a plate band's country code, misread)
+
+    @property
+    def cost(self) -> int:
+        return self.repairs + self.dropped
 
 
 def _swaps(text: str) -> list[tuple[int, str]]:
@@ -116,14 +121,14 @@ def _invents_a_group(text: str, candidate: str, swapped: set[int]) -> bool:
     return False
 
 
-def _repaired(text: str, fmt: PlateFormat) -> Parsed | None:
+def _repaired(text: str, fmt: PlateFormat, budget: int = MAX_REPAIRS) -> Parsed | None:
     """The single repair with fewest swaps that makes ``text`` match ``fmt``, or None.
 
     A repair that would invent a whole group (all the letters or all the digits) is none."""
     if fmt.matches(text):
         return Parsed(text, 0, fmt.name)
     swaps = _swaps(text)
-    for n in range(1, min(MAX_REPAIRS, len(swaps)) + 1):
+    for n in range(1, min(budget, len(swaps)) + 1):
         found = set()
         for combo in itertools.combinations(swaps, n):
             chars = list(text)
@@ -143,8 +148,11 @@ def _repaired(text: str, fmt: PlateFormat) -> Parsed | None:
 def parse_plate(raw: str, formats: tuple[PlateFormat, ...]) -> Parsed | None:
     """The plate in one recognised text, or None when it is not a plate of ``formats``.
 
-    Formats are tried in order; the fewest repairs win, a tie between formats giving
-    different plates is ambiguous (None)."""
+    Tried: the text as read, without the format's own country code in front (the plate's
+    band, at no cost), and without one or two leading characters (the band misread as
+    something else: each dropped character costs like a repair). The cheapest reading
+    wins; a tie between different plates is ambiguous (None), so "8MW1234" (BMW1234 with one
+    repair, or MW1234 with one character dropped) is unreadable rather than a guess."""
     if not raw or looks_like_timestamp(raw) or any(c in raw for c in ":/"):
         return None
     text = normalise(raw)
@@ -152,23 +160,23 @@ def parse_plate(raw: str, formats: tuple[PlateFormat, ...]) -> Parsed | None:
         return None
     best: list[Parsed] = []
     for fmt in formats:
-        variants = [text]
+        variants = [(text, 0), (text[1:], 1), (text[2:], 2)]
         if fmt.prefix and text.startswith(fmt.prefix):
-            variants.append(text[len(fmt.prefix):])  # the band's country code was read
-        for variant in variants:
+            variants.append((text[len(fmt.prefix):], 0))  # the band's country code was read
+        for variant, dropped in variants:
             if not MIN_LEN <= len(variant) <= MAX_LEN:
                 continue
-            parsed = _repaired(variant, fmt)
+            parsed = _repaired(variant, fmt, MAX_REPAIRS - dropped)
             if parsed is not None:
-                best.append(parsed)
+                best.append(Parsed(parsed.plate, parsed.repairs, fmt.name, dropped))
     if not best:
         return None
-    fewest = min(p.repairs for p in best)
-    plates = {p.plate for p in best if p.repairs == fewest}
+    fewest = min(p.cost for p in best)
+    plates = {p.plate for p in best if p.cost == fewest}
     if len(plates) > 1:
         return None
-    return next(p for p in best if p.repairs == fewest)
+    return next(p for p in best if p.cost == fewest)
 
 
 def repaired_confidence(confidence: float, parsed: Parsed) -> float:
-    return confidence * REPAIR_PENALTY ** parsed.repairs
+    return confidence * REPAIR_PENALTY ** parsed.cost

@@ -6,8 +6,10 @@ gradient keeps the stroke edges, and a wide closing merges a row of characters i
 blob. Blobs of a plate's proportions (long side 2-9 times the short one, of a plausible size)
 become rotated rectangles, straightened and cropped from the full-resolution image with a
 margin, so a plate turned by up to ~25 degrees reaches the recogniser level. The same is done
-on the inverted image for light characters on a dark field. This costs a few milliseconds
-where the OCR text detector costs hundreds on a 1280x720 frame.
+on the inverted image for light characters on a dark field. A crop that shows no characters
+(neither three character-like blobs nor, for blurred ones, dark/light alternations along its
+middle: an edge, a bumper, a light) is dropped before the recogniser. All this costs a few
+milliseconds where the OCR text detector costs hundreds on a 1280x720 frame.
 """
 
 from __future__ import annotations
@@ -78,7 +80,50 @@ def propose(image: np.ndarray, max_proposals: int = MAX_PROPOSALS) -> list[np.nd
     for box in _blobs(grey) + _blobs(255 - grey):
         if not any(_inside(box[0], kept) for kept in boxes):
             boxes.append(box)
-    return [_straighten(image, b, scale) for b in boxes[:max_proposals]]
+    crops = (_straighten(image, b, scale) for b in boxes[: max_proposals * 2])
+    return [c for c in crops if looks_like_text(c)][:max_proposals]
+
+
+MIN_STROKES = 3  # character-like blobs
+MIN_SWINGS = 6  # dark/light alternations along the middle (blurred characters merge)
+
+
+def looks_like_text(crop: np.ndarray) -> bool:
+    return strokes(crop) >= MIN_STROKES or swings(crop) >= MIN_SWINGS
+
+
+def swings(crop: np.ndarray) -> int:
+    """Dark/light alternations along the crop's middle band, with hysteresis: characters
+    give two per stroke even when motion blur merges them, a plain edge or bar none."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    h = grey.shape[0]
+    profile = grey[int(h * 0.35): max(int(h * 0.65), int(h * 0.35) + 1)].mean(axis=0)
+    window = max(3, h // 2) | 1
+    local = np.convolve(np.pad(profile, window // 2, mode="edge"),
+                        np.ones(window, np.float32) / window, mode="valid")
+    d = profile - local
+    threshold = max(6.0, 0.35 * float(d.std()))
+    state, flips = 0, 0
+    for value in d:
+        now = 1 if value > threshold else -1 if value < -threshold else state
+        flips += state != 0 and now != state
+        state = now
+    return int(flips)
+
+
+def strokes(crop: np.ndarray) -> int:
+    """Character-like blobs in a crop (either polarity): an edge or a bumper has none, a
+    plate has one per character, so a crop without three is not worth recognising."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    _, dark = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    h, w = grey.shape
+    best = 0
+    for mask in (dark, 255 - dark):
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        hs, ws = stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_WIDTH]
+        best = max(best, int(np.count_nonzero(
+            (hs >= 0.25 * h) & (hs <= 0.9 * h) & (ws <= 0.3 * w) & (ws >= 2))))
+    return best
 
 
 def _inside(point: tuple[float, float], box: Box) -> bool:

@@ -54,6 +54,17 @@ def test_no_repair_where_the_text_already_fits():
     assert parsed is not None and parsed.plate == "34BSZ862" and parsed.repairs == 0
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("M HG-142-G", None),  # the NL band read as M: HG142G, or DE MHG1426 with a repair
+    ("M AB12 CDE", "AB12CDE"),  # a GB plate with something read in front
+    ("126 AB 390", None),  # the TR band read as 1: 26AB390, or 12GAB390 with a repair
+    ("X34ABC123", "34ABC123"),
+    ("8MW1234", None),  # BMW1234 (one repair) or MW1234 (one dropped): unreadable
+])
+def test_a_misread_band_in_front_costs_like_a_repair(raw, expected):
+    assert plate(raw) == expected
+
+
 def test_two_equally_cheap_repairs_are_unreadable_not_a_guess():
     either = compile_formats([r"^(?:[A-Z]{2}[0-9]{2}|[0-9]{2}[A-Z]{2})$"])
     assert parse_plate("B8Z2", either) is None  # BB22 or 88ZZ: no way to tell
@@ -104,5 +115,6 @@ def test_a_result_always_fits_a_format_and_differs_only_by_look_alikes(raw):
     assert any(f.matches(parsed.plate) for f in EU)
     diffs = [(a, b) for a, b in zip(text[-len(parsed.plate):], parsed.plate, strict=True)
              if a != b]
-    assert len(diffs) == parsed.repairs <= MAX_REPAIRS
+    assert len(diffs) == parsed.repairs and parsed.cost <= MAX_REPAIRS
+    assert len(text) - len(parsed.plate) in (parsed.dropped, 2)  # 2: a band's own code
     assert all(TO_DIGIT.get(a) == b or TO_LETTER.get(a) == b for a, b in diffs)
