@@ -12,8 +12,9 @@ is not asked to share a session between threads, and the event loop never waits 
 ``start()`` never raises: a reader that cannot load reports ``fault`` and every read is an
 unreadable reading saying so, so the daemon starts and decides without it. A read has a
 deadline for the whole burst; a read that throws or overruns is an unreadable reading with
-``error`` set, never an exception and never a plate. While an overrun read still occupies
-the worker, further reads are refused at once ("busy") instead of queueing behind it.
+``error`` set, never an exception and never a plate. Reads of several lanes at once queue
+for the worker, each within its own deadline; while a read that overran still occupies the
+worker, further reads are refused at once ("busy") instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class PlateReader:
         self.load_s = 0.0
         self._engine: Engine | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="plate-reader")
-        self._busy: Future[Reading] | None = None
-        self._cancel = threading.Event()
+        self._overrun: Future[Reading] | None = None  # a read past its deadline, still running
+        self._cancels: set[threading.Event] = set()
 
     def _load_engine(self) -> Engine:
         """The engine, built in the worker thread (tests override it)."""
@@ -131,22 +132,26 @@ class PlateReader:
 
         if self._engine is None or self.fault:
             return failed(self.fault or "plate reader not started")
-        if self._busy is not None and not self._busy.done():
+        if self._overrun is not None and not self._overrun.done():
             return failed("plate reader busy: an earlier read overran its deadline and is "
                           "still running")
         if not frames:
             return failed("no frames")
-        self._cancel = threading.Event()
-        job = self._pool.submit(self._read_sync, self._engine, list(frames), roi, self._cancel)
-        self._busy = job
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        # lanes reading at once queue for the one worker, within their own deadlines
+        job = self._pool.submit(self._read_sync, self._engine, list(frames), roi, cancel)
         try:
             reading = await asyncio.wait_for(asyncio.wrap_future(job), self.settings.deadline_s)
         except TimeoutError:
-            self._cancel.set()
+            cancel.set()  # it stops at its next frame; until then reads are refused
+            self._overrun = job
             return failed(f"plate reading overran its deadline of {self.settings.deadline_s} s",
                           len(frames))
         except Exception as exc:  # the engine threw: unreadable, reported
             return failed(f"plate reader error: {type(exc).__name__}: {exc}", len(frames))
+        finally:
+            self._cancels.discard(cancel)
         return _with_latency(reading, (time.perf_counter() - t0) * 1000)
 
     def _read_sync(self, engine: Engine, frames: list[np.ndarray], roi: Roi | None,
@@ -201,7 +206,8 @@ class PlateReader:
 
     def close(self) -> None:
         """Stop the worker; a read still running is abandoned (its thread ends with it)."""
-        self._cancel.set()
+        for cancel in list(self._cancels):
+            cancel.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._engine = None
 

@@ -60,6 +60,14 @@ async def test_a_reading_carries_its_crop_votes_and_latency(make_reader):
     assert crop.shape[1] < 640  # the plate, not the frame
 
 
+async def test_lanes_reading_at_once_each_get_their_plate(make_reader):
+    reader = await started(make_reader())
+    plates = ["34 ABC 123", "AB12 CDE", "HG-142-G"]
+    bursts = [[render_scene(p, np.random.default_rng(60 + i))] * 2 for i, p in enumerate(plates)]
+    readings = await asyncio.gather(*(reader.read_burst(b) for b in bursts))
+    assert [r.plate for r in readings] == ["34ABC123", "AB12CDE", "HG142G"]
+
+
 async def test_the_region_of_interest_decides_what_is_searched(make_reader):
     reader = await started(make_reader())
     frames = [render_scene("35 KL 456", np.random.default_rng(40 + i)) for i in range(3)]
@@ -164,9 +172,9 @@ async def test_an_engine_that_hangs_meets_the_deadline_and_the_reader_recovers()
         busy = await reader.read_burst(frames)
         assert busy.plate is None and "busy" in busy.error
         engine.release.set()
-        assert reader._busy is not None
+        assert reader._overrun is not None
         with contextlib.suppress(Exception):  # the overrun read stops at its next frame
-            await asyncio.wrap_future(reader._busy)
+            await asyncio.wrap_future(reader._overrun)
         again = await reader.read_burst(frames)
         assert again.plate == "34ABC123" and again.error == ""
     finally:
