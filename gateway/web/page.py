@@ -50,6 +50,15 @@ function laneCard(l, sim) {
     loops.append(el("span", "", "loop" + (on ? " on" : "")), el("span", " " + name + "  ")); }
   c.append(loops);
   for (const [dev, why] of Object.entries(l.faults || {})) c.append(el("div", "fault: " + dev + ": " + why, "bad"));
+  if (l.reading && l.reading.license_plate !== undefined) {
+    const r = el("div", "read at the gate: " + (l.reading.license_plate || "unreadable") +
+      (l.reading.license_plate ? " (" + Math.round(100 * l.reading.confidence) + "%, " +
+       l.reading.latency_ms + " ms)" : (l.reading.error ? " (" + l.reading.error + ")" : "")),
+      "muted");
+    if (l.reading.license_plate) { const img = el("img"); img.alt = "plate crop"; img.height = 28;
+      img.src = "/api/lanes/" + encodeURIComponent(l.id) + "/plate.jpg?t=" + Date.now();
+      img.style.marginLeft = "0.5rem"; img.style.verticalAlign = "middle"; r.append(img); }
+    c.append(r); }
   if (l.last && l.last.license_plate !== undefined) {
     c.append(el("div", "last: " + (l.last.license_plate || "?") + " " + l.last.status +
       (l.last.reason ? " (" + l.last.reason + ")" : ""), "muted")); }
