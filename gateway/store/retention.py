@@ -10,7 +10,12 @@ thread is never held long). Each query walks an index range (schema migration 5)
 - An offline-queue row goes when it is ``sent``, ``dead`` or ``dropped`` and nothing live
   may still need it: no ``pending``/``sending`` row depends on it or is of its saga, its
   saga is not running or compensating, and no vehicle not yet out carries its local id
-  (an exit queued later resolves that id through this row)."""
+  (an exit queued later resolves that id through this row).
+
+A row stamped before ``UNSET_CLOCK_BEFORE`` (2001) was stamped by a clock that had not been
+set (a Pi without a battery clock boots in 1970): its age is unknown, so it is kept rather
+than taken for decades old at the first housekeeping after NTP (a handful of rows per boot
+at most). A clock set wrong but plausible cannot be told from a right one."""
 
 from __future__ import annotations
 
@@ -19,11 +24,12 @@ import sqlite3
 TERMINAL_SAGAS = ("completed", "compensated", "failed")
 DONE_QUEUE_STATES = ("sent", "dead", "dropped")
 BATCH_ROWS = 1000
+UNSET_CLOCK_BEFORE = "2001-01-01"
 
-# parameters: status, older_than, limit
+# parameters: status, older_than, plausible_after, limit
 SAGAS_SQL = """
 SELECT s.saga_id FROM sagas s
- WHERE s.status = ? AND s.updated_at < ?
+ WHERE s.status = ? AND s.updated_at < ? AND s.updated_at >= ?
    AND NOT EXISTS (SELECT 1 FROM vehicle_sessions v
                     WHERE v.entry_saga_id = s.saga_id AND v.status <> 'exited')
    AND NOT EXISTS (SELECT 1 FROM vehicle_sessions v
@@ -33,15 +39,16 @@ SELECT s.saga_id FROM sagas s
                     WHERE q.saga_id = s.saga_id AND q.state IN ('pending','sending'))
  ORDER BY s.updated_at LIMIT ?"""
 
-# parameters: older_than, limit
+# parameters: older_than, plausible_after, limit
 SESSIONS_SQL = """
 SELECT session_id FROM vehicle_sessions
- WHERE status = 'exited' AND exited_at < ? ORDER BY exited_at LIMIT ?"""
+ WHERE status = 'exited' AND exited_at < ? AND exited_at >= ?
+ ORDER BY exited_at LIMIT ?"""
 
-# parameters: state, older_than, limit
+# parameters: state, older_than, plausible_after, limit
 QUEUE_SQL = """
 SELECT q.id FROM offline_queue q
- WHERE q.state = ? AND q.updated_at < ?
+ WHERE q.state = ? AND q.updated_at < ? AND q.updated_at >= ?
    AND NOT EXISTS (SELECT 1 FROM offline_queue d
                     WHERE d.depends_on = q.id AND d.state IN ('pending','sending'))
    AND NOT EXISTS (SELECT 1 FROM offline_queue d
@@ -61,8 +68,8 @@ def prune_sagas(conn: sqlite3.Connection, *, older_than: str, batch: int = BATCH
     for status in TERMINAL_SAGAS:
         if len(ids) >= batch:
             break
-        ids += [(r[0],) for r in conn.execute(SAGAS_SQL, (status, older_than,
-                                                          batch - len(ids)))]
+        ids += [(r[0],) for r in conn.execute(SAGAS_SQL, (
+            status, older_than, UNSET_CLOCK_BEFORE, batch - len(ids)))]
     if not ids:
         return 0
     conn.executemany("DELETE FROM saga_steps WHERE saga_id = ?", ids)
@@ -74,7 +81,8 @@ def prune_sagas(conn: sqlite3.Connection, *, older_than: str, batch: int = BATCH
 def prune_sessions(conn: sqlite3.Connection, *, older_than: str,
                    batch: int = BATCH_ROWS) -> int:
     """Delete up to ``batch`` exited vehicle sessions that exited before ``older_than``."""
-    ids = [(r[0],) for r in conn.execute(SESSIONS_SQL, (older_than, batch))]
+    ids = [(r[0],) for r in conn.execute(SESSIONS_SQL, (older_than, UNSET_CLOCK_BEFORE,
+                                                        batch))]
     conn.executemany("DELETE FROM vehicle_sessions WHERE session_id = ? AND status = 'exited'",
                      ids)
     return len(ids)
@@ -88,8 +96,8 @@ def prune_offline_queue(conn: sqlite3.Connection, *, older_than: str,
     for state in DONE_QUEUE_STATES:
         if len(ids) >= batch:
             break
-        ids += [(r[0],) for r in conn.execute(QUEUE_SQL, (state, older_than,
-                                                          batch - len(ids)))]
+        ids += [(r[0],) for r in conn.execute(QUEUE_SQL, (
+            state, older_than, UNSET_CLOCK_BEFORE, batch - len(ids)))]
     conn.executemany("DELETE FROM offline_queue WHERE id = ? AND state IN "
                      "('sent','dead','dropped')", ids)
     return len(ids)

@@ -221,9 +221,11 @@ def test_lookups_use_indexes(tmp_path: Path) -> None:
         plan = _plan(c, saga_log.UNFINISHED_SQL)
         assert not _full_scans(plan) and "SEARCH sagas USING INDEX" in " ".join(plan), plan
         # the retention queries themselves: a range of an index, never a scan
-        own: list[tuple[str, tuple[Any, ...]]] = [(retention.SAGAS_SQL, ("failed", CUT, 10)),
-                                                  (retention.SESSIONS_SQL, (CUT, 10)),
-                                                  (retention.QUEUE_SQL, ("sent", CUT, 10))]
+        floor = retention.UNSET_CLOCK_BEFORE
+        own: list[tuple[str, tuple[Any, ...]]] = [
+            (retention.SAGAS_SQL, ("failed", CUT, floor, 10)),
+            (retention.SESSIONS_SQL, (CUT, floor, 10)),
+            (retention.QUEUE_SQL, ("sent", CUT, floor, 10))]
         for sql, params in own:
             plan = _plan(c, sql, params)
             assert not [s for s in plan if s.startswith("SCAN")], (sql, plan)
@@ -283,6 +285,10 @@ async def test_housekeeping_prunes_every_table_only_with_a_synchronised_clock(
             conn.execute("INSERT INTO vehicle_sessions(plate, status, exited_at) "
                          "VALUES ('A', 'exited', ?), ('B', 'inside', NULL)",
                          (iso(NOW - 500 * DAY),))
+            # stamped by a clock that had not been set (a Pi that booted in 1970): kept
+            seed_sagas(conn, 3, "completed", iso(3600.0), "unset-")
+            conn.execute("INSERT INTO vehicle_sessions(plate, status, exited_at) "
+                         "VALUES ('C', 'exited', ?)", (iso(7200.0),))
             _q(conn, "x", "sent-old", "sent", OLD)
         await store.write(seed)
         settings = SimpleNamespace(store=SimpleNamespace(
@@ -300,7 +306,7 @@ async def test_housekeeping_prunes_every_table_only_with_a_synchronised_clock(
                 for _ in range(500 if synced else 30):
                     n = await store.read(lambda c: c.execute(
                         "SELECT count(*) FROM sagas").fetchone()[0])
-                    if n <= 10 or task.done():
+                    if n <= 13 or task.done():
                         break
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.05)
@@ -311,11 +317,12 @@ async def test_housekeeping_prunes_every_table_only_with_a_synchronised_clock(
 
         await once(synced=False)
         assert await store.read(lambda c: c.execute(
-            "SELECT count(*) FROM sagas").fetchone()[0]) == 2510
+            "SELECT count(*) FROM sagas").fetchone()[0]) == 2513
         await once(synced=True)
         assert await store.read(lambda c: ids(c, "SELECT saga_id FROM sagas")) == {
-            f"run-{i}" for i in range(10)}
-        assert await store.read(lambda c: ids(c, "SELECT plate FROM vehicle_sessions")) == {"B"}
+            *(f"run-{i}" for i in range(10)), *(f"unset-{i}" for i in range(3))}
+        assert await store.read(lambda c: ids(c, "SELECT plate FROM vehicle_sessions")) == {
+            "B", "C"}
         assert await store.read(lambda c: ids(
             c, "SELECT idempotency_key FROM offline_queue")) == set()
     finally:
