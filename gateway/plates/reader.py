@@ -156,44 +156,57 @@ class PlateReader:
 
     def _read_sync(self, engine: Engine, frames: list[np.ndarray], roi: Roi | None,
                    cancel: threading.Event) -> Reading:
-        per_frame: list[dict[str, float]] = []
-        crops: dict[str, tuple[float, np.ndarray]] = {}
+        images: list[np.ndarray] = []
         errors: list[str] = []
         for frame in frames:
-            if cancel.is_set():
-                raise _Cancelled
             image, why = prepare(roi.crop(frame) if roi is not None and _is_image(frame)
                                  else frame)
             if image is None:
                 errors.append(why)
-                continue
-            found = self._read_frame(engine, image, cancel.is_set)
+            else:
+                images.append(image)
+        if not images:
+            return Reading(None, 0.0, frames=0, error="; ".join(dict.fromkeys(errors)))
+        per_frame: list[dict[str, float]] = []
+        crops: dict[str, tuple[float, np.ndarray]] = {}
+        for texts in self._texts(engine, images, cancel.is_set):
+            found = self._plates(texts)
             per_frame.append({p: c for p, (c, _) in found.items()})
             for plate, (conf, crop) in found.items():
                 if plate not in crops or conf > crops[plate][0]:
                     crops[plate] = (conf, crop)
-        if not per_frame:
-            return Reading(None, 0.0, frames=0, error="; ".join(dict.fromkeys(errors)))
         result = vote(per_frame, self.settings.min_confidence)
         best = crops.get(result.plate) if result.plate else None
         return Reading(result.plate, result.confidence, frames=len(per_frame),
                        candidates=result.candidates,
                        crop_jpeg=_jpeg(best[1]) if best is not None else None)
 
-    def _read_frame(self, engine: Engine, image: np.ndarray,
-                    cancelled: Callable[[], bool]) -> dict[str, tuple[float, np.ndarray]]:
-        """plate -> (confidence, crop) for one prepared frame."""
+    def _texts(self, engine: Engine, images: list[np.ndarray],
+               cancelled: Callable[[], bool]) -> list[list[tuple[str, float, np.ndarray]]]:
+        """Per image, the texts recognised with their score and crop. With contours, the
+        burst's proposals go to the recogniser as one batch (cheaper than one call each)."""
+        out: list[list[tuple[str, float, np.ndarray]]] = []
         if self.settings.localisation == "ocr":
-            texts = []
-            for line in engine.detect(image):
-                x0, y0, x1, y1 = line.box
-                texts.append((line.text, line.score, image[max(0, y0):y1, max(0, x0):x1]))
-        else:
-            proposals = propose(image)
+            for image in images:
+                if cancelled():
+                    raise _Cancelled
+                out.append([(line.text, line.score, _box(image, line.box))
+                            for line in engine.detect(image)])
+            return out
+        proposals: list[list[np.ndarray]] = []
+        for image in images:
             if cancelled():
                 raise _Cancelled
-            texts = [(t, s, c) for (t, s), c in zip(engine.recognise(proposals), proposals,
-                                                    strict=False)]
+            proposals.append(propose(image))
+        flat = [crop for crops in proposals for crop in crops]
+        texts = iter(engine.recognise(flat) if flat else [])
+        for crops in proposals:
+            out.append([(*next(texts, ("", 0.0)), crop) for crop in crops])
+        return out
+
+    def _plates(self, texts: list[tuple[str, float, np.ndarray]]
+                ) -> dict[str, tuple[float, np.ndarray]]:
+        """plate -> (confidence, crop) among one frame's texts."""
         found: dict[str, tuple[float, np.ndarray]] = {}
         for text, score, crop in texts:
             parsed = parse_plate(text, self.formats)
@@ -210,6 +223,11 @@ class PlateReader:
             cancel.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._engine = None
+
+
+def _box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return image[max(0, y0):y1, max(0, x0):x1]
 
 
 def _is_image(frame: object) -> bool:

@@ -23,6 +23,11 @@ def test_a_disagreeing_frame_lowers_the_confidence():
     assert disputed.confidence < agreed.confidence
 
 
+def test_two_frames_agreeing_outvote_one_weaker_misread_but_not_an_equal_one():
+    assert vote([{A: 0.97}, {A: 0.97}, {B: 0.78}], 0.8).plate == A
+    assert vote([{A: 0.95}, {A: 0.95}, {B: 0.95}], 0.8).plate is None
+
+
 def test_below_min_confidence_is_unreadable_never_the_runner_up():
     v = vote([{A: 0.6}, {B: 0.55}, {}], 0.8)
     assert v.plate is None and 0 <= v.confidence < 0.8 and set(v.candidates) == {A, B}
