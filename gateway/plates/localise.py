@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-WORK_WIDTH = 960  # proposals are searched at this width at most
+WORK_WIDTH = 800  # proposals are searched at this width at most
 MAX_PROPOSALS = 4
 
 
