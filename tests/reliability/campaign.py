@@ -51,7 +51,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CENTRAL_MODES = {"central_refuse": ("refuse", 0.0), "central_blackhole": ("blackhole", 0.0),
                  "central_garbage": ("garbage", 0.0), "central_500": ("error500", 0.0),
                  "central_commit_no_reply": ("commit_no_reply", 0.0),
-                 "central_flapping": ("ok", 0.5), "central_slow": ("slow", 0.0)}
+                 "central_flapping": ("ok", 0.5), "central_slow": ("slow", 0.0),
+                 "central_oversized": ("oversized", 0.0)}
 BACKUP_MODES = {"backup_silent": "blackhole", "backup_slow": "slow",
                 "backup_forge_correlation": "forge_correlation",
                 "backup_forge_plate": "forge_plate"}
@@ -265,6 +266,9 @@ class Campaign:
                 report.add("drain", what)
         finally:
             await self.close()
+        report.figures.update({"central_calls_faulted": self.central_faults.injected,
+                               "backup_requests": self.backup.requests,
+                               "backup_replies_forged": self.backup.forged})
         return Outcome(self.plan, report, self.kills, self.faults,
                        sum(not v.follower for v in self.seen.vehicles),
                        time.monotonic() - started, self.daemon.log[-40:])

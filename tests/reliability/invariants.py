@@ -297,25 +297,32 @@ def _check_spaces(report: Report, details: dict[str, Json], spaces: list[Json],
     for saga_id, saga in details.items():
         if saga["kind"] == "entry" and saga["status"] == "completed":
             space = _result(saga, "allocate_parking_space").get("space_id")
-            sessions[saga_id] = {"plate": saga["plate"], "space": space, "exits": 0}
+            sessions[saga_id] = {"plate": saga["plate"], "space": space, "exits": 0,
+                                 "exit_sagas": []}
+    pruned_exits: set[str] = set()  # plates with an exit saga that retention pruned
     for saga_id, saga in sorted(details.items(), key=lambda kv: kv[1]["created_at"]):
         if saga["kind"] != "exit":
             continue
+        if saga.get("pruned"):  # its steps went with it: which session it ended is unknown
+            if saga["status"] == "completed":
+                pruned_exits.add(saga["plate"])
+            continue
         entry = _result(saga, "release_parking_space").get("entry_saga_id")
-        if saga.get("pruned"):  # steps gone: the plate's live session, if any
-            entry = next((k for k, v in sessions.items()
-                          if v["plate"] == saga["plate"] and not v["exits"]), None)
         session = sessions.get(str(entry))
         if session is None:
             continue
         if saga["status"] == "completed":
             session["exits"] += 1
+            session["exit_sagas"].append((saga_id, saga["created_at"]))
             if session["exits"] > 1:
                 report.add("space", f"the session of {session['plate']} ended twice",
-                           entry_saga=entry, exit_saga=saga_id)
+                           entry_saga=entry, exit_sagas=session["exit_sagas"])
         elif saga["status"] == "compensated":
             back = _result(saga, "reoccupy_parking_space", "compensation").get("space_id")
             session["space"] = back or session["space"]
+    for session in sessions.values():
+        if not session["exits"] and session["plate"] in pruned_exits:
+            session["exits"] = 1  # a pruned exit of this plate: taken as its end
     live = {k: v for k, v in sessions.items() if not v["exits"]}
     table = {s["space_id"]: s for s in spaces if s["state"] == "allocated"}
     by_space: dict[str, list[str]] = defaultdict(list)
