@@ -25,8 +25,8 @@ CONDITIONS: tuple[str, ...] = get_args(Condition)
 NEGATIVE_CONDITIONS = ("no_plate", "badge", "timestamp")
 POSITIVE_CONDITIONS = tuple(c for c in CONDITIONS if c not in NEGATIVE_CONDITIONS)
 
-FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
-TRUETYPE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansCondensed-Bold.ttf")
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # all three in fonts-dejavu-core
+TRUETYPE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf")
 HERSHEY_FONTS = {"hershey_simplex": cv2.FONT_HERSHEY_SIMPLEX,
                  "hershey_duplex": cv2.FONT_HERSHEY_DUPLEX,
                  "hershey_triplex": cv2.FONT_HERSHEY_TRIPLEX}
