@@ -221,6 +221,7 @@ class ServiceChain:
             try:
                 result = await service.call(step.operation, payload, idempotency_key=key,
                                             deadline_s=min(call_deadline_s, remaining))
+                _answers_the_question(step, payload, result, name)
             except PermanentError as exc:
                 attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
                 if breaker is not None:
@@ -315,3 +316,30 @@ class ServiceChain:
 
     def _ms(self, t0: float) -> float:
         return (self.clock.monotonic() - t0) * 1000
+
+
+def _answers_the_question(step: StepSpec, payload: Json, result: Json, service: str) -> None:
+    """A verification answered for another plate than the one asked is not an answer (a
+    confused or forged reply would let a car in on another plate's permit and hold its space
+    under that plate): a malformed reply, tried again or elsewhere. A service that read the
+    image itself may correct a misread of a character or two, not name another car."""
+    if step.operation != "verify_license_plate":
+        return
+    asked = str(payload.get("license_plate") or "")
+    answered = str(result.get("license_plate") or "")
+    if not asked or not answered or answered == asked:
+        return
+    if payload.get("image_jpeg_b64") and edit_distance(asked, answered) <= 2:
+        return
+    raise TransientError(f"wrong_plate: asked about {asked}, answered about {answered}",
+                         service=service)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (plates are short: the plain dynamic programme)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]

@@ -1,6 +1,7 @@
 """The simulated central service as an in-process ``RemoteService`` (no HTTP), for the
 seed's example programs: same decisions and idempotency as the HTTP simulator. It can be
-told to fail its next calls, to show what each fallback strategy does."""
+told to fail its next calls, to show what each fallback strategy does, or to answer
+verifications about another plate (``forge_plate``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class InProcessPlateService:
         self.state = state or SimCentralState()
         self.fail_next = 0
         self.down = False
+        self.forge_plate: str | None = None  # answer every verification for this plate
         self.calls = 0
 
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
@@ -29,6 +31,9 @@ class InProcessPlateService:
         key = idempotency_key or ""
         if operation == "verify_license_plate":
             status, reply = self.state.verify(payload)
+            if self.forge_plate:  # a confused or forged answer, about another car
+                reply = {**reply, "license_plate": self.forge_plate, "authorized": True,
+                         "reason": "permit"}
         elif operation in ("create_entry_record", "create_exit_record"):
             status, reply = self.state.create(operation.split("_")[1], key, payload)
         elif operation in ("cancel_entry_record", "cancel_exit_record"):
