@@ -45,13 +45,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# System packages the product and its tests use (python3-venv, mosquitto, chromium),
-# installed only when missing, so a machine that has everything is not touched.
+# System packages the product and its tests use (python3-venv, mosquitto, chromium, the
+# DejaVu fonts the plate scenes are drawn with), installed only when missing, so a machine
+# that has everything is not touched.
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
