@@ -22,11 +22,13 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 pytest: venv
-	$(PY) -m pytest -m "not privileged"
+	$(PY) -m pytest -m "not privileged and not soak"
 
 soak: venv
 	$(PY) -m pytest -m crash --crash-rounds=400 tests/integration/test_crash_recovery.py
 	$(PY) -m pytest -m privileged
+	$(PY) -m pytest -m soak tests/reliability
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/fuzz
 
 bench: venv
 	$(PY) bench/saga_throughput.py
