@@ -37,6 +37,7 @@ bench: venv
 	$(PY) bench/telemetry_drain.py
 	$(PY) bench/mqtt_catchup.py
 	$(PY) bench/queue_drain.py
+	$(PY) bench/plate_reading.py
 
 venv: $(STAMP)
 
