@@ -280,6 +280,8 @@ class Campaign:
         kill_at = self.rng.uniform(0.1, length) if (
             "kill" in kind.split("+") or self.rng.random() < self.plan.kill_chance) else None
         kinds = [k for k in kind.split("+") if k != "kill"]  # "a+b": both at once
+        if any(k in BACKUP_MODES for k in kinds) and not any(k in CENTRAL_MODES for k in kinds):
+            kinds.append("central_refuse")  # the backup is asked only when central fails
         for k in kinds:
             await self._apply(k)
             self.faults[k] += 1
