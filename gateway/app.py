@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from gateway import __version__
@@ -28,11 +29,13 @@ from gateway.services.backup import BackupClient
 from gateway.services.central import CentralPool
 from gateway.services.lane import GateService, LaneController
 from gateway.settings import Settings
+from gateway.sim.backup import SimBackup
 from gateway.sim.central import SimCentralState
 from gateway.sim.central import make_app as make_sim_central
 from gateway.sim.daemon_faults import DaemonFaults, OffsetClock
 from gateway.sim.faults import Faults, SimServer
 from gateway.sim.planted import activate as activate_planted_faults
+from gateway.sim.private_broker import PrivateBroker
 from gateway.sim.traffic import SimLaneWorld
 from gateway.sim.world import SimWorld
 from gateway.store import (
@@ -76,6 +79,10 @@ class Gateway:
         self.sim: SimWorld | None = None
         self.sim_central: SimServer | None = None
         self.sim_faults = Faults()
+        self.sim_central_state: SimCentralState | None = None
+        self.private_broker: PrivateBroker | None = None  # the demo's mosquitto
+        self.sim_backup: SimBackup | None = None
+        self.sim_backup_mqtt: MqttConnection | None = None
         self.store: Store
         self.runner: SagaRunner
         self.sync: OfflineSync
@@ -103,6 +110,10 @@ class Gateway:
         self.store.on_commit.append(self.notify_commit)
         if s.simulation.enabled and s.simulation.start_central:
             await self._start_sim_central()
+        if s.simulation.enabled and s.simulation.private_broker:
+            s = await self._start_private_broker()
+        if s.simulation.enabled and s.simulation.start_backup:
+            self._start_sim_backup()
         self.session = central_session(s)
         gate = GateService()
         backup = None
@@ -233,6 +244,10 @@ class Gateway:
         if self.mqtt is not None:
             await self.mqtt.stop(last_words=self.publisher.clean_stop_message()
                                  if self.publisher is not None else None)
+        if self.sim_backup_mqtt is not None:
+            await self.sim_backup_mqtt.stop()
+        if self.private_broker is not None:  # after every MQTT client has said goodbye
+            await self.private_broker.stop()
         if self.sim_central is not None:
             await self.sim_central.stop()
         store: Store | None = getattr(self, "store", None)  # absent if start failed early
@@ -242,9 +257,30 @@ class Gateway:
     async def _start_sim_central(self) -> None:
         url = urlsplit(self.settings.central.base_urls[0])
         state = SimCentralState(blocked={"66BAD66"}, permits={"06PRM001"})
+        self.sim_central_state = state
         self.sim_central = SimServer(make_sim_central(state, self.sim_faults), self.sim_faults,
                                      url.hostname or "127.0.0.1", url.port or 80)
         await self.sim_central.start()
+
+    async def _start_private_broker(self) -> Settings:
+        """The demo's mosquitto; the settings with mqtt.host/port pointing at it (at its
+        port even when it could not start: the link then shows the fault)."""
+        self.private_broker = PrivateBroker(self.settings.data_dir / "mosquitto")
+        await self.private_broker.start()
+        self.settings = msgspec.structs.replace(self.settings, mqtt=msgspec.structs.replace(
+            self.settings.mqtt, host=self.private_broker.host, port=self.private_broker.port))
+        return self.settings
+
+    def _start_sim_backup(self) -> None:
+        """The sim backup service on the gate's broker, its own client; another way to
+        the sim central's records, so it shares their state (as the campaign wires it)."""
+        m = self.settings.mqtt
+        self.sim_backup_mqtt = MqttConnection(MqttOptions(
+            m.host, m.port, client_id=f"sim-backup-{self.settings.gate.id}",
+            reconnect_max_s=m.reconnect_max_s))
+        self.sim_backup = SimBackup(self.sim_backup_mqtt, m.topic_prefix,
+                                    state=self.sim_central_state)
+        self.sim_backup_mqtt.start()
 
     async def _start_web(self) -> None:
         self.web = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
@@ -375,6 +411,8 @@ class Gateway:
 
     def health_problems(self) -> list[str]:
         problems = list(self.lane_errors.values())
+        if self.private_broker is not None and self.private_broker.fault:
+            problems.append(self.private_broker.fault)
         if self.dead_letters:
             problems.append(f"{self.dead_letters} record(s) refused by the central service "
                             "(see offline_queue.dead_letters)")
@@ -469,6 +507,8 @@ class Gateway:
             "simulation": {"collisions": self.sim.collisions} if self.sim is not None
             else None,
             "sim_central": self.sim_faults.as_json() if self.sim_central else None,
+            "sim_backup": {"mode": self.sim_backup.mode, "requests": self.sim_backup.requests}
+            if self.sim_backup is not None else None,
         }
 
 

@@ -186,6 +186,10 @@ class SimulationSettings(_Section, frozen=True):
     # deliberately broken paths for the reliability campaign (gateway/sim/planted.py):
     # refused unless simulation is enabled, names from PLANTED_FAULTS
     planted_faults: list[str] = msgspec.field(default_factory=list)
+    # the demo's own MQTT: a private mosquitto on a free 127.0.0.1 port, its data under
+    # gate.data_dir (gateway/sim/private_broker.py); mqtt.host/port then point at it
+    private_broker: bool = False
+    start_backup: bool = False  # run the sim backup service on the MQTT broker
 
 
 Pull = Literal["up", "down", "external_up", "external_down", "none"]
@@ -518,6 +522,9 @@ def _cross_checks(s: Settings) -> list[str]:
     if s.simulation.planted_faults and not s.simulation.enabled:
         problems.append("simulation.planted_faults: deliberately broken paths for the "
                         "reliability campaign; only with simulation.enabled = true")
+    for key in ("private_broker", "start_backup"):
+        if getattr(s.simulation, key) and not s.simulation.enabled:
+            problems.append(f"simulation.{key}: only with simulation.enabled = true")
     if s.central.deadline_s > s.central.decision_deadline_s:
         problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
                         f"({s.central.deadline_s} > {s.central.decision_deadline_s})")
