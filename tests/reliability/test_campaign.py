@@ -19,11 +19,9 @@ import pytest
 from tests.reliability.campaign import FAULT_KINDS, RESULTS, Campaign, Outcome, Plan
 
 SEED = 20261201
-# Known open findings (/tmp/campaign-findings.md, README "Reliability campaign"), left out
-# of the green forms until fixed, each reproduced by a strict xfail test at the end:
-# F4: a backup verify reply for another plate is accepted (the car let in on that plate's
-#     answer, its space held under that plate).
-OPEN_FINDINGS = {"backup_forge_plate": "F4"}
+# Known open findings (README "Reliability campaign"), left out of the green forms until
+# fixed, each reproduced by a strict xfail test (none open now; F1-F4 were fixed).
+OPEN_FINDINGS: dict[str, str] = {}
 KINDS = tuple(k for k in FAULT_KINDS if k not in OPEN_FINDINGS)
 
 
@@ -109,6 +107,11 @@ FOUND = {
     # F2: a saga whose log write fails on a full disk was abandoned mid-way
     "F2": Plan(seed=6, rounds=6, kill_chance=0.0, round_s=(2.5, 4.5),
                schedule=("disk_full",), drain_s=20.0),
+    # F4: central refusing, so every verify goes to the backup, which answers about another
+    # plate: the car was let in on that plate's permit, its space held under that plate
+    "F4": Plan(seed=SEED, rounds=2, kill_chance=0.0, round_s=(4.0, 4.0),
+               schedule=("central_refuse+backup_forge_plate",), behaviours=("pass",),
+               exit_share=0.0, drain_s=20.0),
 }
 
 
@@ -118,23 +121,4 @@ FOUND = {
 async def test_what_the_campaign_found_stays_fixed(tmp_path, finding):
     outcome = await Campaign(tmp_path, FOUND[finding]).run()
     RESULTS.append((f"finding {finding}", outcome))
-    assert not outcome.report.violations, _explain(outcome)
-
-
-# -- known open findings: each fails today (strict: it says so once fixed) -----------------
-KNOWN = {
-    # central refusing, so every verify goes to the backup, which forges the plate
-    "F4": Plan(seed=SEED, rounds=2, kill_chance=0.0, round_s=(4.0, 4.0),
-               schedule=("central_refuse+backup_forge_plate",), behaviours=("pass",),
-               exit_share=0.0, drain_s=20.0),
-}
-
-
-@pytest.mark.crash
-@pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason="known open finding (/tmp/campaign-findings.md)")
-@pytest.mark.parametrize("finding", sorted(KNOWN))
-async def test_known_finding(tmp_path, finding):
-    outcome = await Campaign(tmp_path, KNOWN[finding]).run()
-    RESULTS.append((f"known finding {finding}", outcome))
     assert not outcome.report.violations, _explain(outcome)
