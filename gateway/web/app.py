@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.clock import iso
 from gateway.core.errors import PermanentError
+from gateway.sim.backup import BACKUP_MODES
 from gateway.sim.daemon_faults import DaemonFaultRequest
 from gateway.sim.faults import FaultRequest
 from gateway.sim.physics import BEHAVIOURS
@@ -33,6 +34,17 @@ Plate = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
 Behaviour = Literal["pass", "back_out", "stall", "tailgate", "trailer", "motorbike", "reverse",
                    "bumper", "stall_under_arm"]
 assert set(get_args(Behaviour)) == set(BEHAVIOURS)  # one list: gateway.sim.physics
+
+
+BackupMode = Literal["ok", "blackhole", "error", "garbage", "oversized", "slow", "duplicate",
+                    "forge_correlation", "forge_plate"]
+assert get_args(BackupMode) == BACKUP_MODES  # one list: gateway.sim.backup
+
+
+class BackupFaultRequest(msgspec.Struct, forbid_unknown_fields=True):
+    mode: BackupMode = "ok"
+    fail_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    delay_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
 
 
 class SimVehicleRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -276,6 +288,17 @@ async def sim_central_fault(request: web.Request) -> web.Response:
     return _json(gw.sim_faults.as_json())
 
 
+async def sim_backup_fault(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.sim_backup is None:
+        return _error(404, "the simulated backup service does not run in this daemon")
+    body = await _body(request, BackupFaultRequest)
+    backup = gw.sim_backup
+    backup.mode, backup.fail_fraction, backup.delay_s = body.mode, body.fail_fraction, body.delay_s
+    return _json({"mode": backup.mode, "fail_fraction": backup.fail_fraction,
+                  "delay_s": backup.delay_s, "requests": backup.requests})
+
+
 async def sim_daemon_faults(request: web.Request) -> web.Response:
     _admin(request)
     gw = request.app[GATEWAY]
@@ -338,6 +361,7 @@ def make_app(gateway: Gateway) -> web.Application:
     r.add_get("/api/sim/world", sim_world)
     r.add_get("/api/sim/vehicles/{vehicle_id}", sim_vehicle_status)
     r.add_post("/api/sim/central/fault", sim_central_fault)
+    r.add_post("/api/sim/backup/fault", sim_backup_fault)
     r.add_post("/api/sim/faults", sim_daemon_faults)
 
     async def wake_streams(app: web.Application) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.sim.backup import BACKUP_MODES
 from gateway.sim.physics import BEHAVIOURS
 
 _JSON = {"application/json": {"schema": {"type": "object"}}}
@@ -105,6 +106,13 @@ OPENAPI: dict[str, Any] = {
                                   "oversized", "slow"]},
                 "fail_fraction": {"type": "number"}, "delay_s": {"type": "number"}}},
             responses={**_OK, "404": {"description": "no simulated central service"}})},
+        "/api/sim/backup/fault": {"post": _op(
+            "Simulation: the simulated backup service's fault mode",
+            body={"type": "object", "properties": {
+                "mode": {"enum": list(BACKUP_MODES)},
+                "fail_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "delay_s": {"type": "number", "minimum": 0, "maximum": 60}}},
+            responses={**_OK, "404": {"description": "no simulated backup service"}})},
         "/api/sim/faults": {"post": _op(
             "Simulation: faults inside the daemon (a full disk, the wall clock's offset)",
             admin=True, body={"type": "object", "properties": {
