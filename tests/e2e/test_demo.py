@@ -8,8 +8,8 @@ back: the queue drains); a stop leaves neither the broker running nor a relay en
 from __future__ import annotations
 
 import json
-import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,19 @@ def demo_config(tmp: Path) -> Path:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie nobody has reaped yet is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def broker_pid(daemon: Daemon) -> int:
+    m = next(re.search(r"mosquitto pid (\d+)", line) for line in daemon.log
+             if "mosquitto pid" in line)
+    assert m is not None
+    return int(m.group(1))
 
 
 def online(status: dict[str, Any]) -> bool:
@@ -59,10 +67,7 @@ async def test_the_demo_starts_every_service_and_shows_each_fallback(
     await daemon.start()
     pid = 0
     try:
-        m = next(re.search(r"mosquitto pid (\d+)", line) for line in daemon.log
-                 if "mosquitto pid" in line)
-        assert m is not None
-        pid = int(m.group(1))
+        pid = broker_pid(daemon)
         assert alive(pid)
         assert (tmp_path / "data" / "mosquitto" / "mosquitto.conf").exists()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
@@ -89,7 +94,7 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
     after = max((e["seq"] for e in await get(http, f"{url}/api/events?limit=1000")), default=0)
     await _post(http, f"{url}/api/sim/central/fault", {"mode": "blackhole"})
     await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": PLATE}, 202)
-    entry = await until(lambda: _saga_of(http, url, after, "entry"), 15, every_s=0.1)
+    entry = await until(lambda: _saga_of(http, url, after, "entry"), 20, every_s=0.1)
     assert entry["type"] == "saga_completed", entry
     assert entry["data"]["sources"]["verify_license_plate"] == "backup", entry
     assert entry["data"]["sources"]["create_entry_record"] == "backup", entry
@@ -97,7 +102,7 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
         http, url, lambda s: s["services"]["central"]["circuit"] == "open"), 15, every_s=0.1)
     await _post(http, f"{url}/api/sim/backup/fault", {"mode": "blackhole"})
     await _post(http, f"{url}/api/sim/lanes/exit-1/vehicles", {"plate": PLATE}, 202)
-    exit_ = await until(lambda: _saga_of(http, url, after, "exit"), 15, every_s=0.1)
+    exit_ = await until(lambda: _saga_of(http, url, after, "exit"), 20, every_s=0.1)
     assert exit_["type"] == "saga_completed", exit_
     assert exit_["data"]["sources"]["verify_license_plate"] == "cache", exit_
     assert exit_["data"]["sources"]["create_exit_record"] == "queue", exit_
@@ -145,3 +150,12 @@ async def test_a_missing_mosquitto_is_a_fault_not_a_crash(tmp_path: Path) -> Non
     assert await broker.start() is False
     assert broker.fault.startswith("private broker: cannot run") and broker.pid is None
     await broker.stop()  # nothing to stop, no error
+
+
+async def test_a_killed_daemon_takes_its_broker_with_it(tmp_path: Path) -> None:
+    daemon = Daemon(demo_config(tmp_path))
+    await daemon.start()
+    pid = broker_pid(daemon)
+    assert alive(pid)
+    assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    await until(lambda: not alive(pid), 5)
