@@ -92,7 +92,10 @@ class Gateway:
         self.reader: PlateReader | None = None
         self.web: web.AppRunner | None = None
         self.web_port: int | None = None
-        self._commit = asyncio.Event()
+        # the commit counter of the event stream: a waiter remembers the count it saw and
+        # waits until it moves, so a commit between its read and its wait is never lost
+        self.commits = 0
+        self._commit = asyncio.Event()  # replaced (not cleared) at each commit
         self._tasks: list[asyncio.Task[Any]] = []
         # every long-running background task: restarted when it fails, reported if it
         # keeps failing (/healthz, /api/status, the systemd watchdog)
@@ -361,13 +364,22 @@ class Gateway:
 
     # -- shared helpers ----------------------------------------------------------------
     def notify_commit(self) -> None:
-        self._commit.set()
+        """A transaction committed (or the daemon is stopping): count it and wake everyone
+        waiting on the count before it. The event is swapped, never cleared, so no waiter
+        can clear away another's wake-up."""
+        self.commits += 1
+        woken, self._commit = self._commit, asyncio.Event()
+        woken.set()
 
-    async def wait_for_commit(self, within_s: float) -> None:
-        self._commit.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within_s):  # not wait_for: see gateway/sagas/sync.py
-                await self._commit.wait()
+    async def wait_for_commit(self, seen: int, within_s: float) -> int:
+        """Wait until the commit count is past ``seen`` (read it *before* reading the
+        database), or ``within_s``; return the count now."""
+        if self.commits == seen:
+            moved = self._commit
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_s):  # not wait_for: see gateway/sagas/sync.py
+                    await moved.wait()
+        return self.commits
 
     async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
         await self.store.record_event(self.clock, self.settings.gate.id, type_, data, lane_id)

@@ -156,20 +156,28 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the client went away: nothing to log
+        await _follow(gw, resp, after)
+    return resp
+
+
+async def _follow(gw: Gateway, resp: web.StreamResponse, after: int) -> None:
+    """Stream each event after ``after`` until the daemon stops. The commit count is taken
+    before each read, so a commit during or after the read moves it and the wait returns at
+    once; the stop moves it too (Gateway.stop and on_shutdown), so the stream ends at once."""
     if after == 0:  # a new page: start from the last few events
         latest = await gw.store.read(lambda c: c.execute("SELECT max(seq) FROM events")
                                      .fetchone()[0]) or 0
         after = max(0, int(latest) - 20)
     while not gw.stopping.is_set():
+        seen = gw.commits  # before the read: a commit during or after it moves the count
         batch = await gw.store.read(partial(events.list_after, after_seq=after, limit=200))
         for event in batch:
             after = event["seq"]
             await resp.write(b"id: %d\ndata: %s\n\n" % (after, msgspec.json.encode(event)))
-        if not batch:
-            await gw.wait_for_commit(15.0)
-            if not gw.stopping.is_set():
-                await resp.write(b": keep-alive\n\n")
-    return resp
+        if not batch and await gw.wait_for_commit(seen, 15.0) == seen \
+                and not gw.stopping.is_set():
+            await resp.write(b": keep-alive\n\n")  # 15 s without a commit
 
 
 async def list_spaces(request: web.Request) -> web.Response:
