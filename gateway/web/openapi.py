@@ -103,7 +103,7 @@ OPENAPI: dict[str, Any] = {
             "Simulation: the simulated central service's fault mode",
             body={"type": "object", "properties": {
                 "mode": {"enum": ["ok", "refuse", "blackhole", "error500", "garbage",
-                                  "oversized", "slow"]},
+                                  "oversized", "slow", "commit_no_reply"]},
                 "fail_fraction": {"type": "number"}, "delay_s": {"type": "number"}}},
             responses={**_OK, "404": {"description": "no simulated central service"}})},
         "/api/sim/backup/fault": {"post": _op(

@@ -29,7 +29,11 @@ PAGE = """<!doctype html>
   <div id="fault" hidden><label>simulated central:
    <select id="fault-mode"><option>ok</option><option>refuse</option><option>blackhole</option>
    <option>error500</option><option>garbage</option><option>oversized</option>
-   <option>slow</option></select></label></div></div>
+   <option>slow</option><option>commit_no_reply</option></select></label></div>
+  <div id="backup-fault" hidden><label>simulated backup:
+   <select id="backup-mode"><option>ok</option><option>blackhole</option><option>error</option>
+   <option>garbage</option><option>slow</option><option>forge_plate</option></select></label>
+  </div></div>
 </div>
 <h2 style="margin-top:1rem">Lanes <span id="collisions" class="muted"></span></h2><div class="row" id="lanes"></div>
 <h2 style="margin-top:1rem">Events</h2>
@@ -92,6 +96,8 @@ async function refresh() {
       " waiting" + (q.dead ? ", " + q.dead + " refused" : "");
     if (s.sim_central) { $("fault").hidden = false;
       if (document.activeElement !== $("fault-mode")) $("fault-mode").value = s.sim_central.mode; }
+    if (s.sim_backup) { $("backup-fault").hidden = false;
+      if (document.activeElement !== $("backup-mode")) $("backup-mode").value = s.sim_backup.mode; }
     const lanes = $("lanes"); lanes.replaceChildren(...s.lanes.map((l) => laneCard(l, s.simulation)));
     if (s.simulation) { $("collisions").textContent = "simulated: " + s.simulation.collisions + " collision(s)";
       $("collisions").className = s.simulation.collisions ? "bad" : "muted"; }
@@ -110,6 +116,9 @@ function addEvent(ev) {
   refresh();
 }
 $("fault-mode").onchange = async (e) => { await fetch("/api/sim/central/fault", {method: "POST",
+  headers: {"Content-Type": "application/json"}, body: JSON.stringify({mode: e.target.value})});
+  refresh(); };
+$("backup-mode").onchange = async (e) => { await fetch("/api/sim/backup/fault", {method: "POST",
   headers: {"Content-Type": "application/json"}, body: JSON.stringify({mode: e.target.value})});
   refresh(); };
 const source = new EventSource("/api/events/stream");
