@@ -21,12 +21,14 @@ from gateway.sim.physics import BEHAVIOURS
 from gateway.store import events, permits, saga_log, spaces
 from gateway.web.openapi import OPENAPI
 from gateway.web.page import PAGE
-from gateway.web.prometheus import render
+from gateway.web.prometheus import StageLatencies, render
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+# the /metrics histograms, cumulative from one scrape to the next
+LATENCIES: web.AppKey[StageLatencies] = web.AppKey("latencies", StageLatencies)
 PLATE = re.compile(r"[A-Z0-9]{1,12}")
 Plate = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
 
@@ -131,7 +133,8 @@ async def status(request: web.Request) -> web.Response:
 
 async def prometheus(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    body = render(await gw.status(), await gw.metrics())
+    body = render(await gw.status(), await gw.metrics(), request.app[LATENCIES],
+                  {lane.id: lane.latencies for lane in gw.lanes.values()})
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -348,6 +351,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def make_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app[GATEWAY] = gateway
+    app[LATENCIES] = StageLatencies()
     r = app.router
     r.add_get("/", page)
     r.add_get("/healthz", healthz)

@@ -1,20 +1,82 @@
 """``GET /metrics``: the gateway's state in the Prometheus text format, built per scrape
-from the same snapshots as the status page and the MQTT metrics (prometheus_client)."""
+from the same snapshots as the status page and the MQTT metrics (prometheus_client).
+
+The loop-to-open stage latencies (the decision's among them) are histograms, not quantile
+gauges: quantiles of one gate cannot be combined with another's, bucket counts can
+(``histogram_quantile(0.99, sum by (le, stage) (rate(..._bucket[5m])))`` over every gate).
+A histogram's counts must only grow, while a lane keeps only its last 1000 vehicles: each
+scrape folds in the vehicles recorded since the previous one (``StageLatencies``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 CIRCUIT = {"closed": 0, "half_open": 1, "open": 2, "disabled": -1, "unknown": -1}
+# seconds: a relay in a few ms, a frame or a local reading in tens to hundreds, a decision
+# from a slow central up to its deadlines and fallbacks, a whole loop-to-open in seconds
+BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGES = ("frame", "plate", "decision", "relay", "total")
+
+
+class StageLatencies:
+    """Cumulative histograms per (lane, stage) of the stage latencies the lanes record (a
+    dict of milliseconds per vehicle, newest last, in a bounded deque). ``fold`` adds the
+    records after the last one it saw of that lane (found by identity); if that one has
+    already left the deque (more vehicles between two scrapes than the deque holds), the
+    deque's whole content is added and the older ones are missing from the counts, which
+    still never go down."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, dict[str, float]] = {}
+        self._buckets: dict[tuple[str, str], list[int]] = {}  # per bucket, not cumulative
+        self._sums: dict[tuple[str, str], float] = {}
+
+    def fold(self, lane_id: str, recorded: Sequence[dict[str, float]]) -> None:
+        last = self._last.get(lane_id)
+        new: list[dict[str, float]] = []
+        for record in reversed(recorded):
+            if record is last:
+                break
+            new.append(record)
+        if recorded:
+            self._last[lane_id] = recorded[-1]
+        for record in reversed(new):
+            for stage in STAGES:
+                if stage in record:
+                    self._observe((lane_id, stage), record[stage] / 1000)
+
+    def _observe(self, key: tuple[str, str], seconds: float) -> None:
+        counts = self._buckets.setdefault(key, [0] * (len(BUCKETS_S) + 1))
+        counts[next((i for i, le in enumerate(BUCKETS_S) if seconds <= le), len(BUCKETS_S))] += 1
+        self._sums[key] = self._sums.get(key, 0.0) + seconds
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "parking_stage_latency_seconds",
+            "Loop-to-open stage latency per vehicle (frame, plate, decision, relay, total)",
+            labels=["lane", "stage"])
+        for (lane_id, stage), counts in sorted(self._buckets.items()):
+            cumulative, total = [], 0
+            for le, count in zip((*map(str, BUCKETS_S), "+Inf"), counts, strict=True):
+                total += count
+                cumulative.append((le, float(total)))
+            family.add_metric([lane_id, stage], cumulative, self._sums[(lane_id, stage)])
+        return family
 
 
 class _Snapshot:
-    def __init__(self, status: dict[str, Any], metrics: dict[str, Any]) -> None:
-        self.status, self.metrics = status, metrics
+    def __init__(self, status: dict[str, Any], metrics: dict[str, Any],
+                 latencies: StageLatencies) -> None:
+        self.status, self.metrics, self.latencies = status, metrics, latencies
 
     def collect(self) -> Iterator[Metric]:
         s, m = self.status, self.metrics
@@ -46,14 +108,7 @@ class _Snapshot:
         for status, count in m["sagas"].items():
             sagas.add_metric([status], count)
         yield sagas
-        latency = GaugeMetricFamily("parking_stage_latency_ms",
-                                    "Loop-to-open stage latency (recent vehicles)",
-                                    labels=["lane_stage", "quantile"])
-        for key, summary in m["latency_ms"].items():
-            for q in ("p50", "p99"):
-                if q in summary:
-                    latency.add_metric([key, q], summary[q])
-        yield latency
+        yield self.latencies.family()
         yield GaugeMetricFamily("parking_healthy", "1 when /healthz is 200",
                                 value=1 if s["healthy"] else 0)
         yield from _counters(m)
@@ -88,7 +143,12 @@ def _counters(m: dict[str, Any]) -> Iterator[Metric]:
         yield refused
 
 
-def render(status: dict[str, Any], metrics: dict[str, Any]) -> bytes:
+def render(status: dict[str, Any], metrics: dict[str, Any], latencies: StageLatencies,
+           recorded: Mapping[str, Sequence[dict[str, float]]]) -> bytes:
+    """The text of one scrape; ``recorded``: each lane's recent stage latencies, folded
+    into ``latencies`` (kept by the caller from one scrape to the next)."""
+    for lane_id, records in recorded.items():
+        latencies.fold(lane_id, records)
     registry = CollectorRegistry()
-    registry.register(_Snapshot(status, metrics))
+    registry.register(_Snapshot(status, metrics, latencies))
     return bytes(generate_latest(registry))
