@@ -98,6 +98,7 @@ class Plan:
     vehicle_gap_s: tuple[float, float] = (0.2, 0.8)
     behaviours: tuple[str, ...] = BEHAVIOURS
     exit_share: float = 0.45
+    min_stay_s: float = 3.0  # real seconds a car that passed the entry stays before leaving
     blocked_share: float = 0.05
     min_kills: int = 0  # the schedule adds kills at the end of rounds to reach it
     drain_s: float = 60.0
@@ -384,6 +385,9 @@ class Campaign:
                 on_lane.add(v.plate)
             elif v.ambiguous or v.status == "passed":
                 state[v.plate] = v.ambiguous or v.lane == "entry-1"
+                if v.lane == "entry-1" and not v.ambiguous and \
+                        time.monotonic() - v.done_at < self.plan.min_stay_s:
+                    on_lane.add(v.plate)  # still parking: nobody leaves the moment they pass
         return sorted(p for p, maybe_in in state.items() if maybe_in and p not in on_lane)
 
     def _busy(self, lane: str) -> bool:
@@ -453,6 +457,8 @@ class Campaign:
                 data = await resp.json()
             if self.seen.life == life and not v.ambiguous:
                 v.status, v.plate = data["status"], data["plate"]
+                if v.done:
+                    v.done_at = time.monotonic()
                 v.collisions = int(data["collisions"])
 
     async def _drain(self) -> list[str]:

@@ -67,6 +67,7 @@ class Vehicle:
     ambiguous: bool = False
     follower: bool = False
     collisions: int = 0
+    done_at: float = 0.0  # monotonic time the campaign saw it done
 
     @property
     def done(self) -> bool:
@@ -318,22 +319,29 @@ def _check_spaces(report: Report, details: dict[str, Json], spaces: list[Json],
                 report.add("space", f"the session of {session['plate']} ended twice",
                            entry_saga=entry, exit_sagas=session["exit_sagas"])
         elif saga["status"] == "compensated":
-            back = _result(saga, "reoccupy_parking_space", "compensation").get("space_id")
-            session["space"] = back or session["space"]
+            undo = _result(saga, "reoccupy_parking_space", "compensation")
+            if undo:  # inside again: on the space it got back, or none (over capacity)
+                session["space"] = undo.get("space_id")
     for session in sessions.values():
         if not session["exits"] and session["plate"] in pruned_exits:
             session["exits"] = 1  # a pruned exit of this plate: taken as its end
     live = {k: v for k, v in sessions.items() if not v["exits"]}
     table = {s["space_id"]: s for s in spaces if s["state"] == "allocated"}
     by_space: dict[str, list[str]] = defaultdict(list)
+    over = {k for k, v in live.items() if v["space"] is None}  # let in, lot full: no space
+    report.figures["over_capacity"] = len(over)
+    report.figures["over_capacity_plates"] = sorted(live[k]["plate"] for k in over)
     for saga_id, session in live.items():
-        by_space[str(session["space"])].append(saga_id)
+        if saga_id not in over:
+            by_space[str(session["space"])].append(saga_id)
     for space, holders in by_space.items():
         if len(holders) > 1:
             report.add("space", f"space {space} held by {len(holders)} sessions",
                        plates=[live[h]["plate"] for h in holders], entry_sagas=holders)
     live_plates = {v["plate"] for v in live.values()}
     for saga_id, session in live.items():
+        if saga_id in over:
+            continue
         row = table.get(str(session["space"]))
         if row is None or row["plate"] != session["plate"]:
             report.add("space", f"the session of {session['plate']} holds "
@@ -383,7 +391,8 @@ def _check_occupancy(report: Report, vehicles: list[Vehicle], spaces: list[Json]
                 f"{' (fate unknown)' if v.ambiguous else ''}"
                 for v in vehicles if v.plate == plate]
 
-    for plate in sorted(world - held.keys()):
+    over = set(report.figures.get("over_capacity_plates", []))  # let in with the lot full
+    for plate in sorted(world - held.keys() - over):
         report.add("occupancy", f"{plate} is inside but holds no space", world=seen(plate))
     for plate in sorted(held.keys() - world - ambiguous - tailgaters):
         why = "never came in" if plate not in inside else "has left"
