@@ -95,14 +95,16 @@ class LaneMachine(RuleBasedStateMachine):
     def start(self, config: LaneConfig, direction: str) -> None:
         self.lane = WatchedLane("lane", direction, config)
 
-    def feed(self, event: Any) -> None:
+    def feed(self, event: Any) -> list[Any]:
         assert self.lane is not None
-        for cmd in self.lane.handle(event, self.now):
+        out = self.lane.handle(event, self.now)
+        for cmd in out:
             if isinstance(cmd, StartSaga):
                 self.sagas.append(cmd.saga_id)
             if isinstance(cmd, AnswerOpen) and cmd.opened:
                 assert cmd.saga_id not in self.opened, "one decision opened twice"
                 self.opened.add(cmd.saga_id)
+        return out
 
     @rule(loop=st.sampled_from(["arming", "safety"]), occupied=st.booleans())
     @precondition(lambda self: self.lane is not None)
@@ -131,6 +133,19 @@ class LaneMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.lane is not None and self.sagas)
     def decision(self, which: int) -> None:
         self.feed(OpenRequested(self.sagas[-1 - which % len(self.sagas)]))
+
+    @rule()
+    @precondition(lambda self: self.lane is not None
+                  and self.lane.state is LaneState.DECIDING)
+    def an_earlier_saga_asks_to_open(self) -> None:
+        """Reliability campaign finding F1: an earlier vehicle's saga (it drove off while
+        its decision was being made) asks to open while the lane decides for the next one.
+        It must be answered (refused), not lost."""
+        assert self.lane is not None
+        stale = next((s for s in reversed(self.sagas) if s != self.lane.saga_id), "s-gone")
+        out = self.feed(OpenRequested(stale))
+        assert any(isinstance(c, AnswerOpen) and c.saga_id == stale and not c.opened
+                   for c in out), f"the open of {stale} went unanswered: {out}"
 
     @rule(status=st.sampled_from(["compensated", "completed", "failed"]))
     @precondition(lambda self: self.lane is not None and self.sagas)
