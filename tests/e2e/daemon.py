@@ -122,9 +122,11 @@ class Daemon:
         return code
 
 
-async def until(check: Callable[[], Any], within_s: float = 10.0, every_s: float = 0.02) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; the daemon is
-    another process, so its API is the thing to wait on."""
+async def until(check: Callable[[], Any], within_s: float = 10.0, what: str = "",
+                every_s: float = 0.02) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; the daemon (or
+    the broker, or another peer) is another process, so its state is the thing to wait on.
+    ``what`` names the condition in the error."""
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
         value = check()
@@ -133,7 +135,7 @@ async def until(check: Callable[[], Any], within_s: float = 10.0, every_s: float
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"condition not met within {within_s}s")
+            raise TimeoutError(f"{what or 'condition'} not met within {within_s}s")
         await asyncio.sleep(every_s)
 
 

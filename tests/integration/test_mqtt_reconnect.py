@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -28,22 +27,11 @@ from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from gateway.telemetry.publisher import TelemetryPublisher
 from tests.broker import Broker
+from tests.e2e.daemon import until
 
 PREFIX = "parking"
 GATE = "g1"
 EVENTS = f"{PREFIX}/gates/{GATE}/events"
-
-
-async def until(cond: Callable[[], Any], within_s: float = 10.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        result = cond()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.02)
 
 
 class LinkCounter:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 from gateway.clock import SystemClock, iso
@@ -17,6 +16,7 @@ from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from gateway.telemetry.publisher import TelemetryPublisher
 from tests.broker import Broker
+from tests.e2e.daemon import until
 
 PREFIX = "parking"
 GATE = "g1"
@@ -33,18 +33,6 @@ topic read {PREFIX}/#
 """
 ALLOW = DENY.replace("user monitor", f"topic readwrite {EVENTS}\n\nuser monitor")
 N = 20
-
-
-async def until(cond: Callable[[], Any], within_s: float = 10.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        result = cond()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_refused_events_stay_in_the_outbox_until_the_broker_accepts_them(tmp_path):
