@@ -20,7 +20,7 @@ from gateway.sim.faults import FaultRequest
 from gateway.sim.physics import BEHAVIOURS
 from gateway.store import events, permits, saga_log, spaces
 from gateway.web.openapi import OPENAPI
-from gateway.web.page import PAGE
+from gateway.web.page import add_page_routes
 from gateway.web.prometheus import StageLatencies, render
 
 if TYPE_CHECKING:
@@ -116,10 +116,6 @@ def _int(request: web.Request, name: str, default: int, high: int) -> int:
         raise web.HTTPBadRequest(text=f'{{"error": "{name} must be an integer"}}',
                                  content_type="application/json") from None
     return max(0, min(value, high))
-
-
-async def page(request: web.Request) -> web.Response:
-    return web.Response(text=PAGE, content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -353,7 +349,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app[LATENCIES] = StageLatencies()
     r = app.router
-    r.add_get("/", page)
+    add_page_routes(app)  # "/" and the page's static files (gateway/web/page.py)
     r.add_get("/healthz", healthz)
     r.add_get("/api/status", status)
     r.add_get("/metrics", prometheus)

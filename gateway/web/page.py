@@ -1,6 +1,8 @@
 """The status page: one static document; the data comes from /api/status and the event
 stream. Every text from outside (plates, reasons) is set with textContent, never as HTML."""
 
+from aiohttp import web
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -126,3 +128,11 @@ source.onmessage = (m) => addEvent(JSON.parse(m.data));
 refresh(); setInterval(refresh, 2000);
 </script></body></html>
 """
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+def add_page_routes(app: web.Application) -> None:
+    app.router.add_get("/", page)
