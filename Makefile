@@ -27,7 +27,7 @@ pytest: venv
 soak: venv
 	$(PY) -m pytest -m crash --crash-rounds=400 tests/integration/test_crash_recovery.py
 	$(PY) -m pytest -m privileged
-	$(PY) -m pytest -m soak tests/reliability
+	$(PY) -m pytest -m soak
 	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/fuzz
 
 bench: venv

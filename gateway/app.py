@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from aiohttp import web
 from gateway import __version__
 from gateway.clock import Clock, SystemClock, iso
 from gateway.core.errors import DeviceError, GatewayError
+from gateway.core.fault_fixes import fix_for
+from gateway.core.service_words import describe, outbox_words, queue_advice
 from gateway.notify import sd_notify
 from gateway.plates.reader import PlateReader
 from gateway.sagas.factory import build_registry, build_runner, central_session
@@ -47,7 +50,9 @@ from gateway.store import (
     saga_log,
     spaces,
 )
+from gateway.store.images import ImageWriter, open_images
 from gateway.store.store import Store
+from gateway.store.vehicles import decision_source
 from gateway.supervisor import Supervisor
 from gateway.telemetry.commands import RemoteCommands
 from gateway.telemetry.discovery import discovery_messages
@@ -90,7 +95,10 @@ class Gateway:
         self.mqtt: MqttConnection | None = None
         self.publisher: TelemetryPublisher | None = None
         self.reader: PlateReader | None = None
+        self.images: ImageWriter | None = None  # the decisions' camera images ([images])
         self.web: web.AppRunner | None = None
+        # the saga view's images: set where images are kept (gateway/web/image_routes.py)
+        self.image_lister: Callable[[str], list[dict[str, Any]]] | None = None
         self.web_port: int | None = None
         # the commit counter of the event stream: a waiter remembers the count it saw and
         # waits until it moves, so a commit between its read and its wait is never lost
@@ -176,6 +184,7 @@ class Gateway:
         if self.reader is not None:
             self._tasks.append(self.supervisor.spawn("plate reader", self._load_reader,
                                                      once=True))
+        self.images = open_images(s, self.clock)  # its own thread; None when off
         for lane in s.lanes:
             # each simulated lane has a mock board of its own, its outputs kept in a file
             # the way a Pi keeps them driven (relays-off reads it)
@@ -195,7 +204,8 @@ class Gateway:
             controller = LaneController(lane, devices, self.runner, self.store, self.clock,
                                         s.gate.id, after_saga=self.check_occupancy,
                                         policy=s.policy, reader=self.reader,
-                                        compare_anpr=s.plates.compare_anpr)
+                                        compare_anpr=s.plates.compare_anpr,
+                                        images=self.images)
             self.lanes[lane.id] = controller
             gate.lanes[lane.id] = controller
             if self.sim is not None and devices.simulated:
@@ -231,6 +241,8 @@ class Gateway:
             await self.sim.stop()
         for controller in self.lanes.values():
             await controller.stop()
+        if self.images is not None:
+            await self.images.close()  # what the lanes queued, within a few seconds
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -404,11 +416,17 @@ class Gateway:
             for controller in self.lanes.values():
                 controller.set_full_sign(full)
 
-    async def set_space_state(self, space_id: str, state: str) -> None:
+    async def set_space_state(self, space_id: str, state: str, who: str = "",
+                              why: str = "") -> None:
         now = iso(self.clock.wall())
         await self.store.write(lambda c: spaces.set_state(c, space_id, state, now))
-        await self._event("space_state_changed", {"space_id": space_id, "state": state})
+        await self._event("space_state_changed", {"space_id": space_id, "state": state,
+                                                  "who": who, "why": why})
         await self.check_occupancy()
+
+    def saga_images(self, saga_id: str) -> list[dict[str, Any]]:
+        """The images kept of a saga's vehicle (crop, frames), for the saga view."""
+        return self.image_lister(saga_id) if self.image_lister is not None else []
 
     # -- status ------------------------------------------------------------------------
     def central_circuit(self) -> str:
@@ -420,6 +438,57 @@ class Gateway:
             return "disabled"
         breaker = self.runner.chain.breakers.get("alternative_license_plate_service")
         return breaker.current_state(self.clock.monotonic()).value if breaker else "closed"
+
+    def _service(self, which: str) -> dict[str, Any]:
+        """The central or backup service: the breaker's state and the same in plain words."""
+        now = self.clock.monotonic()
+        if which == "central":
+            name, deadline = "license_plate_service", self.settings.central.deadline_s
+            circuit, enabled = self.central_circuit(), True
+            pool = self.runner.registry.remote.get(name)
+            retry = pool.circuit_wait_s() if isinstance(pool, CentralPool) else 0.0
+        else:
+            name, deadline = "alternative_license_plate_service", self.settings.backup.deadline_s
+            circuit, enabled = self.backup_circuit(), self.settings.backup.enabled
+            breaker = self.runner.chain.breakers.get(name)
+            retry = breaker.wait_s(now) if breaker is not None else 0.0
+        stats = self.runner.chain.stats.get(name)
+        words = describe(circuit, retry_in_s=retry, deadline_s=deadline, stats=stats,
+                         opened_after=stats.failures_in_a_row if stats else 0, enabled=enabled)
+        return {"circuit": circuit, "state": words.state, "summary": words.summary,
+                "failures": stats.failures_in_a_row if stats else 0,
+                "retry_in_s": round(retry, 1) if circuit == "open" else None,
+                "last_error": (stats.last_error or None) if stats else None}
+
+    def _mqtt_view(self) -> dict[str, Any]:
+        link = self.mqtt
+        view: dict[str, Any] = {"connected": bool(link and link.connected)}
+        if link is not None and link.last_error:
+            view["error"] = link.last_error
+        if link is None:
+            view.update(state="disabled", summary="telemetry is off")
+        elif link.connected:
+            view.update(state="online", summary="connected to the broker")
+        else:
+            view.update(state="offline", summary="not connected to the broker"
+                        + (f" ({link.last_error})" if link.last_error else "")
+                        + "; events wait in the outbox")
+        return view
+
+    def _lane_status(self, controller: LaneController) -> dict[str, Any]:
+        lane = controller.status()
+        lane["fault_fixes"] = {d: fix_for(d, why) for d, why in lane["faults"].items()}
+        lane["vehicle"] = ({"license_plate": controller.lane.plate,
+                            "saga_id": controller.lane.saga_id}
+                           if controller.lane.saga_id else None)
+        last = lane.get("last") or {}
+        if last:  # the stages of the last open (a denied vehicle has none)
+            lane["last"] = {**last, "source": decision_source(last.get("sources") or {}),
+                            "stages_ms": {k: v for k, v in controller.latencies[-1].items()
+                                          if k != "at"}
+                            if controller.latencies and last.get("status") == "completed"
+                            else None}
+        return lane
 
     def health_problems(self) -> list[str]:
         problems = list(self.lane_errors.values())
@@ -486,25 +555,28 @@ class Gateway:
         self.dead_letters = queue["dead"]
         dead = await self.store.read(partial(offline_queue.dead_letters, limit=10)) \
             if queue["dead"] else []
-        lanes = [c.status() for c in self.lanes.values()]
+        lanes = [self._lane_status(c) for c in self.lanes.values()]
         lanes += [{"id": lane, "direction": "", "state": "fault", "barrier": "unknown",
-                   "loops": {}, "faults": {"lane": why}, "last": {}}
+                   "loops": {}, "faults": {"lane": why}, "last": {},
+                   "fault_fixes": {"lane": fix_for("lane", why)}, "vehicle": None}
                   for lane, why in self.lane_errors.items()]
         problems = self.health_problems()
         return {
             "gate_id": self.settings.gate.id, "version": __version__,
             "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
             "time": iso(self.clock.wall()), "wall_synced": self.clock.wall_synced(),
-            "occupancy": occ, "lanes": lanes,
-            "services": {"central": {"circuit": self.central_circuit()},
-                         "backup": {"circuit": self.backup_circuit()},
-                         "mqtt": {"connected": bool(self.mqtt and self.mqtt.connected),
-                                  **({"error": self.mqtt.last_error}
-                                     if self.mqtt and self.mqtt.last_error else {})}},
+            "occupancy": {**occ, "zones": await self.store.read(spaces.zones)},
+            "lanes": lanes,
+            "services": {"central": self._service("central"),
+                         "backup": self._service("backup"),
+                         "mqtt": self._mqtt_view()},
             "outbox": {"pending": pending, "dropped": await self.store.read(
-                partial(events.read_counter, name="outbox_dropped"))},
+                partial(events.read_counter, name="outbox_dropped")),
+                "summary": outbox_words(pending, self.mqtt is not None,
+                                        bool(self.mqtt and self.mqtt.connected))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
-                              "dead_letters": dead},
+                              "dead_letters": dead,
+                              "advice": queue_advice(queue["pending"], queue["dead"])},
             "plate_reader": None if self.reader is None else {
                 "ready": self.reader.ready, "fault": self.reader.fault or None,
                 "load_s": round(self.reader.load_s, 2)},

@@ -128,17 +128,18 @@ class Lane:
         out += self._settle(now)
         return out
 
-    def set_mode(self, mode: str, who: str) -> tuple[bool, list[Command]]:
+    def set_mode(self, mode: str, who: str, why: str = "") -> tuple[bool, list[Command]]:
         """Operator change of the lane's mode; refused while a vehicle is under the
         barrier (closing the lane then would mean bringing the arm down on it)."""
         if mode not in ("normal", "closed"):
-            return False, [self._emit("lane_mode_refused", who=who, reason=f"no mode {mode!r}")]
+            return False, [self._emit("lane_mode_refused", who=who, why=why,
+                                      reason=f"no mode {mode!r}")]
         if mode == "closed" and (self.safety.stable or self.barrier != "closed"):
-            return False, [self._emit("lane_mode_refused", who=who, mode=mode,
+            return False, [self._emit("lane_mode_refused", who=who, why=why, mode=mode,
                                       reason=f"unsafe: barrier {self.barrier}, safety loop "
                                              f"{'occupied' if self.safety.stable else 'clear'}")]
         self.mode = mode
-        return True, [self._emit("lane_mode_changed", who=who, mode=mode)]
+        return True, [self._emit("lane_mode_changed", who=who, why=why, mode=mode)]
 
     # -- the engine --------------------------------------------------------------------
     def _fire(self, trigger: str, now: float, event: Event | None) -> list[Command]:

@@ -30,6 +30,7 @@ from aiohttp import ClientConnectorError
 from gateway.clock import Clock
 from gateway.core.backoff import BackoffSchedule
 from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
+from gateway.core.call_stats import CallStats
 from gateway.core.errors import CircuitOpenError, PermanentError, TransientError
 from gateway.core.saga import StepKind, StepSpec
 from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
@@ -85,6 +86,7 @@ class ServiceChain:
         self.clock = clock
         self.breaker_policy = breaker_policy
         self.breakers: dict[str, Breaker] = {}
+        self.stats: dict[str, CallStats] = {}  # the last calls of each service, for the page
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng
         self.on_boundary = on_boundary
@@ -205,6 +207,7 @@ class ServiceChain:
                                    max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
                                    deadline_s=policy.deadline_s)
         call_deadline_s = policy.call_deadline_for(name)
+        stats = self.stats.setdefault(name, CallStats())
         failures = 0
         last: TransientError = TransientError(f"{name}: no time left", service=name)
         while True:
@@ -223,12 +226,14 @@ class ServiceChain:
                                             deadline_s=min(call_deadline_s, remaining))
                 _answers_the_question(step, payload, result, name)
             except PermanentError as exc:
+                stats.record(t0, self.clock.monotonic() - t0, answered=True)
                 attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
                 if breaker is not None:
                     breaker.record_success(self.clock.monotonic())  # it answered
                 self._report(scope, service, breaker)
                 raise
             except TransientError as exc:
+                stats.record(t0, self.clock.monotonic() - t0, answered=False, error=str(exc))
                 last = exc
                 failures += 1
                 if key is not None and may_have_landed(exc):
@@ -244,6 +249,7 @@ class ServiceChain:
                 await self.clock.sleep(delay)
                 continue
             self.on_boundary(f"after call {step.name}")
+            stats.record(t0, self.clock.monotonic() - t0, answered=True)
             instance = result.pop("_instance", None)
             label = f"{name}@{instance}" if instance else name
             attempts.append(Attempt(label, "ok", self._ms(t0)))

@@ -172,8 +172,8 @@ class LaneController:
         self.feed(ManualOpen(who, why))
         return self.lane.barrier == "open"
 
-    def set_mode(self, mode: str, who: str) -> bool:
-        ok, commands = self.lane.set_mode(mode, who)
+    def set_mode(self, mode: str, who: str, why: str = "") -> bool:
+        ok, commands = self.lane.set_mode(mode, who, why)
         now = self.clock.monotonic()
         for cmd in commands:
             self._execute(cmd, now)
@@ -253,7 +253,7 @@ class LaneController:
                 prev = c[key]
         if "loop" in c and "open" in c:
             out["total"] = round((c["open"] - c["loop"]) * 1000, 3)
-            self.latencies.append(out)
+            self.latencies.append({**out, "at": c["open"]})  # "at" orders lanes together
         return out
 
     async def _relay(self, action: Awaitable[None], device: str) -> None:

@@ -102,6 +102,14 @@ def recent_for_saga(conn: sqlite3.Connection, type_: str, saga_id: str,
     return row is not None
 
 
+def for_saga(conn: sqlite3.Connection, saga_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    """The events of one saga, oldest first (index events_by_saga)."""
+    return [_envelope(r) for r in conn.execute(
+        "SELECT * FROM events WHERE json_extract(data, '$.saga_id') = ? "
+        "AND json_extract(data, '$.saga_id') IS NOT NULL ORDER BY seq LIMIT ?",
+        (saga_id, limit))]
+
+
 def outbox_pending(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 

@@ -242,6 +242,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX permits_by_length ON permits(length(plate)) WHERE deleted = 0;
     """,
+    # 7: the events of one saga (the page's saga view, recovery's device evidence) found by
+    # an index on the saga id inside the event's data, not a walk over recent events.
+    """
+    CREATE INDEX events_by_saga ON events(json_extract(data, '$.saga_id'), seq)
+        WHERE json_extract(data, '$.saga_id') IS NOT NULL;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

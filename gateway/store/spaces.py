@@ -96,6 +96,20 @@ def occupancy(conn: sqlite3.Connection) -> dict[str, int]:
     return {"total": sum(counts.values()), **counts}
 
 
+def zones(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Occupancy of each zone; a zone with no free space is FULL."""
+    out = []
+    for r in conn.execute(
+        "SELECT zone, sum(state='free') AS free, sum(state='allocated') AS allocated, "
+        "sum(state='out_of_service') AS out_of_service, count(*) AS total FROM spaces "
+        "WHERE retired=0 OR state='allocated' GROUP BY zone ORDER BY zone"
+    ):
+        out.append({"zone": r["zone"], "total": r["total"], "free": r["free"],
+                    "allocated": r["allocated"], "out_of_service": r["out_of_service"],
+                    "full": r["free"] == 0})
+    return out
+
+
 def list_spaces(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [
         dict(r)

@@ -1,6 +1,6 @@
 """The gate as a physical place: the daemon as a process, the simulator moving an arm and
-vehicles with a length and a speed over the loops, 200 vehicles of every behaviour on two
-lanes. Then no vehicle was ever hit by the arm, every vehicle's outcome is right, and the
+vehicles with a length and a speed over the loops, vehicles of every behaviour on two
+lanes (80 in `make test`, 300 in `make soak`). Then no vehicle was ever hit by the arm, every vehicle's outcome is right, and the
 space table, the sessions and the central service's records agree.
 
 A second run reads the safety loop as the gateway once did (gpiozero's "active" taken as
@@ -79,9 +79,14 @@ async def gate(tmp_path):
         await central.runner.cleanup()
 
 
-@pytest.mark.timeout(600)  # 200 vehicles in real time: about three minutes here
-async def test_200_vehicles_of_every_behaviour_no_collision_and_records_agree(gate):
+@pytest.mark.parametrize("count", [
+    80,  # about 80 s: each behaviour at least twice, then a random mix
+    pytest.param(300, marks=pytest.mark.soak),  # about 5 minutes, in make soak
+])
+@pytest.mark.timeout(900)  # vehicles in real time
+async def test_vehicles_of_every_behaviour_no_collision_and_records_agree(gate, count):
     g, central, db_path = gate
+    half = count // 2
     rng = random.Random(8)
     inside: list[str] = []  # plates the test knows are parked
     entering_done = asyncio.Event()
@@ -101,7 +106,7 @@ async def test_200_vehicles_of_every_behaviour_no_collision_and_records_agree(ga
 
     async def exits() -> None:
         n = 0
-        while n < 100:
+        while n < half:
             if not inside:
                 if entering_done.is_set():
                     return
@@ -116,14 +121,14 @@ async def test_200_vehicles_of_every_behaviour_no_collision_and_records_agree(ga
                 inside.append(plate)  # did not leave: still parked
                 assert v["status"] == "left", (behaviour, v)
 
-    await asyncio.gather(entries(0, 100), exits())
-    await entries(100, 100 + 200 - len(g.sent))  # exits ran out of parked cars: more in
+    await asyncio.gather(entries(0, half), exits())
+    await entries(half, half + count - len(g.sent))  # exits ran out of parked cars: more in
     world = await get(g.http, f"{g.daemon.url}/api/sim/world")
     status = await get(g.http, f"{g.daemon.url}/api/status")
     assert world["collisions"] == 0 and status["simulation"]["collisions"] == 0
     arms = {lane["id"]: lane["arm"] for lane in status["lanes"]}
     assert arms["exit-1"]["assumed"] and not arms["entry-1"]["assumed"]
-    assert len(g.sent) == 200 and {s["behaviour"] for s in g.sent} == set(BEHAVIOURS)
+    assert len(g.sent) == count and {s["behaviour"] for s in g.sent} == set(BEHAVIOURS)
     events: list[Any] = []
     while batch := await get(g.http, f"{g.daemon.url}/api/events?limit=1000&after_seq="
                                      f"{events[-1]['seq'] if events else 0}"):

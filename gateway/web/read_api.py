@@ -1,0 +1,177 @@
+"""The read-only routes: health, status, metrics, events (and their stream), spaces,
+sagas, vehicles, latencies, permits, the lane's last crop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.store import events, permits, saga_log, spaces, vehicles
+from gateway.web.http import GATEWAY, LATENCIES, error, int_param, reply
+from gateway.web.openapi import OPENAPI
+from gateway.web.prometheus import STAGES, render
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+# A client that stops reading (a phone that went to sleep with the page open) fills the
+# socket's buffer and the next write waits: after this long it is dropped, so it holds
+# neither memory nor a stop.
+STREAM_WRITE_TIMEOUT_S = 10.0
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/healthz", healthz)
+    r.add_get("/api/status", status)
+    r.add_get("/metrics", prometheus)
+    r.add_get("/api/openapi.json", openapi)
+    r.add_get("/api/events", list_events)
+    r.add_get("/api/events/stream", stream_events)
+    r.add_get("/api/spaces", list_spaces)
+    r.add_get("/api/sagas", list_sagas)
+    r.add_get("/api/sagas/{saga_id}", get_saga)
+    r.add_get("/api/vehicles", list_vehicles)
+    r.add_get("/api/latency", latency)
+    r.add_get("/api/lanes/{lane_id}/plate.jpg", lane_plate_crop)
+    r.add_get("/api/permits", list_permits)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    problems = request.app[GATEWAY].health_problems()
+    return reply({"healthy": not problems, "problems": problems}, 503 if problems else 200)
+
+
+async def status(request: web.Request) -> web.Response:
+    return reply(await request.app[GATEWAY].status())
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    body = render(await gw.status(), await gw.metrics(), request.app[LATENCIES],
+                  {lane.id: lane.latencies for lane in gw.lanes.values()})
+    return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return reply(OPENAPI)
+
+
+async def list_events(request: web.Request) -> web.Response:
+    after = int_param(request, "after_seq", 0, 2**62)
+    limit = int_param(request, "limit", 100, 1000)
+    store = request.app[GATEWAY].store
+    return reply(await store.read(lambda c: events.list_after(c, after, limit)))
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    after = int_param(request, "after_seq", 0, 2**62)
+    if "Last-Event-ID" in request.headers:
+        with contextlib.suppress(ValueError):
+            after = int(request.headers["Last-Event-ID"])
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    # the client went away, or stopped reading: nothing to log
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        await _follow(gw, resp, after)
+    return resp
+
+
+async def _follow(gw: Gateway, resp: web.StreamResponse, after: int) -> None:
+    """Stream each event after ``after`` until the daemon stops. The commit count is taken
+    before each read, so a commit during or after the read moves it and the wait returns at
+    once; the stop moves it too (Gateway.stop and on_shutdown), so the stream ends at once."""
+    if after == 0:  # a new page: start from the last few events
+        latest = await gw.store.read(lambda c: c.execute("SELECT max(seq) FROM events")
+                                     .fetchone()[0]) or 0
+        after = max(0, int(latest) - 20)
+    while not gw.stopping.is_set():
+        seen = gw.commits  # before the read: a commit during or after it moves the count
+        batch = await gw.store.read(partial(events.list_after, after_seq=after, limit=200))
+        for event in batch:
+            after = event["seq"]
+            async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):
+                await resp.write(b"id: %d\ndata: %s\n\n" % (after, msgspec.json.encode(event)))
+        if not batch and await gw.wait_for_commit(seen, 15.0) == seen \
+                and not gw.stopping.is_set():
+            async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):
+                await resp.write(b": keep-alive\n\n")  # 15 s without a commit
+
+
+async def list_spaces(request: web.Request) -> web.Response:
+    return reply(await request.app[GATEWAY].store.read(spaces.list_spaces))
+
+
+async def list_sagas(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    limit = int_param(request, "limit", 100, 1000)
+    return reply(await request.app[GATEWAY].store.read(
+        lambda c: saga_log.list_sagas(c, state, limit)))
+
+
+async def get_saga(request: web.Request) -> web.Response:
+    """One saga for the saga view: its steps with their attempts, its events (fallbacks,
+    compensations, the barrier), and its images; the camera image the saga carries for the
+    central service is left out (its size is given)."""
+    saga_id = request.match_info["saga_id"]
+    gw = request.app[GATEWAY]
+
+    def read(conn: Any) -> dict[str, Any] | None:
+        saga = saga_log.get(conn, saga_id)
+        if saga is not None:
+            saga["events"] = events.for_saga(conn, saga_id)
+        return saga
+
+    saga = await gw.store.read(read)
+    if saga is None:
+        return error(404, "no such saga")
+    saga["context"] = _without_image(saga["context"])
+    saga["images"] = gw.saga_images(saga_id)
+    return reply(saga)
+
+
+def _without_image(context: dict[str, Any]) -> dict[str, Any]:
+    image = context.get("image_jpeg_b64")
+    if not isinstance(image, str):
+        return context
+    out = {k: v for k, v in context.items() if k != "image_jpeg_b64"}
+    out["image_bytes"] = len(image) * 3 // 4
+    return out
+
+
+async def list_vehicles(request: web.Request) -> web.Response:
+    limit = int_param(request, "limit", 50, 500)
+    return reply({"vehicles": await request.app[GATEWAY].store.read(
+        partial(vehicles.recent, limit=limit))})
+
+
+async def latency(request: web.Request) -> web.Response:
+    """The stage timings of the last vehicles let through (all lanes, oldest first)."""
+    limit = int_param(request, "limit", 100, 1000)
+    gw = request.app[GATEWAY]
+    rows: list[dict[str, Any]] = [{"lane_id": lane.id, **record} for lane in gw.lanes.values()
+            for record in lane.latencies]
+    rows.sort(key=lambda r: float(r.get("at", 0.0)))
+    return reply({"stages": [s for s in STAGES if s != "total"], "vehicles": rows[-limit:]})
+
+
+async def list_permits(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return reply({"permits": await gw.store.read(permits.list_all),
+                  "as_of": await gw.store.read(permits.as_of)})
+
+
+async def lane_plate_crop(request: web.Request) -> web.Response:
+    """The plate crop of the lane's last local reading (JPEG), for the page."""
+    lane = request.app[GATEWAY].lanes.get(request.match_info["lane_id"])
+    if lane is None or lane.last_crop is None:
+        return error(404, "no local reading with a crop on this lane")
+    return web.Response(body=lane.last_crop, content_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
