@@ -173,6 +173,19 @@ class PlateSettings(_Section, frozen=True):
     compare_anpr: bool = True  # read an ANPR camera's bursts too; a disagreement is an event
 
 
+class ImagesSettings(_Section, frozen=True):
+    """The camera images of each decision, kept on disk (``gateway/store/images.py``)."""
+
+    enabled: bool = True
+    dir: str = ""  # an absolute path; empty: <gate.data_dir>/images
+    max_mb: Positive = 200.0  # the oldest images go first beyond this
+    max_age_days: Annotated[int, msgspec.Meta(ge=1)] = 30  # by a synchronised clock only
+    keep: Literal["crops", "frames", "both"] = "both"
+    # what a viewer without the admin token may fetch: a frame shows the whole scene
+    # (people, other cars), a crop the plate only
+    public: Literal["crops", "all", "none"] = "crops"
+
+
 class SimulationSettings(_Section, frozen=True):
     enabled: bool = False
     start_central: bool = False  # run the sim central service on central.base_urls[0]
@@ -334,6 +347,7 @@ class Settings(_Section, frozen=True):
     store: StoreSettings = StoreSettings()
     simulation: SimulationSettings = SimulationSettings()
     plates: PlateSettings = PlateSettings()
+    images: ImagesSettings = ImagesSettings()
     zones: list[ZoneSettings] = msgspec.field(
         default_factory=lambda: [ZoneSettings(name="A", spaces=50)]
     )
@@ -355,6 +369,10 @@ class Settings(_Section, frozen=True):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "gateway.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.images.dir) if self.images.dir else self.data_dir / "images"
 
     def zone_specs(self) -> list[ZoneSpec]:
         return [z.spec() for z in self.zones]
@@ -525,10 +543,22 @@ def _cross_checks(s: Settings) -> list[str]:
     for key in ("private_broker", "start_backup"):
         if getattr(s.simulation, key) and not s.simulation.enabled:
             problems.append(f"simulation.{key}: only with simulation.enabled = true")
+    problems += _images_checks(s)
     if s.central.deadline_s > s.central.decision_deadline_s:
         problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
                         f"({s.central.deadline_s} > {s.central.decision_deadline_s})")
     return problems
+
+
+def _images_checks(s: Settings) -> list[str]:
+    d = s.images.dir
+    if d and not Path(d).is_absolute():
+        return [f"images.dir: expected an absolute path, got {d!r} (or leave it out for "
+                f"{s.data_dir / 'images'})"]
+    if d and Path(d) == s.data_dir:
+        return ["images.dir: must not be gate.data_dir itself: the images need a directory "
+                f"of their own (leave it out for {s.data_dir / 'images'})"]
+    return []
 
 
 BOOT_PULLED_HIGH = range(0, 9)  # BCM GPIO0-8 are pulled up while a Pi boots; 9-27 down
@@ -575,6 +605,10 @@ def config_warnings(s: Settings) -> list[str]:
         out.append(f"{s.source}: store.synchronous: \"normal\" may lose the last commits on a "
                    "power cut: a saga step or a space allocation the gate acted on can vanish, "
                    "so a record may be sent twice or a space given twice after it; use \"full\"")
+    if s.images.enabled and s.images.public == "all" and s.images.keep != "crops":
+        out.append(f"{s.source}: images.public: \"all\" lets anyone who reaches the web port "
+                   "see whole camera frames (people, other cars) without the admin token; "
+                   "use \"crops\" unless the page is on a closed network")
     return out
 
 
