@@ -78,9 +78,18 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    # the client went away, or stopped reading: nothing to log
-    with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await _follow(gw, resp, after)
+    # A write to a client that stopped reading waits; the stop must not: the stream ends
+    # when the daemon stops, whatever its write is waiting for.
+    follow = asyncio.ensure_future(_follow(gw, resp, after))
+    stop = asyncio.ensure_future(gw.stopping.wait())
+    try:
+        await asyncio.wait({follow, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (follow, stop):
+            task.cancel()
+        # the client went away, or stopped reading: nothing to log
+        with contextlib.suppress(ConnectionResetError, TimeoutError, asyncio.CancelledError):
+            await follow
     return resp
 
 

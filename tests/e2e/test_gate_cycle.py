@@ -100,6 +100,43 @@ async def test_entries_exits_back_outs_denials_and_tailgating_agree(world):
     assert sessions["34ABC123"][0] == "exited"
     assert sessions["35KLM77"] == ("inside", allocated["35KLM77"])
     assert set(sessions) == {"34ABC123", "35KLM77"}
+    await _the_operator_sees_the_same(daemon, http)
+
+
+async def _the_operator_sees_the_same(daemon: Daemon, http: aiohttp.ClientSession) -> None:
+    """The page's view of those six vehicles: the vehicle list, a saga view, the latencies."""
+    url = daemon.url
+    listed = (await get(http, f"{url}/api/vehicles"))["vehicles"]
+    assert [(v["license_plate"], v["kind"]) for v in listed] == [
+        ("35KLM77", "exit"), ("34ABC123", "exit"), ("35KLM77", "entry"),
+        ("66BAD66", "entry"), ("06XYZ99", "entry"), ("34ABC123", "entry")]
+    by = {(v["license_plate"], v["kind"]): v for v in listed}
+    assert by[("34ABC123", "entry")]["outcome"] == "let in"
+    assert by[("34ABC123", "exit")]["outcome"] == "let out"
+    assert by[("34ABC123", "entry")]["source"] == "central"
+    backed_out = by[("06XYZ99", "entry")]
+    assert backed_out["compensated"] and backed_out["outcome"].startswith("turned away")
+    assert not by[("34ABC123", "entry")]["compensated"]
+    denied = by[("66BAD66", "entry")]
+    assert denied["status"] != "completed" and not denied["compensated"]
+    # the saga view of the vehicle that backed out: its compensation and its events
+    saga = await get(http, f"{url}/api/sagas/{backed_out['saga_id']}")
+    phases = {(s["name"], s["phase"]) for s in saga["steps"]}
+    assert {("release_parking_space", "compensation"),
+            ("cancel_entry_record", "compensation")} <= phases
+    assert "vehicle_backed_out" in {e["type"] for e in saga["events"]}
+    assert all(e["data"].get("saga_id") == saga["saga_id"] for e in saga["events"])
+    assert "image_jpeg_b64" not in saga["context"]
+    latency = await get(http, f"{url}/api/latency")
+    assert len(latency["vehicles"]) == 5  # five opens: the denied vehicle had none
+    assert all(v["total"] >= v["decision"] > 0 for v in latency["vehicles"])
+    status = await get(http, f"{url}/api/status")
+    assert status["services"]["central"]["state"] == "online"
+    assert status["services"]["central"]["summary"].startswith("online, answers in")
+    lanes = {lane["id"]: lane for lane in status["lanes"]}
+    assert lanes["exit-1"]["last"]["license_plate"] == "35KLM77"
+    assert lanes["entry-1"]["vehicle"] is None
+    assert status["occupancy"]["zones"][0]["free"] == status["occupancy"]["free"]
 
 
 async def test_bad_requests_admin_and_manual_open(world):

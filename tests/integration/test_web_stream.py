@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from gateway.app import Gateway
 from gateway.settings import parse_settings
 from gateway.sim.central import SimCentralState
 from gateway.store import events
+from gateway.web import read_api
 from gateway.web.app import make_app
 from tests.conftest import start_central
 from tests.e2e.daemon import ADMIN_TOKEN, Daemon, e2e_config
@@ -223,3 +225,73 @@ async def test_a_stop_with_a_page_and_a_stream_connected_is_prompt(sim_central):
             assert not [line for line in log if "Traceback" in line], "\n".join(log[-40:])
         print("stop times (s):", " ".join(f"{t:.2f}" for t in times))
         assert max(times) < 2.0, times
+
+
+async def _stalled_stream(port: int) -> socket.socket:
+    """A page that stopped reading (a phone asleep with the page open): it asks for the
+    stream, then reads nothing, with a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    sock.sendall(b"GET /api/events/stream?after_seq=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+async def _flood(gw: Gateway, reader: aiohttp.ClientResponse, events_n: int = 400) -> None:
+    """Commit events of 50 kB each (20 MB, more than the socket buffers hold) and wait until
+    a reading client has them all: the stalled stream's write is then waiting."""
+    blob = "x" * 50_000
+    last = 0
+    for n in range(events_n):
+        last = (await gw.store.record_event(gw.clock, "e2e-gate", "test_blob",
+                                            {"n": n, "blob": blob}))["seq"]
+    async with asyncio.timeout(60):
+        async for event in _sse(reader):
+            if event["seq"] == last:
+                return
+
+
+async def test_a_stalled_stream_is_dropped_and_does_not_hold_the_others(sim_central,
+                                                                        monkeypatch):
+    monkeypatch.setattr(read_api, "STREAM_WRITE_TIMEOUT_S", 0.5)
+    with tempfile.TemporaryDirectory(prefix="web-stall-") as d:
+        gw = Gateway(parse_settings(e2e_config(Path(d), sim_central.url, QUIET)))
+        await gw.start()
+        try:
+            stalled = await _stalled_stream(gw.web_port)
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{gw.web_port}/api/events/stream?after_seq=1") as live:
+                await _flood(gw, live)
+                # the stalled page is dropped: what it was sent ends with the server's close
+                loop = asyncio.get_running_loop()
+                async with asyncio.timeout(30):
+                    while await loop.sock_recv(stalled, 1 << 20):
+                        pass  # the data sent before the drop, then EOF
+                # and the live page still follows new events
+                seq = (await _record(gw, 7))["seq"]
+                async with asyncio.timeout(5):
+                    async for event in _sse(live):
+                        if event["seq"] == seq:
+                            break
+            stalled.close()
+        finally:
+            await gw.stop()
+
+
+async def test_a_stop_with_a_stalled_stream_is_prompt(sim_central, monkeypatch):
+    # a write timeout longer than any stop may take: only the stop itself can end it
+    monkeypatch.setattr(read_api, "STREAM_WRITE_TIMEOUT_S", 60.0)
+    with tempfile.TemporaryDirectory(prefix="web-stall-") as d:
+        gw = Gateway(parse_settings(e2e_config(Path(d), sim_central.url, QUIET)))
+        await gw.start()
+        stalled = await _stalled_stream(gw.web_port)
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{gw.web_port}/api/events/stream?after_seq=1") as live:
+            await _flood(gw, live)
+            started = time.monotonic()
+            await gw.stop()
+            took = time.monotonic() - started
+        stalled.close()
+    print(f"stop with a stalled stream: {took:.2f} s")
+    assert took < 2.0
