@@ -3,7 +3,9 @@ saga orchestrator, and serves the saga's ``gate_service`` steps (open the barrie
 the passage) for its lane.
 
 Device callbacks arrive on gpiozero's (or the camera's) threads and are handed to the
-event loop with ``call_soon_threadsafe``; everything else runs on the loop.
+event loop with ``call_soon_threadsafe``; everything else runs on the loop. A decision's
+images (the plate crop, the frame) are handed to the image writer's thread as its saga
+starts, never waited for: the barrier does not wait on a disk.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ from gateway.plates.roi import Roi
 from gateway.sagas.runner import SagaRunner
 from gateway.services.plate_reading import reading_for
 from gateway.settings import LaneSettings, PolicySettings
+from gateway.store.images import ImageWriter, Kind
 from gateway.store.store import Store
 from hardware.build import LaneDevices
-from hardware.camera import capture
+from hardware.camera import Shot, capture
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -60,7 +63,7 @@ class LaneController:
                  store: Store, clock: Clock, gate_id: str,
                  after_saga: Callable[[], Awaitable[None]] | None = None,
                  policy: PolicySettings | None = None, reader: PlateReader | None = None,
-                 compare_anpr: bool = True) -> None:
+                 compare_anpr: bool = True, images: ImageWriter | None = None) -> None:
         self.settings = settings
         self.id = settings.id
         self.direction = settings.direction
@@ -78,6 +81,8 @@ class LaneController:
         self.compare_anpr = compare_anpr
         self.last_reading: Json = {}
         self.last_crop: bytes | None = None
+        self.images = images  # the decisions' images on disk ([images]); None: not kept
+        self._shot_images: tuple[str, dict[Kind, bytes]] = ("", {})  # the last capture's
         self.latencies: deque[dict[str, float]] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -292,6 +297,8 @@ class LaneController:
                 "latency_ms": round(got.local.latency_ms, 1), "error": got.local.error,
                 "used": got.source}
             self.last_crop = got.local.crop_jpeg  # served as /api/lanes/{id}/plate.jpg
+        self._shot_images = (saga_id, shot_images(shot, got.local.crop_jpeg
+                                                  if got.local is not None else None))
         self.feed(PlateCaptured(got.plate, saga_id, got.confidence, shot.image_b64,
                                 presence, got.source))
 
@@ -301,6 +308,9 @@ class LaneController:
                      "reading_source": cmd.reading_source}
         if cmd.image_b64:
             ctx["image_jpeg_b64"] = cmd.image_b64
+        saga_id, images = self._shot_images
+        if self.images is not None and saga_id == cmd.saga_id:  # to disk on its own thread
+            self.images.submit(saga_id, images, self.clock.wall())
         definition = DEFINITIONS[self.direction]
         try:
             outcome = await self.runner.run(definition, ctx, saga_id=cmd.saga_id)
@@ -391,6 +401,18 @@ class LaneController:
             "last": self.last,
             "reading": self.last_reading,
         }
+
+
+def shot_images(shot: Shot, local_crop: bytes | None) -> dict[Kind, bytes]:
+    """What a capture leaves for the image store: the plate crop (the gate's reader's, else
+    the camera's) and the frame (unless the camera encoded the crop in its place)."""
+    images: dict[Kind, bytes] = {}
+    crop = local_crop or shot.crop_jpeg
+    if crop:
+        images["crop"] = crop
+    if shot.jpeg and shot.jpeg is not shot.crop_jpeg:
+        images["frame"] = shot.jpeg
+    return images
 
 
 def lane_config(s: LaneSettings, policy: PolicySettings) -> LaneConfig:
