@@ -186,6 +186,13 @@ class ImagesSettings(_Section, frozen=True):
     public: Literal["crops", "all", "none"] = "crops"
 
 
+class LoggingSettings(_Section, frozen=True):
+    """The daemon's log (journald under systemd); SIGHUP applies a change."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    mask_plates: bool = False  # the per-vehicle line shows 34A***23, not the whole plate
+
+
 class SimulationSettings(_Section, frozen=True):
     enabled: bool = False
     start_central: bool = False  # run the sim central service on central.base_urls[0]
@@ -348,6 +355,7 @@ class Settings(_Section, frozen=True):
     simulation: SimulationSettings = SimulationSettings()
     plates: PlateSettings = PlateSettings()
     images: ImagesSettings = ImagesSettings()
+    logging: LoggingSettings = LoggingSettings()
     zones: list[ZoneSettings] = msgspec.field(
         default_factory=lambda: [ZoneSettings(name="A", spaces=50)]
     )
