@@ -8,10 +8,10 @@ file is removed at the next start). Only names this store wrote (or found in tha
 start) are ever served: ``find`` looks them up in its index, never in the file system.
 
 Bounds, enforced after every write and on the writer's hourly round: beyond ``max_bytes``
-the oldest files go first; files older than ``max_age_s`` go, but only by a synchronised
-wall clock (a Pi before NTP says nothing about how old a file is), as the event history is
-pruned. A failing disk (full, read-only, gone) is counted and shown, never raised: the
-lanes go on without their images.
+the oldest (in the order written) go first; files older than ``max_age_s`` go, but only by
+a synchronised wall clock (a Pi before NTP says nothing about how old a file is), as the
+event history is pruned. A failing disk (full, read-only, gone) is counted and shown, never
+raised: the lanes go on without their images.
 
 ``ImageStore`` is synchronous and runs on the ``ImageWriter``'s one thread; the web handlers
 read its in-memory index only (a lock between the two), so no request waits on the disk
@@ -158,14 +158,15 @@ class ImageStore:
         a synchronised clock) those older than ``max_age_s``. Returns how many went."""
         cutoff = None if now is None else int((now - self.bounds.max_age_s) * 1e9)
         victims: list[Stored] = []
-        with self._lock:
+        with self._lock:  # the index is in the order written: the oldest first
             total = self._bytes
-            for entry in sorted(self._index.values(), key=_age_order):
+            for entry in self._index.values():
                 if total <= self.bounds.max_bytes and (cutoff is None
                                                        or entry.mtime_ns >= cutoff):
                     break
                 victims.append(entry)
                 total -= entry.bytes
+            for entry in victims:
                 del self._index[(entry.saga_id, entry.kind)]
             self._bytes = total
         for entry in victims:
@@ -174,6 +175,7 @@ class ImageStore:
         return len(victims)
 
     def _add(self, entry: Stored) -> None:
+        """At the end of the index (of the order written), replacing any image it updates."""
         with self._lock:
             old = self._index.pop((entry.saga_id, entry.kind), None)
             self._index[(entry.saga_id, entry.kind)] = entry
@@ -212,7 +214,7 @@ class ImageStore:
     def usage(self) -> dict[str, Any]:
         with self._lock:
             files, total = len(self._index), self._bytes
-            oldest = min((e.mtime_ns for e in self._index.values()), default=None)
+            oldest = next((e.mtime_ns for e in self._index.values()), None)
         return {"dir": str(self.root), "bytes": total, "files": files,
                 "oldest": iso(oldest / 1e9) if oldest is not None else None,
                 "max_bytes": self.bounds.max_bytes,
