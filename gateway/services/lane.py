@@ -311,6 +311,7 @@ class LaneController:
         saga_id, images = self._shot_images
         if self.images is not None and saga_id == cmd.saga_id:  # to disk on its own thread
             self.images.submit(saga_id, images, self.clock.wall())
+            self._shot_images = ("", {})
         definition = DEFINITIONS[self.direction]
         try:
             outcome = await self.runner.run(definition, ctx, saga_id=cmd.saga_id)
