@@ -8,6 +8,7 @@ import os
 import sys
 
 from gateway.core.errors import ConfigError, GatewayError
+from gateway.ops import cli as ops
 from gateway.settings import config_warnings, load_default, load_settings, mqtt_password
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -91,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     mon.add_argument("--gate", help="one gate id (default: all gates)")
     mon.add_argument("--prefix", default="parking")
     mon.add_argument("--username", default="")
+    ops.add_commands(sub)  # status, backup, export (gateway/ops/cli.py)
     args = parser.parse_args(argv)
+    if args.command in ops.COMMANDS:
+        return ops.run(args)
     if args.command == "monitor":
         import asyncio
 

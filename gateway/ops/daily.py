@@ -1,0 +1,182 @@
+"""The daily summary: vehicles in and out, decisions by where they came from, denials by
+reason, faults, for one day, from the events the gate recorded that day.
+
+Days are UTC days. Every record the gate keeps is stamped in UTC, an export's dates are UTC
+dates (so the summary of a day and the export of that day agree), central monitoring adds
+gates in several time zones up, and a Pi's time zone is often whatever its image shipped
+with. A gate that wants local days can be given them later as a setting.
+
+- ``summarise`` is pure: a day and its event rows in, the summary out (tested without a
+  database).
+- ``daily_summary_handler``: ``GET /api/summary/daily?day=YYYY-MM-DD`` (default: today so
+  far), for the page.
+- ``publish_daily_summaries``: a supervised task. Once the wall clock is synchronised it
+  makes sure the summary of the day before is recorded (a ``daily_summary`` event, once per
+  day: through the durable outbox to the events topic, never lost while the broker is
+  down) and publishes it retained on ``{p}/gates/{gate}/daily`` (QoS 1), then sleeps until
+  ``after_midnight_s`` past the next UTC midnight. After a restart it publishes the day
+  before again (the retained message is the same); a broker that refuses the topic is
+  asked again later, with a growing pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.clock import Clock, iso
+from gateway.store import reports
+from gateway.store.store import Store
+from gateway.telemetry.mqtt import MqttConnection, PublishRefused
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+MAX_REASONS = 20  # denial reasons kept by name; the rest are added up as "other"
+EVENT_TYPE = "daily_summary"
+
+
+def day_bounds(day: date) -> tuple[str, str]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return iso(start.timestamp()), iso((start + timedelta(days=1)).timestamp())
+
+
+def utc_day(wall: float) -> date:
+    return datetime.fromtimestamp(wall, UTC).date()
+
+
+def _top(counts: Counter[str], limit: int = MAX_REASONS) -> dict[str, int]:
+    kept = dict(counts.most_common(limit))
+    rest = sum(counts.values()) - sum(kept.values())
+    return {**kept, "other": rest} if rest else kept
+
+
+def summarise(day: date, rows: Iterable[Json], gate_id: str = "") -> Json:
+    """The summary of ``day`` from its event rows (``type``, ``lane_id``, ``wall_synced``,
+    ``data``; as ``reports.summary_events`` yields them), in one pass."""
+    start, end = day_bounds(day)
+    counts: Counter[str] = Counter()
+    by_lane: dict[str, Counter[str]] = {}
+    sources: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
+    unsynced = 0
+    for row in rows:
+        type_, data = str(row["type"]), row.get("data") or {}
+        counts[type_] += 1
+        unsynced += not row.get("wall_synced", True)
+        lane = row.get("lane_id") or ""
+        if type_ in ("vehicle_entered", "vehicle_exited"):
+            by_lane.setdefault(lane, Counter())["in" if type_ == "vehicle_entered"
+                                                else "out"] += 1
+        elif type_.endswith(("_granted", "_denied")):
+            # a denial without a service's answer (lane closed, plate unreadable) was the
+            # lane's own decision
+            sources[str(data.get("source") or "lane")] += 1
+            if type_.endswith("_denied"):
+                reasons[str(data.get("reason") or "unknown")] += 1
+        elif type_ == "hardware_fault":
+            faults[str(data.get("device") or "unknown")] += 1
+    granted = counts["entry_granted"] + counts["exit_granted"]
+    denied = counts["entry_denied"] + counts["exit_denied"]
+    return {
+        "gate_id": gate_id, "day": day.isoformat(), "timezone": "UTC", "from": start,
+        "to": end,
+        "vehicles": {"in": counts["vehicle_entered"], "out": counts["vehicle_exited"],
+                     "by_lane": {k: dict(v) for k, v in sorted(by_lane.items())}},
+        "decisions": {"granted": granted, "denied": denied, "by_source": dict(sources)},
+        "denials": {"by_reason": _top(reasons)},
+        "faults": {"total": sum(faults.values()), "by_device": dict(faults)},
+        "sagas": {"completed": counts["saga_completed"],
+                  "compensated": counts["saga_compensated"], "failed": counts["saga_failed"]},
+        "manual_opens": counts["manual_open"], "tailgating": counts["tailgating_detected"],
+        # stamped by a clock that was not synchronised: they may belong to another day
+        "events_unsynced": unsynced,
+    }
+
+
+async def daily_summary(store: Store, day: date, gate_id: str) -> Json:
+    """Read and count on the database thread, streaming the day's events."""
+    start, end = day_bounds(day)
+    return await store.read(lambda conn: summarise(
+        day, reports.summary_events(conn, start, end), gate_id))
+
+
+async def daily_summary_handler(request: web.Request) -> web.Response:
+    """``GET /api/summary/daily?day=YYYY-MM-DD``: one UTC day's summary (default today)."""
+    from gateway.web.http import GATEWAY, error
+
+    gw = request.app[GATEWAY]
+    text = request.query.get("day", "")
+    try:
+        day = date.fromisoformat(text) if text else utc_day(gw.clock.wall())
+    except ValueError:
+        return error(400, f"day: expected YYYY-MM-DD, got {text[:40]!r}")
+    body = await daily_summary(gw.store, day, gw.settings.gate.id)
+    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+
+def daily_topic(prefix: str, gate_id: str) -> str:
+    return f"{prefix}/gates/{gate_id}/daily"
+
+
+async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date) -> Json:
+    """The summary of ``day`` as recorded (a ``daily_summary`` event, written once)."""
+    found = await store.read(lambda c: reports.daily_summary_event(c, day.isoformat()))
+    if found is not None:
+        return found
+    summary = await daily_summary(store, day, gate_id)
+    summary["made_at"] = iso(clock.wall())
+    await store.record_event(clock, gate_id, EVENT_TYPE, summary)
+    log.info("daily summary of %s: %d in, %d out, %d denied, %d fault(s)", summary["day"],
+             summary["vehicles"]["in"], summary["vehicles"]["out"],
+             summary["decisions"]["denied"], summary["faults"]["total"])
+    return summary
+
+
+async def _publish_retained(mqtt: MqttConnection, topic: str, payload: bytes,
+                            refused_wait_s: float) -> None:
+    """Until the broker acknowledges it (QoS 1, retained)."""
+    wait = refused_wait_s
+    while True:
+        await mqtt.wait_connected()
+        try:
+            await mqtt.publish(topic, payload, qos=1, retain=True)
+            return
+        except PublishRefused as refusal:
+            log.warning("daily summary: the broker refuses %s (%s); asking again in %.0f s",
+                        topic, refusal, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 3600.0)
+        except ConnectionError:
+            continue  # lost meanwhile: again once connected
+
+
+async def _until_wall(clock: Clock, target: float, every_s: float) -> None:
+    """Sleep until the wall clock reaches ``target``, looking at it every ``every_s``: the
+    wall clock may jump (NTP), the sleep runs on the monotonic one."""
+    while (left := target - clock.wall()) > 0:
+        await clock.sleep(min(left, every_s))
+
+
+async def publish_daily_summaries(store: Store, mqtt: MqttConnection, clock: Clock, *,
+                                  gate_id: str, prefix: str, after_midnight_s: float = 300.0,
+                                  check_every_s: float = 60.0,
+                                  refused_wait_s: float = 60.0) -> None:
+    """The supervised task (see the module's docstring); runs until cancelled."""
+    topic = daily_topic(prefix, gate_id)
+    while True:
+        while not clock.wall_synced():  # a 1970 clock has no "yesterday"
+            await clock.sleep(check_every_s)
+        now = clock.wall()
+        today = utc_day(now)
+        summary = await recorded_summary(store, clock, gate_id, today - timedelta(days=1))
+        await _publish_retained(mqtt, topic, msgspec.json.encode(summary), refused_wait_s)
+        midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+        await _until_wall(clock, midnight.timestamp() + after_midnight_s, check_every_s)
