@@ -26,10 +26,11 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
 from gateway.clock import Clock, iso
 from gateway.store import reports
@@ -40,6 +41,63 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 MAX_REASONS = 20  # denial reasons kept by name; the rest are added up as "other"
 EVENT_TYPE = "daily_summary"
+
+
+# -- the reply's type (the page's endpoint encodes through it; the OpenAPI document can name
+# it, as gateway/web/schemas.py's types are named there)
+class _Reply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DailyVehicles(_Reply):
+    in_: int = msgspec.field(name="in")
+    out: int
+    by_lane: dict[str, dict[str, int]]  # lane -> {"in": n} or {"out": n}
+
+
+class DailyDecisions(_Reply):
+    granted: int
+    denied: int
+    by_source: dict[str, int]  # central, backup, cache, permits, policy, lane (its own)
+
+
+class DailyDenials(_Reply):
+    by_reason: dict[str, int]  # the 20 most frequent by name, the rest as "other"
+
+
+class DailyFaults(_Reply):
+    total: int
+    by_device: dict[str, int]
+
+
+class DailySagas(_Reply):
+    completed: int
+    compensated: int
+    failed: int
+
+
+class DailySummary(_Reply):
+    """One UTC day at a gate."""
+
+    gate_id: str
+    day: str  # YYYY-MM-DD
+    timezone: Literal["UTC"]
+    from_: str = msgspec.field(name="from")  # RFC 3339, included
+    to: str  # RFC 3339, the next midnight, excluded
+    vehicles: DailyVehicles
+    decisions: DailyDecisions
+    denials: DailyDenials
+    faults: DailyFaults
+    sagas: DailySagas
+    manual_opens: int
+    tailgating: int
+    events_unsynced: int  # stamped by an unsynchronised clock: maybe of another day
+    made_at: str | UnsetType = UNSET  # when the recorded (published) summary was made
+
+
+def encode_summary(summary: Json) -> bytes:
+    """JSON through ``DailySummary``: a field it does not describe raises."""
+    return msgspec.json.encode(msgspec.convert(summary, DailySummary))
 
 
 def day_bounds(day: date) -> tuple[str, str]:
@@ -119,7 +177,7 @@ async def daily_summary_handler(request: web.Request) -> web.Response:
     except ValueError:
         return error(400, f"day: expected YYYY-MM-DD, got {text[:40]!r}")
     body = await daily_summary(gw.store, day, gw.settings.gate.id)
-    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+    return web.Response(body=encode_summary(body), content_type="application/json")
 
 
 def daily_topic(prefix: str, gate_id: str) -> str:
@@ -177,6 +235,6 @@ async def publish_daily_summaries(store: Store, mqtt: MqttConnection, clock: Clo
         now = clock.wall()
         today = utc_day(now)
         summary = await recorded_summary(store, clock, gate_id, today - timedelta(days=1))
-        await _publish_retained(mqtt, topic, msgspec.json.encode(summary), refused_wait_s)
+        await _publish_retained(mqtt, topic, encode_summary(summary), refused_wait_s)
         midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
         await _until_wall(clock, midnight.timestamp() + after_midnight_s, check_every_s)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
-from gateway.ops.daily import MAX_REASONS, day_bounds, summarise, utc_day
+from gateway.ops.daily import MAX_REASONS, day_bounds, encode_summary, summarise, utc_day
 
 DAY = date(2026, 12, 1)
 
@@ -42,6 +43,8 @@ def test_a_day_of_vehicles_decisions_denials_and_faults() -> None:
     assert s["faults"] == {"total": 3, "by_device": {"camera": 2, "arming_loop": 1}}
     assert s["sagas"] == {"completed": 1, "compensated": 1, "failed": 1}
     assert s["manual_opens"] == 1 and s["tailgating"] == 1 and s["events_unsynced"] == 1
+    # the reply's type describes every field summarise makes (it would refuse another)
+    assert json.loads(encode_summary(s)) == s
 
 
 def test_an_empty_day_is_all_zeros() -> None:
