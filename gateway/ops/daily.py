@@ -13,10 +13,10 @@ with. A gate that wants local days can be given them later as a setting.
 - ``publish_daily_summaries``: a supervised task. Once the wall clock is synchronised it
   makes sure the summary of the day before is recorded (a ``daily_summary`` event, once per
   day: through the durable outbox to the events topic, never lost while the broker is
-  down) and publishes it retained on ``{p}/gates/{gate}/daily`` (QoS 1), then sleeps until
-  ``after_midnight_s`` past the next UTC midnight. After a restart it publishes the day
-  before again (the retained message is the same); a broker that refuses the topic is
-  asked again later, with a growing pause.
+  down; not for a quiet day) and publishes it retained on ``{p}/gates/{gate}/daily``
+  (QoS 1), then sleeps until ``after_midnight_s`` past the next UTC midnight. After a
+  restart it publishes the day before again (the retained message is the same); a broker
+  that refuses the topic is asked again later, with a growing pause.
 """
 
 from __future__ import annotations
@@ -184,13 +184,23 @@ def daily_topic(prefix: str, gate_id: str) -> str:
     return f"{prefix}/gates/{gate_id}/daily"
 
 
+def _quiet(summary: Json) -> bool:
+    """A day with nothing to tell (no vehicle, decision, saga or fault)."""
+    return not (summary["vehicles"]["in"] or summary["vehicles"]["out"]
+                or summary["decisions"]["granted"] or summary["decisions"]["denied"]
+                or summary["faults"]["total"] or any(summary["sagas"].values()))
+
+
 async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date) -> Json:
-    """The summary of ``day`` as recorded (a ``daily_summary`` event, written once)."""
+    """The summary of ``day`` as recorded (a ``daily_summary`` event, written once); a quiet
+    day is published but not recorded (a new gate's first start adds no event)."""
     found = await store.read(lambda c: reports.daily_summary_event(c, day.isoformat()))
     if found is not None:
         return found
     summary = await daily_summary(store, day, gate_id)
     summary["made_at"] = iso(clock.wall())
+    if _quiet(summary):
+        return summary
     await store.record_event(clock, gate_id, EVENT_TYPE, summary)
     log.info("daily summary of %s: %d in, %d out, %d denied, %d fault(s)", summary["day"],
              summary["vehicles"]["in"], summary["vehicles"]["out"],

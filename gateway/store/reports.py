@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
+if TYPE_CHECKING:  # imported when an export runs, not with the daemon (it costs 0.1 s)
+    from sqlite_utils import Database
 
 Row = dict[str, Any]
 
@@ -37,6 +38,8 @@ def open_read_only(path: str) -> sqlite3.Connection:
 def records(conn: sqlite3.Connection) -> Database:
     """sqlite-utils over ``conn`` without changing the connection (no recursive-triggers
     pragma, no plugins)."""
+    from sqlite_utils import Database
+
     return Database(conn, recursive_triggers=False, execute_plugins=False)
 
 
