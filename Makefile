@@ -41,11 +41,12 @@ bench: venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
+# Every package from the lock, with its hash (README: Dependencies and the lock files).
+$(STAMP): requirements-dev.lock pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # System packages the product and its tests use (python3-venv, mosquitto, chromium, the
