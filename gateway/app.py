@@ -24,6 +24,7 @@ from gateway.core.fault_fixes import fix_for
 from gateway.core.service_words import describe, outbox_words, queue_advice
 from gateway.notify import sd_notify
 from gateway.plates.reader import PlateReader
+from gateway.reloading import reload, set_log_level
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.permit_sync import PermitSync
 from gateway.sagas.runner import SagaRunner
@@ -65,12 +66,16 @@ from hardware.serial_loop import SerialLoopPort
 from hardware.sim import board_path, sim_factory
 
 log = logging.getLogger("gateway")
+# How long a stop waits for records being written to services to be answered (a decision
+# deadline and some): the whole stop stays well within the unit's TimeoutStopSec (20 s).
+STOP_DRAIN_S = 3.0
 HOUSEKEEPING_INTERVAL_S = 3600.0
 
 
 class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.configured = settings  # as the file says (SIGHUP compares against this)
         # simulation: a wall clock the campaign can shift (gateway/sim/daemon_faults.py)
         sim_clock = OffsetClock() if settings.simulation.enabled and clock is None else None
         self.clock = clock or sim_clock or SystemClock()
@@ -233,6 +238,13 @@ class Gateway:
                  len(self.lanes), s.web.host, self.web_port)
 
     async def stop(self) -> None:
+        # No new vehicle from now on; a record being written to a service gets its answer
+        # (bounded), then every saga stops where a crash would leave it (recovery finishes
+        # it at the next start), well within systemd's TimeoutStopSec.
+        unanswered = await self.runner.drain(STOP_DRAIN_S)
+        if unanswered:
+            log.warning("stopping with %d record(s) unanswered: their outcome is settled at "
+                        "the next start", unanswered)
         self.stopping.set()
         self.notify_commit()
         if self.web is not None:
@@ -393,6 +405,9 @@ class Gateway:
                     await moved.wait()
         return self.commits
 
+    async def record(self, type_: str, data: dict[str, Any]) -> None:
+        await self._event(type_, data)
+
     async def _event(self, type_: str, data: dict[str, Any], lane_id: str | None = None) -> None:
         await self.store.record_event(self.clock, self.settings.gate.id, type_, data, lane_id)
 
@@ -492,6 +507,8 @@ class Gateway:
 
     def health_problems(self) -> list[str]:
         problems = list(self.lane_errors.values())
+        if self.images is not None and self.images.problem():
+            problems.append(self.images.problem())
         if self.private_broker is not None and self.private_broker.fault:
             problems.append(self.private_broker.fault)
         if self.dead_letters:
@@ -583,6 +600,7 @@ class Gateway:
             "permits": {**await self.store.read(permits.counts),
                         "as_of": await self.store.read(permits.as_of),
                         "last_error": self.permit_sync.last_error or None},
+            "images": self.images.usage() if self.images is not None else None,
             "store": {"disk_full": self.store.disk_full,
                       "write_failures": self.store.write_failures,
                       "last_write_error": self.store.last_write_error},
@@ -602,9 +620,28 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+    started = False
+
+    def on_hup() -> None:  # one reload at a time, each to its end
+        if not started:
+            log.warning("reload: ignored, the gateway is still starting")
+        elif not reloads:
+            task = asyncio.ensure_future(reload(gateway))
+            reloads.add(task)
+            task.add_done_callback(_reload_done)
+
+    def _reload_done(task: asyncio.Task[Any]) -> None:
+        reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reload failed", exc_info=task.exception())
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)  # not the default: SIGHUP would kill
+
     watchdog: asyncio.Task[None] | None = None
     try:
         await gateway.start()
+        started = True
         sd_notify(settings.notify_socket, f"READY=1\nSTATUS=serving {len(gateway.lanes)} lane(s)")
         if settings.watchdog_s > 0:
             watchdog = asyncio.create_task(_watchdog(gateway, settings.watchdog_s / 2))
@@ -616,9 +653,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         sd_notify(settings.notify_socket, "STOPPING=1")
         if watchdog is not None:
             watchdog.cancel()
-        started = time.monotonic()
+        stop_began = time.monotonic()
         await gateway.stop()
-        log.info("stopped in %.2fs", time.monotonic() - started)
+        log.info("stopped in %.2fs", time.monotonic() - stop_began)
 
 
 async def _watchdog(gateway: Gateway, every_s: float) -> None:
@@ -646,6 +683,7 @@ async def _watchdog(gateway: Gateway, every_s: float) -> None:
 def run_daemon(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_log_level(settings)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
     return 0

@@ -68,6 +68,14 @@ def build_registry(settings: Settings, session: aiohttp.ClientSession, clock: Cl
 
 def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
                  clock: Clock) -> SagaRunner:
+    runner = SagaRunner(store, registry, clock, gate_id=settings.gate.id)
+    apply_runner_settings(runner, settings)
+    return runner
+
+
+def apply_runner_settings(runner: SagaRunner, settings: Settings) -> None:
+    """The runner's policies, breakers' thresholds, cache and deadlines from ``settings``:
+    at start, and again on SIGHUP (each saga reads them afresh at each step)."""
     c, s = settings.central, settings.saga
     alternatives = (ALTERNATIVE_LICENSE_PLATE_SERVICE,) if settings.backup.enabled else ()
     p = settings.policy
@@ -95,13 +103,22 @@ def build_runner(settings: Settings, store: Store, registry: ServiceRegistry,
         "cancel_entry_record": remote, "cancel_exit_record": remote,
         "open_barrier": gate, "confirm_passage": gate,
     }
-    return SagaRunner(
-        store, registry, clock, gate_id=settings.gate.id, policies=policies,
-        default_policy=remote, breaker_policy=breaker_policy(settings),
-        cache_max_stale_s=settings.cache.max_stale_s,
-        permit_misread_tolerance=settings.cache.permit_misread_tolerance,
-        decision_deadline_s=c.decision_deadline_s,
-        compensation_backoff=BackoffSchedule(initial_s=s.compensation_backoff_initial_s,
-                                             max_delay_s=s.compensation_backoff_max_s,
-                                             retries=None),
-    )
+    runner.policies, runner.default_policy = policies, remote
+    runner.fence_wait_s = c.decision_deadline_s
+    runner.compensation_backoff = BackoffSchedule(initial_s=s.compensation_backoff_initial_s,
+                                                  max_delay_s=s.compensation_backoff_max_s,
+                                                  retries=None)
+    bp = breaker_policy(settings)
+    runner.breaker_policy = runner.chain.breaker_policy = bp
+    runner.cache_max_stale_s = runner.chain.cache_max_stale_s = settings.cache.max_stale_s
+    runner.chain.permit_misread_tolerance = settings.cache.permit_misread_tolerance
+    for breaker in runner.chain.breakers.values():
+        breaker.policy = bp
+    pool = runner.registry.remote.get(LICENSE_PLATE_SERVICE)
+    if isinstance(pool, CentralPool):
+        for breaker in pool.breakers.values():
+            breaker.policy = bp
+    parking = runner.registry.local.get(PARKING_MGMT_SERVICE)
+    if isinstance(parking, ParkingService):
+        parking.anti_passback = settings.policy.anti_passback
+        parking.exit_without_entry = settings.policy.exit_without_entry

@@ -14,6 +14,7 @@ for its lane or its plate (``gateway.sagas.fences``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
@@ -40,9 +41,7 @@ from gateway.core.saga import (
     StepSpec,
     StepStatus,
 )
-from gateway.core.steps import (
-    DEFINITIONS,
-)
+from gateway.core.steps import DEFINITIONS, GATE_SERVICE
 from gateway.sagas import offline, payloads
 from gateway.sagas.chain import KEEP_OUT_OF_LOG, CallScope, ServiceChain, loggable
 from gateway.sagas.fences import RecoveryFences, fence_keys
@@ -55,6 +54,11 @@ from gateway.store.store import Store
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Op = Callable[[sqlite3.Connection], Any]
+
+
+class SagaStopped(asyncio.CancelledError):
+    """A saga stopped at a step boundary because the daemon stops (a cancellation: the
+    lane treats it as the stop it is, not as the saga's failure)."""
 
 
 @dataclass
@@ -112,6 +116,15 @@ class SagaRunner:
             initial_s=0.2, max_delay_s=30.0, retries=None)
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng or random.Random()
+        # A stop drains: no new saga is started, a saga asking a service is let finish that
+        # step (a record being written gets its answer; cut off, its outcome would be
+        # unknown), and stops at the step boundary after it, with what it did committed.
+        # Sagas waiting on the gate (the arm, the passage) are not waited for: the lanes'
+        # stop cancels them, and their log says where they were.
+        self.stopping = False
+        self.busy = 0  # sagas running a step that is not a wait on the gate
+        self._none_busy = asyncio.Event()
+        self._none_busy.set()
         # Instrumentation hook called at every durability boundary (tests kill here).
         self.on_boundary = on_boundary or (lambda _label: None)
         self.chain = ServiceChain(store, registry, clock, breaker_policy=self.breaker_policy,
@@ -141,14 +154,49 @@ class SagaRunner:
             lane_id=str(ctx.get("lane_id", "")), plate=str(ctx.get("license_plate", "")),
             context=log_ctx, now=iso(now)))
         cmd = run.machine.start()
-        if fenced:
+        if self.stopping:
+            self._event(run, "saga_refused_stopping", {"saga_id": saga_id})
+            cmd = run.machine.step_failed(0, "the gateway is stopping")
+        elif fenced:
             # not decided while an earlier saga of this lane or plate is being recovered
             # (past the decision's deadline): refused with the reason, nothing done
             reason = "recovering: an earlier saga of " + " and ".join(
                 k.replace(":", " ", 1) for k in fenced) + " is still being recovered"
             self._event(run, "saga_fenced", {"saga_id": saga_id, "fenced_by": fenced})
             cmd = run.machine.step_failed(0, reason)
-        return await self._drive(run, cmd)
+        self._busy(+1)
+        try:
+            return await self._drive(run, cmd)
+        finally:
+            self._busy(-1)
+
+    def _busy(self, delta: int) -> None:
+        self.busy += delta
+        if self.busy:
+            self._none_busy.clear()
+        else:
+            self._none_busy.set()
+
+    async def _call(self, scope: CallScope, step: StepSpec, policy: StepPolicy,
+                    payload: Json, key: str, attempts: list[Attempt]) -> tuple[Json, str]:
+        call = self.chain.call(scope, step, policy, payload,
+                               key if step.kind is not StepKind.READ else None, attempts)
+        if step.service != GATE_SERVICE:
+            return await call
+        self._busy(-1)  # waiting on the arm or the vehicle: a stop does not wait for it
+        try:
+            return await call
+        finally:
+            self._busy(+1)
+
+    async def drain(self, within_s: float) -> int:
+        """Start no saga from now on and wait up to ``within_s`` for each saga asking a
+        service to get its answer and commit it; how many were still asking after that."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                await self._none_busy.wait()
+        return self.busy
 
     async def fence_unfinished(self) -> int:
         """Fence the lane and plate of every saga left in flight (before the lanes start);
@@ -222,7 +270,15 @@ class SagaRunner:
 
     # -- the loop ------------------------------------------------------------------------
     async def _drive(self, run: _Run, cmd: Command) -> SagaOutcome:
+        first = True
         while True:
+            if self.stopping and not first and not isinstance(cmd, Finish):
+                # at a step boundary: what the steps so far did is committed (a record a
+                # service has just taken among it), and recovery at the next start goes on
+                # from there (a saga that had not opened the barrier is compensated)
+                await self._flush(run, "stopping")
+                raise SagaStopped(f"saga {run.saga_id}: stopped at a step boundary")
+            first = False
             if isinstance(cmd, RunStep):
                 cmd = await self._run_step(run, cmd)
             elif isinstance(cmd, RunCompensation):
@@ -257,9 +313,7 @@ class SagaRunner:
                     # from the queue, so its body is the same every time it is sent
                     raise TransientError(f"waits for the queued record {waits_for}",
                                          service=step.service)
-                result, source = await self.chain.call(
-                    scope, step, policy, payload,
-                    key if step.kind is not StepKind.READ else None, attempts)
+                result, source = await self._call(scope, step, policy, payload, key, attempts)
             except TransientError as exc:
                 result, source = self._unreachable(run, scope, policy, step, payload, key, exc,
                                                    force_queue=bool(waits_for))

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.web import admin_api, read_api, sim_api
 from gateway.web.http import GATEWAY, LATENCIES, error
+from gateway.web.image_routes import add_image_routes
 from gateway.web.page import add_page_routes
 from gateway.web.prometheus import StageLatencies
 
@@ -55,6 +56,7 @@ def make_app(gateway: Gateway) -> web.Application:
     read_api.add_routes(app.router)
     admin_api.add_routes(app.router)
     sim_api.add_routes(app.router)
+    add_image_routes(app)  # a decision's crop and frame (gateway/web/image_routes.py)
 
     async def wake_streams(app: web.Application) -> None:
         # an open status page would otherwise hold a SIGTERM shutdown for 30 s

@@ -1,7 +1,8 @@
 """The gate as a physical place: the daemon as a process, the simulator moving an arm and
-vehicles with a length and a speed over the loops, vehicles of every behaviour on two
-lanes (80 in `make test`, 300 in `make soak`). Then no vehicle was ever hit by the arm, every vehicle's outcome is right, and the
-space table, the sessions and the central service's records agree.
+vehicles with a length and a speed over the loops, vehicles of every behaviour on two lanes
+(80 in `make test`, 300 in `make soak`). Then no vehicle was ever hit by the arm, every
+vehicle's outcome is right, and the space table, the sessions and the central service's
+records agree.
 
 A second run reads the safety loop as the gateway once did (gpiozero's "active" taken as
 "occupied" on the fail-safe wiring) with the barrier's interlock off: the same simulator
