@@ -8,6 +8,7 @@ import os
 import sys
 
 from gateway.core.errors import ConfigError, GatewayError
+from gateway.install import cli as installer
 from gateway.ops import cli as ops
 from gateway.settings import config_warnings, load_default, load_settings, mqtt_password
 
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     mon.add_argument("--prefix", default="parking")
     mon.add_argument("--username", default="")
     ops.add_commands(sub)  # status, backup, export (gateway/ops/cli.py)
+    installer.add_commands(sub)  # install, upgrade, rollback, uninstall, releases
     args = parser.parse_args(argv)
+    if args.command in installer.COMMANDS:
+        return installer.run(args)
     if args.command in ops.COMMANDS:
         return ops.run(args)
     if args.command == "monitor":

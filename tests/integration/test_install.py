@@ -1,0 +1,247 @@
+"""Install, upgrade (with a schema migration), a refused and a failed upgrade that rolls
+back by itself, rollback by hand, uninstall: ``python -m gateway.install`` (what
+``systemd/install.sh`` runs) into a temporary root, as an operator would, with
+``tests/integration/fake_systemd.py`` as ``systemctl``: it runs the installed unit's
+commands under the root, so each release really starts from its own venv, migrates the
+real database, answers ``/healthz`` (or dies), and is stopped with ``ExecStopPost=``.
+
+Three releases, made here as wheels of this repository's packages (``pip wheel`` with build
+isolation costs ~20 s here; building the wheel itself is the packaging test's subject):
+1.0.0 (the code as it is), 1.1.0 (one more migration: a table with a row), 1.2.0 (1.1.0, a
+migration that commits and one that fails, so the daemon dies after changing the schema:
+an old release refuses such a database, so only a restored database lets 1.1.0 start again).
+The releases' venvs get the dependencies of the development venv through a ``.pth`` line
+(``--reuse-deps``) instead of downloading opencv and onnxruntime for each.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.daemon import e2e_config
+from tests.integration.fake_systemd import analyze_verify, calls
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = Path(__file__).with_name("fake_systemd.py")
+UNIT = "parking-gateway.service"
+PROBE = """
+    CREATE TABLE install_probe (note TEXT NOT NULL);
+    INSERT INTO install_probe VALUES ('migrated by 1.1.0');
+    """
+HALF = """
+    CREATE TABLE install_probe_2 (x INTEGER);
+    """
+BROKEN = """
+    INSERT INTO no_such_table VALUES (1);
+    """
+
+
+def make_wheel(out: Path, version: str, migrations: list[str]) -> Path:
+    """A py3-none-any wheel of gateway/ and hardware/ at ``version``, with ``migrations``
+    appended to the schema's."""
+    files: dict[str, bytes] = {}
+    for package in ("gateway", "hardware"):
+        for path in sorted((REPO / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[path.relative_to(REPO).as_posix()] = path.read_bytes()
+    schema = files["gateway/store/schema.py"].decode()
+    end = "\n]\n\nLATEST_VERSION = len(MIGRATIONS)"
+    assert schema.count(end) == 1, "the schema's list of migrations has changed shape"
+    added = "".join(f'    """{m}""",\n' for m in migrations)
+    files["gateway/store/schema.py"] = schema.replace(end, "\n" + added.rstrip("\n") + end
+                                                      ).encode()
+    info = f"parking_gateway-{version}.dist-info"
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: parking-gateway\n"
+                                 f"Version: {version}\n").encode()
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: test_install\n"
+                              b"Root-Is-Purelib: true\nTag: py3-none-any\n")
+    files[f"{info}/entry_points.txt"] = b"[console_scripts]\nparking-gateway = " \
+        b"gateway.__main__:main\n"
+    record = [f"{name},sha256={_digest(data)},{len(data)}" for name, data in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    out.mkdir(parents=True, exist_ok=True)
+    wheel = out / f"parking_gateway-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return wheel
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Installer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {**os.environ, "FAKE_SYSTEMD_ROOT": str(root)}
+
+    def __call__(self, *args: str | Path, program: list[str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        cmd = [*(program or [sys.executable, "-m", "gateway.install"]), *map(str, args),
+               "--root",
+               str(self.root), "--systemctl", f"{sys.executable} {FAKE}",
+               "--health-timeout", "30"]
+        proc = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=240, check=False)
+        print(proc.stdout, proc.stderr)  # shown when the test fails
+        return proc
+
+    def install(self, wheel: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        site = sysconfig.get_paths()["purelib"]  # the development venv's packages
+        return self("install", "--wheel", wheel, "--reuse-deps", site, *more)
+
+    def link(self, name: str) -> str | None:
+        path = self.root / "opt" / "parking-gateway" / name
+        return os.readlink(path) if path.is_symlink() else None
+
+    def calls_since(self, mark: int) -> list[str]:
+        return calls(self.root)[mark:]
+
+    def stop(self) -> None:
+        subprocess.run([sys.executable, FAKE, "stop", UNIT], env=self.env, check=False,
+                       timeout=90)
+
+
+def db_facts(path: Path) -> tuple[int, set[str], str | None]:
+    """(schema version, the probe tables present, the operator's marker row)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'install_probe%'")}
+        row = conn.execute("SELECT value FROM meta WHERE key = 'install-test'").fetchone()
+        return version, tables, row[0] if row else None
+    finally:
+        conn.close()
+
+
+def released(calls_: list[str], kind: str) -> list[str]:
+    """Which release each ``kind`` command (ExecStart, ExecStopPost …) ran from."""
+    return [line.split("/releases/")[1].split("/")[0] for line in calls_
+            if line.startswith(kind + " ")]
+
+
+@pytest.mark.timeout(360)  # ~20 s alone; five daemon starts and stops on a loaded machine
+def test_install_upgrade_rollback_uninstall(tmp_path):
+    from gateway.store.schema import LATEST_VERSION as V
+
+    root = tmp_path / "root"
+    wheels = tmp_path / "wheels"
+    a = make_wheel(wheels, "1.0.0", [])
+    b = make_wheel(wheels, "1.1.0", [PROBE])
+    c = make_wheel(wheels, "1.2.0", [PROBE, HALF, BROKEN])
+    etc = root / "etc" / "parking-gateway"
+    state = root / "var" / "lib" / "parking-gateway"
+    db = state / "gateway.sqlite3"
+    etc.mkdir(parents=True)
+    config = e2e_config(state, "http://127.0.0.1:9")
+    assert config.count("port = 0") == 1
+    config = config.replace("port = 0", f"port = {free_port()}")
+    (etc / "gateway.toml").write_text(config)  # a configuration present is kept
+    run = Installer(root)
+    try:
+        # -- first install, started ---------------------------------------------------
+        first = run.install(a, "--start")
+        assert first.returncode == 0, first.stderr
+        assert run.link("current") == "releases/1.0.0" and run.link("previous") is None
+        assert (etc / "gateway.toml").read_text() == config
+        assert (etc / "environment").read_text().startswith("GATEWAY_ADMIN_TOKEN=")
+        assert (etc / "environment").stat().st_mode & 0o777 == 0o640
+        assert "skipped (needs root): useradd --system" in first.stdout
+        assert "skipped (needs root): chown root:parking-gateway" in first.stdout
+        unit = (root / "etc" / "systemd" / "system" / UNIT).read_text()
+        assert unit == (REPO / "systemd" / UNIT).read_text()
+        assert analyze_verify(root) == ""  # the installed unit, its commands in place
+        assert released(calls(root), "ExecStart") == ["1.0.0"]
+        assert "systemctl enable parking-gateway.service" in calls(root)
+        assert db_facts(db)[0] == V
+        with sqlite3.connect(db) as conn:  # the operator's data, to be kept throughout
+            conn.execute("INSERT INTO meta VALUES ('install-test', 'kept')")
+        conn.close()
+
+        # -- upgrade with a migration ---------------------------------------------------
+        mark = len(calls(root))
+        up = run.install(b)
+        assert up.returncode == 0, up.stderr
+        assert "upgraded to 1.1.0: /healthz 200" in up.stdout
+        assert (run.link("current"), run.link("previous")) == ("releases/1.1.0",
+                                                             "releases/1.0.0")
+        since = run.calls_since(mark)
+        assert released(since, "ExecStopPost") == ["1.0.0"]  # relays off by the old one
+        assert released(since, "ExecStart") == ["1.1.0"]
+        assert db_facts(state / "backups" / "before-1.1.0.sqlite3") == (V, set(), "kept")
+        assert db_facts(db) == (V + 1, {"install_probe"}, "kept")
+
+        # -- an upgrade whose check-config refuses the configuration: nothing changes ----
+        (etc / "gateway.toml").write_text(config + "\n[nonsense]\nkey = 1\n")
+        mark = len(calls(root))
+        refused = run.install(c)
+        assert refused.returncode == 2 and "refused, nothing changed" in refused.stderr
+        assert run.link("current") == "releases/1.1.0"
+        assert [line for line in run.calls_since(mark) if "stop" in line] == []
+        (etc / "gateway.toml").write_text(config)
+
+        # -- an upgrade that dies after migrating: rolled back, database included -------
+        mark = len(calls(root))
+        failed = run.install(c)
+        assert failed.returncode == 1, failed.stderr
+        assert "1.2.0 did not get healthy" in failed.stdout
+        assert "rolled back to 1.1.0: /healthz 200" in failed.stdout
+        assert (run.link("current"), run.link("previous")) == ("releases/1.1.0",
+                                                             "releases/1.0.0")
+        assert released(run.calls_since(mark), "ExecStart") == ["1.2.0", "1.1.0"]
+        assert db_facts(db) == (V + 1, {"install_probe"}, "kept")
+        [kept] = (state / "backups").glob("failed-1.2.0-*.sqlite3")
+        assert db_facts(kept) == (V + 2, {"install_probe", "install_probe_2"}, "kept")
+
+        # -- rollback by hand (the installed command): 1.0.0 knows schema V only, so the
+        # backup comes back --------------------------------------------------------------
+        installed = root / "opt" / "parking-gateway" / "current" / "bin" / "parking-gateway"
+        back = run("rollback", program=[str(installed)])
+        assert back.returncode == 0, back.stderr
+        assert "rolled back to 1.0.0: /healthz 200" in back.stdout
+        assert (run.link("current"), run.link("previous")) == ("releases/1.0.0",
+                                                             "releases/1.1.0")
+        assert db_facts(db) == (V, set(), "kept")
+        [aside] = (state / "backups").glob("rolled-back-from-1.1.0-*.sqlite3")
+        assert db_facts(aside) == (V + 1, {"install_probe"}, "kept")
+        listing = run("releases").stdout
+        assert f"current  1.0.0                schema {V} " in listing
+        assert f"previous 1.1.0                schema {V + 1} " in listing
+        assert f"         1.2.0                schema {V + 3} " in listing
+
+        # -- uninstall keeps the configuration and the data; --purge does not ------------
+        mark = len(calls(root))
+        gone = run("uninstall")
+        assert gone.returncode == 0, gone.stderr
+        assert [c for c in run.calls_since(mark) if c.startswith("systemctl")][:2] == [
+            "systemctl stop parking-gateway.service",
+            "systemctl disable parking-gateway.service"]
+        assert not (root / "opt" / "parking-gateway").exists()
+        assert not (root / "etc" / "systemd" / "system" / UNIT).exists()
+        assert (etc / "gateway.toml").read_text() == config
+        assert db_facts(db) == (V, set(), "kept")
+        purged = run("uninstall", "--purge")
+        assert purged.returncode == 0, purged.stderr
+        assert not etc.exists() and not state.exists()
+        assert "skipped (needs root): userdel parking-gateway" in purged.stdout
+    finally:
+        run.stop()
