@@ -55,6 +55,7 @@ from gateway.store.images import ImageWriter, open_images
 from gateway.store.store import Store
 from gateway.store.vehicles import decision_source
 from gateway.supervisor import Supervisor
+from gateway.telemetry import storage
 from gateway.telemetry.commands import RemoteCommands
 from gateway.telemetry.discovery import discovery_messages
 from gateway.telemetry.metrics import board, summary
@@ -577,7 +578,11 @@ class Gateway:
                    "loops": {}, "faults": {"lane": why}, "last": {},
                    "fault_fixes": {"lane": fix_for("lane", why)}, "vehicle": None}
                   for lane, why in self.lane_errors.items()]
+        storage_report = storage.report(
+            self.settings, self.images.store.usage()["bytes"] if self.images else None)
         problems = self.health_problems()
+        if storage_report["problem"]:
+            problems.append(storage_report["problem"])
         return {
             "gate_id": self.settings.gate.id, "version": __version__,
             "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
@@ -601,6 +606,11 @@ class Gateway:
                         "as_of": await self.store.read(permits.as_of),
                         "last_error": self.permit_sync.last_error or None},
             "images": self.images.usage() if self.images is not None else None,
+            "storage": storage_report,
+            "clock": {"synced": self.clock.wall_synced(),
+                      "summary": "synchronised" if self.clock.wall_synced() else
+                      "NOT synchronised: times on records may be wrong; check the time "
+                      "service (timedatectl status) and the network to the NTP server"},
             "store": {"disk_full": self.store.disk_full,
                       "write_failures": self.store.write_failures,
                       "last_write_error": self.store.last_write_error},

@@ -111,7 +111,24 @@ class _Snapshot:
         yield self.latencies.family()
         yield GaugeMetricFamily("parking_healthy", "1 when /healthz is 200",
                                 value=1 if s["healthy"] else 0)
+        yield from _storage(s)
         yield from _counters(m)
+
+
+def _storage(s: dict[str, Any]) -> Iterator[Metric]:
+    storage = s.get("storage")
+    if storage:
+        used = GaugeMetricFamily("parking_storage_bytes", "Bytes on the data disk, by part",
+                                 labels=["part"])
+        for part in ("database", "wal", "images", "broker"):
+            used.add_metric([part], storage["usage"][f"{part}_bytes"])
+        yield used
+        if storage["usage"]["disk_free_bytes"] is not None:
+            yield GaugeMetricFamily("parking_disk_free_bytes", "Free bytes on the data disk",
+                                    value=storage["usage"]["disk_free_bytes"])
+    if "clock" in s:
+        yield GaugeMetricFamily("parking_clock_synced", "1 when the wall clock is "
+                                "synchronised", value=1 if s["clock"]["synced"] else 0)
 
 
 def _counters(m: dict[str, Any]) -> Iterator[Metric]:
