@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if privileged and os.geteuid() != 0 and args.command != "releases":
         print("run as root (sudo), or give --root DIR", file=sys.stderr)
         return 1
+    os.umask(0o022)  # the service user reads the releases (root's umask may be 077)
     layout = Layout(root)
     system = System(layout, privileged=privileged)
     command = args.systemctl if args.systemctl or not privileged else "systemctl"

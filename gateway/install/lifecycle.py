@@ -103,10 +103,22 @@ def _found(source: Path | None, relative: str) -> Path | None:
 
 def _first_install(gate: Gate, new: Release, opts: InstallOptions, todo: list[str]) -> int:
     layout = gate.layout
+    legacy = layout.opt / ".venv"  # the single-venv layout of the first install script
+    running = gate.systemctl.is_active()  # that layout's service, still running
+    if running or opts.start:
+        check_config(gate, new)
+    if running:
+        gate.say("==> stopping the service running the old layout")
+        gate.systemctl.stop()
+        _backup(gate, read_config(layout).database, layout.backups /
+                f"before-{new.name}.sqlite3")
     releases.switch(layout.current, new)
     _install_unit(gate, new)
     gate.say(f"==> installed release {new.name} (current -> releases/{new.name})")
-    if not opts.start:
+    if legacy.exists():
+        gate.say(f"    the old layout's files in {layout.opt} (.venv, gateway, hardware …) "
+                 "are no longer used: remove them once this release runs")
+    if not (running or opts.start):
         try:
             check_config(gate, new)
         except ConfigRefused as exc:
@@ -118,7 +130,6 @@ def _first_install(gate: Gate, new: Release, opts: InstallOptions, todo: list[st
                      "then: systemctl enable --now parking-gateway"]:
             gate.say(f"    next: {step}")
         return 0
-    check_config(gate, new)
     gate.systemctl("enable", UNIT_NAME)
     healthy, seen = _start(gate, Health(None))
     gate.say(f"==> {new.name} {'is running' if healthy else 'did not get healthy'}: {seen}")
@@ -150,7 +161,13 @@ def _upgrade(gate: Gate, old: Release, new: Release, opts: InstallOptions) -> in
         gate.say(f"==> stopping {old.name} (/healthz was {baseline.describe()})")
         gate.systemctl.stop()
     saved = layout.backups / f"before-{new.name}.sqlite3"
-    _backup(gate, config.database, saved)
+    try:
+        _backup(gate, config.database, saved)
+    except InstallError:
+        if was_active:
+            gate.say(f"!!! the backup failed: starting {old.name} again, nothing switched")
+            _start(gate, baseline)
+        raise
     releases.switch(layout.previous, old)
     releases.switch(layout.current, new)
     _install_unit(gate, new)

@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
+import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import sysconfig
+import threading
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from gateway.install import releases
+from gateway.install.layout import Layout
+from gateway.install.releases import Release
+from gateway.install.service import Health, Systemctl, wait_healthy
+from gateway.install.system import System
 from tests.e2e.daemon import e2e_config
 from tests.integration.fake_systemd import analyze_verify, calls
 
@@ -245,3 +254,76 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
         assert "skipped (needs root): userdel parking-gateway" in purged.stdout
     finally:
         run.stop()
+
+
+class HealthServer:
+    """A /healthz on loopback whose answer the test sets."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({"healthy": outer.status == 200, "problems": [] if
+                                   outer.status == 200 else ["central service: circuit open"]})
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/healthz"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_healthy_means_200_unless_the_gate_was_already_degraded(tmp_path):
+    system = System(Layout(tmp_path), privileged=False)
+    active, inactive = Systemctl("true", system), Systemctl("false", system)
+    server = HealthServer()
+    try:
+        server.status = 503
+        ok, seen = wait_healthy(active, server.url, Health(200), 0.3)
+        assert not ok and "did not answer [200] within 0.3s" in seen
+        assert "503 (central service: circuit open)" in seen
+        assert wait_healthy(active, server.url, Health(None), 0.3)[0] is False
+        # degraded before the upgrade (central down, say): not the new release's fault
+        assert wait_healthy(active, server.url, Health(503), 0.3) == (
+            True, "/healthz 503 (central service: circuit open)")
+        server.status = 200
+        assert wait_healthy(active, server.url, Health(200), 0.3) == (True, "/healthz 200")
+        ok, seen = wait_healthy(inactive, server.url, Health(200), 0.3)
+        assert not ok and "the unit is not active" in seen
+        assert wait_healthy(active, None, Health(None), 0.3) == (
+            True, "the unit is active (no web port to ask)")
+    finally:
+        server.close()
+
+
+def test_prune_keeps_current_previous_and_the_newest(tmp_path):
+    layout = Layout(tmp_path)
+    system = System(layout, privileged=False)
+    layout.backups.mkdir(parents=True)
+    made = {}
+    for i, name in enumerate(["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]):
+        made[name] = Release(name=name, version=name, schema=7, wheel="w", sha256=str(i),
+                             installed_at=f"2026-12-0{i + 1}T00:00:00Z")
+        (layout.releases / name).mkdir(parents=True)
+        (layout.releases / name / "release.json").write_text(json.dumps(asdict(made[name])))
+        (layout.backups / f"before-{name}.sqlite3").write_text("")
+    (layout.releases / "1.5.0").mkdir()  # half-built: no release.json, not a release
+    releases.switch(layout.current, made["1.1.0"])  # rolled back to an older one
+    releases.switch(layout.previous, made["1.4.0"])
+    releases.prune(layout, 3, system)
+    assert [r.name for r in releases.every(layout)] == ["1.1.0", "1.3.0", "1.4.0"]
+    assert sorted(p.name for p in layout.backups.iterdir()) == [
+        "before-1.1.0.sqlite3", "before-1.3.0.sqlite3", "before-1.4.0.sqlite3"]
+    assert os.readlink(layout.current) == "releases/1.1.0"
