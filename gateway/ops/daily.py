@@ -15,13 +15,12 @@ with. A gate that wants local days can be given them later as a setting.
   day: through the durable outbox to the events topic, never lost while the broker is
   down; not for a quiet day) and publishes it retained on ``{p}/gates/{gate}/daily``
   (QoS 1), then sleeps until ``after_midnight_s`` past the next UTC midnight. After a
-  restart it publishes the day before again (the retained message is the same); a broker
-  that refuses the topic is asked again later, with a growing pause.
+  restart it publishes the day before again (the retained message is the same). A broker
+  that refuses the topic is logged, not a fault of the gate: the next try is the next day.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -208,20 +207,22 @@ async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date) 
     return summary
 
 
-async def _publish_retained(mqtt: MqttConnection, topic: str, payload: bytes,
-                            refused_wait_s: float) -> None:
-    """Until the broker acknowledges it (QoS 1, retained)."""
-    wait = refused_wait_s
+async def _publish_retained(mqtt: MqttConnection, topic: str, payload: bytes) -> bool:
+    """Once the broker acknowledges it (QoS 1, retained): True. A broker that refuses the
+    topic (an ACL written for the contract's topics only) is told in the log, and the link's
+    list of refused topics forgets it: the topic is an addition, and its refusal is no
+    fault of the gate (the summary still goes out as an event). False then."""
     while True:
         await mqtt.wait_connected()
         try:
             await mqtt.publish(topic, payload, qos=1, retain=True)
-            return
+            return True
         except PublishRefused as refusal:
-            log.warning("daily summary: the broker refuses %s (%s); asking again in %.0f s",
-                        topic, refusal, wait)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, 3600.0)
+            mqtt.refusing.pop(topic, None)
+            log.warning("daily summary: the broker refuses %s (%s); allow the topic to have "
+                        "it retained there (it is sent as a daily_summary event too)",
+                        topic, refusal)
+            return False
         except ConnectionError:
             continue  # lost meanwhile: again once connected
 
@@ -235,8 +236,7 @@ async def _until_wall(clock: Clock, target: float, every_s: float) -> None:
 
 async def publish_daily_summaries(store: Store, mqtt: MqttConnection, clock: Clock, *,
                                   gate_id: str, prefix: str, after_midnight_s: float = 300.0,
-                                  check_every_s: float = 60.0,
-                                  refused_wait_s: float = 60.0) -> None:
+                                  check_every_s: float = 60.0) -> None:
     """The supervised task (see the module's docstring); runs until cancelled."""
     topic = daily_topic(prefix, gate_id)
     while True:
@@ -245,6 +245,6 @@ async def publish_daily_summaries(store: Store, mqtt: MqttConnection, clock: Clo
         now = clock.wall()
         today = utc_day(now)
         summary = await recorded_summary(store, clock, gate_id, today - timedelta(days=1))
-        await _publish_retained(mqtt, topic, encode_summary(summary), refused_wait_s)
+        await _publish_retained(mqtt, topic, encode_summary(summary))
         midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
         await _until_wall(clock, midnight.timestamp() + after_midnight_s, check_every_s)

@@ -8,8 +8,9 @@ of its own and then to just before that day's midnight, as the campaign shifts i
   midnight the day that ended, with the vehicles of that day; the summary is recorded once
   as a ``daily_summary`` event (the durable outbox), also across a restart of the task (a
   quiet day is published, not recorded), and a subscriber that comes later gets the
-  retained message.
-About 8 s (a Gateway start, three vehicles, a midnight).
+  retained message; a broker whose ACL refuses the topic is told in the log, and the gate
+  is not unhealthy for it.
+About 8 s (a Gateway start, three vehicles, a midnight; the refusal 1 s).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.app import Gateway
@@ -29,6 +31,7 @@ from gateway.ops.daily import daily_summary_handler, daily_topic, publish_daily_
 from gateway.settings import parse_settings
 from gateway.sim.central import SimCentralState
 from gateway.sim.daemon_faults import OffsetClock
+from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from gateway.web.http import GATEWAY
 from tests.broker import Broker
@@ -156,4 +159,34 @@ async def test_the_daily_summary_on_the_page_and_over_mqtt(tmp_path: Path) -> No
         await gw.stop()
         await watcher.stop()
         await central.runner.cleanup()
+        await broker.stop()
+
+
+async def test_a_broker_that_refuses_the_topic_is_told_in_the_log_not_a_fault(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An ACL written for the contract's topics only refuses ``…/daily`` (PUBACK 0x87): the
+    refusal is logged and the link does not list it as refused (which would make the gate
+    unhealthy), and the task waits for the next day; the summary went out as an event."""
+    broker = Broker(tmp_path, acl="topic read parking/#\ntopic write parking/gates/g/events\n")
+    await broker.start()
+    store = await Store.open(tmp_path / "g.sqlite3")
+    clock = OffsetClock()
+    set_wall(clock, NOON)
+    await store.record_event(clock, "g", "vehicle_entered", {"saga_id": "s1"}, "entry-1")
+    set_wall(clock, MIDNIGHT + 60.0)
+    mqtt = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="g"))
+    mqtt.start()
+    task = asyncio.create_task(publish_daily_summaries(
+        store, mqtt, clock, gate_id="g", prefix="parking", check_every_s=0.05))
+    try:
+        await until(lambda: any("refuses parking/gates/g/daily" in r.getMessage()
+                                for r in caplog.records), 10, "the refusal in the log")
+        assert mqtt.refusing == {} and not task.done()
+        [event] = [e for e in await store.events_after(0, 100) if e["type"] == "daily_summary"]
+        assert event["data"]["day"] == "2031-03-14" and event["data"]["vehicles"]["in"] == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await mqtt.stop()
+        await store.close()
         await broker.stop()
