@@ -111,7 +111,7 @@ async def load(url: str, connections: int, seconds: float, warmup: float) -> Non
         cpu0 = cpu_s()
         await asyncio.gather(*tasks)
         cpu1 = cpu_s()
-    window = max(last_done - start, 1e-9)
+    window = last_done - start if latencies else seconds
     latencies.sort()
     say(json.dumps({
         "requests": len(latencies), "errors": dict(errors), "window_s": window,

@@ -50,6 +50,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -409,11 +410,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                    "GET /api/vehicles?limit=50": (f"{url}/api/vehicles?limit=50", daemon.pid)}
         notes: list[str] = []
         async with aiohttp.ClientSession() as session:
-            async with session.get(targets["GET /api/vehicles?limit=50"][0]) as resp:
-                if resp.status != 200 or resp.content_type != "application/json":
-                    del targets["GET /api/vehicles?limit=50"]
-                    notes.append(f"GET /api/vehicles: {resp.status} {resp.content_type} from "
-                                 "this daemon, not measured")
+            for name, (target, _pid) in list(targets.items()):
+                async with session.get(target) as resp:
+                    body = await resp.text()
+                    if resp.status != 200 or resp.content_type != "application/json":
+                        del targets[name]  # a 404 when the daemon has no such endpoint
+                        notes.append(f"{name}: {resp.status} {resp.content_type} "
+                                     f"{body[:120]!r}, not measured")
             await asyncio.sleep(1.0)
             idle0 = proc_cpu_s(daemon.pid)
             await asyncio.sleep(2.0)
@@ -508,6 +511,23 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                   f"{w['protocol_errors']}")
     for note in results["notes"]:
         print(f"  note: {note}")
+    src = results["source"]
+    print(f"\nmeasured: commit {src['commit'][:12]}"
+          + (f" with {len(src['changed_files'])} file(s) changed in the working tree"
+             if src["changed_files"] else ""))
+
+
+def source() -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it."""
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "changed_files": changed}
 
 
 def summarise_stream(windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -553,6 +573,7 @@ def main() -> None:
     results["stream"] = summarise_stream(results["stream_windows"])
     results["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()}
+    results["source"] = source()
     report(results, args)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nresults written to {args.json}")
