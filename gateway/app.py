@@ -242,7 +242,8 @@ class Gateway:
         # No new vehicle from now on; a record being written to a service gets its answer
         # (bounded), then every saga stops where a crash would leave it (recovery finishes
         # it at the next start), well within systemd's TimeoutStopSec.
-        unanswered = await self.runner.drain(STOP_DRAIN_S)
+        runner = getattr(self, "runner", None)  # None: the start failed before it was built
+        unanswered = await runner.drain(STOP_DRAIN_S) if runner is not None else 0
         if unanswered:
             log.warning("stopping with %d record(s) unanswered: their outcome is settled at "
                         "the next start", unanswered)
