@@ -74,7 +74,8 @@ BEHAVIOUR_WORDS = {"pass": "drives through", "back_out": "backs out",
                    "reverse": "reverses from the arm", "bumper": "bumper to bumper",
                    "stall_under_arm": "stops under the arm"}
 
-ARM_SVG = """<svg class="drawing" viewBox="0 0 240 110" role="img" aria-label="{label}">
+# the arm turns about (118, 32) up to 70 degrees, so the drawing reaches up to y = -62
+ARM_SVG = """<svg class="drawing" viewBox="0 -62 240 172" role="img" aria-label="{label}">
 <rect class="road" x="0" y="72" width="240" height="30" rx="3"/>
 <rect class="loop loop-arming" data-loop="arming" x="{ax}" y="77" width="64" height="20" rx="4"/>
 <rect class="loop loop-safety" data-loop="safety" x="{sx}" y="77" width="64" height="20" rx="4"/>
@@ -84,7 +85,7 @@ ARM_SVG = """<svg class="drawing" viewBox="0 0 240 110" role="img" aria-label="{
 <circle cx="{w1}" cy="73" r="5"/><circle cx="{w2}" cy="73" r="5"/></g>
 <rect class="post" x="112" y="26" width="12" height="48" rx="2"/>
 <g class="arm" data-arm="" transform="rotate(0 118 32)">
-<rect class="arm-bar" x="{armx}" y="28" width="104" height="8" rx="4"/></g>
+<rect class="arm-bar" x="{armx}" y="28" width="96" height="8" rx="4"/></g>
 <circle class="pivot" cx="118" cy="32" r="5"/>
 </svg>"""
 
@@ -97,7 +98,7 @@ def _lane_svg(lane_id: str, direction: str) -> str:
     cx = 6 if entry else 188
     return ARM_SVG.format(
         label=escape(f"{lane_id}: arm and loops"), ax=ax, sx=sx, alx=ax + 10, slx=sx + 12,
-        cx=cx, w1=cx + 10, w2=cx + 36, armx=14 if entry else 118)
+        cx=cx, w1=cx + 10, w2=cx + 36, armx=22 if entry else 118)
 
 
 def _options(modes: tuple[str, ...], words: dict[str, str]) -> str:

@@ -59,6 +59,12 @@ async def explained(page: Page, where: str, predicate: str, within_ms: float = 1
             from None
 
 
+async def top_screenshot(page: Page, path: Path) -> None:
+    """The top of the page (lanes, spaces, services): what each README step is about."""
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=path)
+
+
 async def text(page: Page, selector: str) -> str:
     return (await page.text_content(selector)) or ""
 
@@ -148,8 +154,7 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
     await first.locator(f".plate:text-is('{plate}')").wait_for()
     assert "let in" in await first.inner_text()
     assert "decided by central service" in await first.inner_text()
-    await page.locator(tile).scroll_into_view_if_needed()
-    await page.screenshot(path=shots / "step2-vehicle-let-in.png")
+    await top_screenshot(page, shots / "step2-vehicle-let-in.png")
     await w.clean()
     await page.close()
 
@@ -286,7 +291,7 @@ async def test_the_readme_steps_every_fallback_on_the_page(gate: Gate, browser: 
     await explained(page, "#lane-entry-1", """() => document.querySelector(
         "#lane-entry-1 [data-f=source]").textContent === "backup service" """, 20_000)
     await page.wait_for_selector(f"{central}:has-text('paused after')", timeout=15_000)
-    await page.screenshot(path=shots / "step3-central-blackholed-backup-decides.png")
+    await top_screenshot(page, shots / "step3-central-blackholed-backup-decides.png")
     await page.select_option("#sim-backup", "blackhole")
     await page.wait_for_selector("#sim-result:has-text('backup service: blackhole')")
     await send(page, "exit-1", plate)
@@ -294,7 +299,7 @@ async def test_the_readme_steps_every_fallback_on_the_page(gate: Gate, browser: 
         "#lane-exit-1 [data-f=source]").textContent === "cached result" """, 20_000)
     queue = "#services li:has-text('Offline queue')"
     await page.wait_for_selector(f"{queue}:has-text('waiting for the central service')")
-    await page.screenshot(path=shots / "step4-backup-off-cache-and-queue.png")
+    await top_screenshot(page, shots / "step4-backup-off-cache-and-queue.png")
     await page.select_option("#sim-backup", "ok")
     await page.select_option("#sim-central", "ok")
     await page.wait_for_selector(f"{queue}:has-text('nothing waiting')", timeout=30_000)
@@ -307,7 +312,7 @@ async def test_the_readme_steps_every_fallback_on_the_page(gate: Gate, browser: 
         "#lane-exit-1 [data-f=source]").textContent === "central service" """)
     await explained(page, "#services", """() => /^(online|slow)/.test(document.querySelector(
         "#services li .word").textContent)""")
-    await page.screenshot(path=shots / "step5-all-back-queue-drained.png")
+    await top_screenshot(page, shots / "step5-all-back-queue-drained.png")
     await w.clean()
     await page.close()
 

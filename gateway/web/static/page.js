@@ -201,7 +201,7 @@
     field(tile, "mode").textContent = "Lane closed: no new vehicles";
     const [pos, moving] = armAngle(l, world);
     const arm = tile.querySelector("[data-arm]");
-    arm.setAttribute("transform", `rotate(${tile.dataset.direction === "exit" ? -pos * 80 : pos * 80} 118 32)`);
+    arm.setAttribute("transform", `rotate(${tile.dataset.direction === "exit" ? -pos * 70 : pos * 70} 118 32)`);
     arm.classList.toggle("up", pos >= 0.95 && !moving);
     arm.classList.toggle("moving", Boolean(moving) || (pos > 0.05 && pos < 0.95));
     arm.classList.toggle("assumed", Boolean(l.arm && l.arm.assumed));
@@ -519,7 +519,9 @@
     const c = $("latency");
     c.replaceChildren();
     const parts = ["frame", "plate", "decision", "relay"];
-    const W = 400, H = 160, L = 40, B = 16, T = 8;
+    // drawn at the size it is shown, so that its text stays small on a wide screen
+    const W = Math.max(300, Math.round(c.getBoundingClientRect().width) || 400), H = 170, L = 44, B = 18, T = 8;
+    c.setAttribute("viewBox", `0 0 ${W} ${H}`);
     const totals = rows.map((r) => parts.reduce((a, k) => a + (r[k] || 0), 0));
     const top = Math.max(100, ...totals);
     c.append(svg("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}),
@@ -528,7 +530,10 @@
     lab(L - 4, T + 8, ms(top)); lab(L - 4, H - B, "0");
     lab(L, H - 3, rows.length ? "older" : "no vehicle yet", "start"); lab(W, H - 3, "newest");
     const step = (W - L) / 100;
-    rows.slice(-100).forEach((r, i) => {
+    const shown = rows.slice(-100);
+    const first = 100 - shown.length; // the newest at the right-hand end
+    shown.forEach((r, j) => {
+      const i = first + j;
       let y = H - B;
       for (const k of parts) {
         const h = (H - B - T) * (r[k] || 0) / top;
