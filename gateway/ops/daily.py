@@ -22,6 +22,7 @@ with. A gate that wants local days can be given them later as a setting.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -32,7 +33,7 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from gateway.clock import Clock, iso
-from gateway.store import reports
+from gateway.store import events, reports
 from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, PublishRefused
 
@@ -191,20 +192,32 @@ def _quiet(summary: Json) -> bool:
 
 
 async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date) -> Json:
-    """The summary of ``day`` as recorded (a ``daily_summary`` event, written once); a quiet
-    day is published but not recorded (a new gate's first start adds no event)."""
+    """The summary of ``day`` as recorded (a ``daily_summary`` event, written once: looked
+    for and written in one transaction); a quiet day is published but not recorded (a new
+    gate's first start adds no event)."""
     found = await store.read(lambda c: reports.daily_summary_event(c, day.isoformat()))
     if found is not None:
         return found
     summary = await daily_summary(store, day, gate_id)
-    summary["made_at"] = iso(clock.wall())
+    summary["made_at"] = ts = iso(clock.wall())
     if _quiet(summary):
         return summary
-    await store.record_event(clock, gate_id, EVENT_TYPE, summary)
-    log.info("daily summary of %s: %d in, %d out, %d denied, %d fault(s)", summary["day"],
-             summary["vehicles"]["in"], summary["vehicles"]["out"],
-             summary["decisions"]["denied"], summary["faults"]["total"])
-    return summary
+    synced = clock.wall_synced()
+
+    def record(conn: sqlite3.Connection) -> Json:
+        already = reports.daily_summary_event(conn, day.isoformat())
+        if already is not None:
+            return already
+        events.append(conn, gate_id=gate_id, type=EVENT_TYPE, ts=ts, data=summary,
+                      wall_synced=synced)
+        return summary
+
+    recorded = await store.write(record)
+    if recorded is summary:
+        log.info("daily summary of %s: %d in, %d out, %d denied, %d fault(s)",
+                 summary["day"], summary["vehicles"]["in"], summary["vehicles"]["out"],
+                 summary["decisions"]["denied"], summary["faults"]["total"])
+    return recorded
 
 
 async def _publish_retained(mqtt: MqttConnection, topic: str, payload: bytes) -> bool:
