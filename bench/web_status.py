@@ -512,9 +512,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     for note in results["notes"]:
         print(f"  note: {note}")
     src = results["source"]
-    print(f"\nmeasured: commit {src['commit'][:12]}"
-          + (f" with {len(src['changed_files'])} file(s) changed in the working tree"
-             if src["changed_files"] else ""))
+    if src["commit"]:
+        print(f"\nmeasured: commit {src['commit'][:12]}"
+              + (f" with {len(src['changed_files'])} file(s) changed in the working tree"
+                 if src["changed_files"] else ""))
+    else:
+        print(f"\nmeasured: the files under {ROOT} (not a git checkout)")
 
 
 def source() -> dict[str, Any]:
