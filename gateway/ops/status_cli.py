@@ -76,6 +76,9 @@ def _head(status: Json, style: Style) -> list[str]:
     synced = status.get("wall_synced")
     clock = "" if synced is None else (" (clock synchronised)" if synced
                                        else " " + style.warn("(clock NOT synchronised)"))
+    said = (status.get("clock") or {}).get("summary")
+    if said and not synced:  # the daemon's own words: what to check
+        clock = " " + style.warn(f"(clock {safe(said, 200)})")
     lines = [f"gate {safe(status.get('gate_id', '?'))}  version "
              f"{safe(status.get('version', '?'))}  up "
              f"{_duration(float(status.get('uptime_s') or 0))}  "
@@ -104,6 +107,11 @@ def _services(status: Json, style: Style) -> list[str]:
     outbox = status.get("outbox") or {}
     lines.append(f"  {'outbox':<14}"
                  f"{safe(outbox.get('summary') or str(outbox.get('pending', 0)) + ' pending')}")
+    storage = status.get("storage") or {}
+    if storage.get("summary"):
+        problem = storage.get("problem")
+        lines.append(f"  {'storage':<14}{safe(storage['summary'])}"
+                     + (f": {style.bad(safe(problem, 300))}" if problem else ""))
     queue = status.get("offline_queue") or {}
     words = f"{queue.get('pending', 0)} waiting, {queue.get('dead', 0)} refused"
     advice = queue.get("advice") or ""

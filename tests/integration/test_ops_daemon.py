@@ -105,7 +105,8 @@ def names(directory: Path) -> list[str]:
 async def test_status_of_a_healthy_gate(gate: Gate) -> None:
     code, out, err = await cli("status", "--url", gate.url)
     assert code == 0, out + err
-    for words in ("gate e2e-gate", "HEALTHY", "Services", "central", "Occupancy",
+    for words in ("gate e2e-gate", "(clock synchronised)", "HEALTHY", "Services", "central",
+                  "storage       database", "Occupancy",
                   "40 free of 40", "zone A", "entry-1", "exit-1", "barrier closed",
                   "Last vehicles", "34ABC123", "let out", "let in",
                   "turned away: not authorized: blocked"):

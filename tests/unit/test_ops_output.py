@@ -43,6 +43,8 @@ def status(**over: object) -> dict[str, Any]:
                             "status": "completed", "source": "cache",
                             "stages_ms": {"total": 267.3}}}],
     }
+    base["clock"] = {"synced": False, "summary": "NOT synchronised: check timedatectl"}
+    base["storage"] = {"summary": "database 1.2 MB, 310 MB free", "problem": None}
     return {**base, **over}
 
 
@@ -51,7 +53,8 @@ def test_the_summary_shows_what_the_page_shows() -> None:
                               "lane_id": "entry-1", "license_plate": "34ABC123",
                               "source": "cache", "duration_ms": 1088.0,
                               "outcome": "let in", "status": "completed"}])
-    for words in ("gate gate-01", "up 1h 2m", "clock NOT synchronised", "HEALTHY",
+    for words in ("gate gate-01", "up 1h 2m", "(clock NOT synchronised: check timedatectl)",
+                  "HEALTHY", "storage       database 1.2 MB, 310 MB free",
                   "paused after 3 failures, retrying in 12 s", "(last error: timeout)",
                   "not connected to the broker", "4 events wait for the broker",
                   "2 waiting, 1 refused: check the refused record",
