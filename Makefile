@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps lock
+.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps
 
 demo: venv
 	$(PY) -m gateway run
@@ -76,19 +76,13 @@ system-deps:
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-
-# Re-lock after editing pyproject.toml's dependencies or requirements-dev.txt (README,
-# "Dependencies and the lock files"); commit both locks.
-lock: venv
-	$(PY) -m pip install -q uv==0.13.8
-	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
-	$(VENV)/bin/uv pip compile pyproject.toml requirements-dev.txt --universal --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-dev.lock
 
 diagrams: venv
 	$(PY) -c "import pathlib; from gateway.core.diagrams import update; p = pathlib.Path('README.md'); p.write_text(update(p.read_text()))"

@@ -74,12 +74,16 @@ def install(gate: Gate, opts: InstallOptions) -> int:
         raise InstallError("nothing to install: give --wheel FILE or --source DIR")
     wheel = opts.wheel or releases.build_wheel(source or CHECKOUT, system,
                                                isolated=opts.isolated_build)
-    system.ensure_user()
-    todo = system.ensure_config(_found(source, "config/example.toml"))
-    system.ensure_state()
-    lock = opts.lock or _found(source, LOCK_FILE)
-    new = releases.create(layout, wheel, _found(source, f"systemd/{UNIT_NAME}"),
-                          BuildOptions(lock=lock, reuse_deps=opts.reuse_deps), system)
+    try:
+        system.ensure_user()
+        todo = system.ensure_config(_found(source, "config/example.toml"))
+        system.ensure_state()
+        lock = opts.lock or _found(source, LOCK_FILE)
+        new = releases.create(layout, wheel, _found(source, f"systemd/{UNIT_NAME}"),
+                              BuildOptions(lock=lock, reuse_deps=opts.reuse_deps), system)
+    finally:
+        if opts.wheel is None:
+            shutil.rmtree(wheel.parent)  # the wheel built for this install
     readme = _found(source, "README.md")
     if readme is not None:
         shutil.copyfile(readme, layout.opt / "README.md")  # the unit's Documentation=

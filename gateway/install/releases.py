@@ -10,6 +10,7 @@ relative symlinks switched atomically: a new link under a temporary name, then
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -88,14 +89,23 @@ def switch(link: Path, release: Release | None) -> None:
 
 
 def build_wheel(source: Path, system: System, *, isolated: bool = True) -> Path:
-    """``pip wheel --no-deps`` of a checkout, into a temporary folder."""
+    """``pip wheel --no-deps`` of a checkout, into a temporary folder. The system's Python
+    often has no pip (Debian ships it apart): then a throw-away venv's pip builds it."""
     out = Path(tempfile.mkdtemp(prefix="parking-gateway-wheel-"))
     system.say(f"==> building the wheel from {source}")
-    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
+    python = Path(sys.executable)
+    if importlib.util.find_spec("pip") is None:
+        system.run([python, "-m", "venv", out / "build-venv"])
+        python = out / "build-venv" / "bin" / "python"
+    cmd = [str(python), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
            str(source.resolve())]
     if not isolated:
         cmd.insert(5, "--no-build-isolation")
-    system.run(cmd, quiet=True)
+    try:
+        system.run(cmd, quiet=True)
+    except InstallError:
+        shutil.rmtree(out)
+        raise
     wheels = list(out.glob("parking_gateway-*.whl"))
     if len(wheels) != 1:
         raise InstallError(f"pip wheel of {source} gave {[w.name for w in wheels]}")

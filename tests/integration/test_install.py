@@ -5,11 +5,12 @@ back by itself, rollback by hand, uninstall: ``python -m gateway.install`` (what
 commands under the root, so each release really starts from its own venv, migrates the
 real database, answers ``/healthz`` (or dies), and is stopped with ``ExecStopPost=``.
 
-Three releases, made here as wheels of this repository's packages (``pip wheel`` with build
-isolation costs ~20 s here; building the wheel itself is the packaging test's subject):
-1.0.0 (the code as it is), 1.1.0 (one more migration: a table with a row), 1.2.0 (1.1.0, a
-migration that commits and one that fails, so the daemon dies after changing the schema:
-an old release refuses such a database, so only a restored database lets 1.1.0 start again).
+Three releases: A, the code as it is at the repository's version, built by the installer
+from a copy of the checkout with ``pip wheel`` (``--source``, the dev venv's setuptools);
+1.1.0, a wheel made here of the same packages with one more migration (a table with a row);
+1.2.0, the same with a migration that commits and one that fails, so that the daemon dies
+after changing the schema: an older release refuses such a database, so only a restored
+database lets 1.1.0 start again.
 The releases' venvs get the dependencies of the development venv through a ``.pth`` line
 (``--reuse-deps``) instead of downloading opencv and onnxruntime for each.
 """
@@ -21,12 +22,14 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import sysconfig
 import threading
+import tomllib
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -38,10 +41,15 @@ from gateway.install.layout import Layout
 from gateway.install.releases import Release
 from gateway.install.service import Health, Systemctl, wait_healthy
 from gateway.install.system import System
+from gateway.store.schema import LATEST_VERSION as V
 from tests.e2e.daemon import e2e_config
 from tests.integration.fake_systemd import analyze_verify, calls
 
 REPO = Path(__file__).resolve().parents[2]
+A = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+# what a checkout copied for the build leaves out (not source: venv, caches, data, builds)
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "data", "build", "dist", "*.egg-info",
+                                    "__pycache__", "*.pyc", ".*_cache", ".hypothesis", "tmp*")
 FAKE = Path(__file__).with_name("fake_systemd.py")
 UNIT = "parking-gateway.service"
 PROBE = """
@@ -150,11 +158,10 @@ def released(calls_: list[str], kind: str) -> list[str]:
 
 @pytest.mark.timeout(360)  # ~20 s alone; five daemon starts and stops on a loaded machine
 def test_install_upgrade_rollback_uninstall(tmp_path):
-    from gateway.store.schema import LATEST_VERSION as V
-
     root = tmp_path / "root"
     wheels = tmp_path / "wheels"
-    a = make_wheel(wheels, "1.0.0", [])
+    source = tmp_path / "checkout"  # the first release is built as on a gate, by pip wheel
+    shutil.copytree(REPO, source, symlinks=True, ignore=NOT_SOURCE)
     b = make_wheel(wheels, "1.1.0", [PROBE])
     c = make_wheel(wheels, "1.2.0", [PROBE, HALF, BROKEN])
     etc = root / "etc" / "parking-gateway"
@@ -168,9 +175,10 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
     run = Installer(root)
     try:
         # -- first install, started ---------------------------------------------------
-        first = run.install(a, "--start")
+        first = run("install", "--source", source, "--no-build-isolation", "--reuse-deps",
+                    sysconfig.get_paths()["purelib"], "--start")
         assert first.returncode == 0, first.stderr
-        assert run.link("current") == "releases/1.0.0" and run.link("previous") is None
+        assert run.link("current") == f"releases/{A}" and run.link("previous") is None
         assert (etc / "gateway.toml").read_text() == config
         assert (etc / "environment").read_text().startswith("GATEWAY_ADMIN_TOKEN=")
         assert (etc / "environment").stat().st_mode & 0o777 == 0o640
@@ -179,7 +187,7 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
         unit = (root / "etc" / "systemd" / "system" / UNIT).read_text()
         assert unit == (REPO / "systemd" / UNIT).read_text()
         assert analyze_verify(root) == ""  # the installed unit, its commands in place
-        assert released(calls(root), "ExecStart") == ["1.0.0"]
+        assert released(calls(root), "ExecStart") == [A]
         assert "systemctl enable parking-gateway.service" in calls(root)
         assert db_facts(db)[0] == V
         with sqlite3.connect(db) as conn:  # the operator's data, to be kept throughout
@@ -192,9 +200,9 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
         assert up.returncode == 0, up.stderr
         assert "upgraded to 1.1.0: /healthz 200" in up.stdout
         assert (run.link("current"), run.link("previous")) == ("releases/1.1.0",
-                                                             "releases/1.0.0")
+                                                             f"releases/{A}")
         since = run.calls_since(mark)
-        assert released(since, "ExecStopPost") == ["1.0.0"]  # relays off by the old one
+        assert released(since, "ExecStopPost") == [A]  # relays off by the old one
         assert released(since, "ExecStart") == ["1.1.0"]
         assert db_facts(state / "backups" / "before-1.1.0.sqlite3") == (V, set(), "kept")
         assert db_facts(db) == (V + 1, {"install_probe"}, "kept")
@@ -215,25 +223,25 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
         assert "1.2.0 did not get healthy" in failed.stdout
         assert "rolled back to 1.1.0: /healthz 200" in failed.stdout
         assert (run.link("current"), run.link("previous")) == ("releases/1.1.0",
-                                                             "releases/1.0.0")
+                                                             f"releases/{A}")
         assert released(run.calls_since(mark), "ExecStart") == ["1.2.0", "1.1.0"]
         assert db_facts(db) == (V + 1, {"install_probe"}, "kept")
         [kept] = (state / "backups").glob("failed-1.2.0-*.sqlite3")
         assert db_facts(kept) == (V + 2, {"install_probe", "install_probe_2"}, "kept")
 
-        # -- rollback by hand (the installed command): 1.0.0 knows schema V only, so the
+        # -- rollback by hand (the installed command): A knows schema V only, so the
         # backup comes back --------------------------------------------------------------
         installed = root / "opt" / "parking-gateway" / "current" / "bin" / "parking-gateway"
         back = run("rollback", program=[str(installed)])
         assert back.returncode == 0, back.stderr
-        assert "rolled back to 1.0.0: /healthz 200" in back.stdout
-        assert (run.link("current"), run.link("previous")) == ("releases/1.0.0",
+        assert f"rolled back to {A}: /healthz 200" in back.stdout
+        assert (run.link("current"), run.link("previous")) == (f"releases/{A}",
                                                              "releases/1.1.0")
         assert db_facts(db) == (V, set(), "kept")
         [aside] = (state / "backups").glob("rolled-back-from-1.1.0-*.sqlite3")
         assert db_facts(aside) == (V + 1, {"install_probe"}, "kept")
         listing = run("releases").stdout
-        assert f"current  1.0.0                schema {V} " in listing
+        assert f"current  {A:<20} schema {V} " in listing
         assert f"previous 1.1.0                schema {V + 1} " in listing
         assert f"         1.2.0                schema {V + 3} " in listing
 
@@ -327,3 +335,25 @@ def test_prune_keeps_current_previous_and_the_newest(tmp_path):
     assert sorted(p.name for p in layout.backups.iterdir()) == [
         "before-1.1.0.sqlite3", "before-1.3.0.sqlite3", "before-1.4.0.sqlite3"]
     assert os.readlink(layout.current) == "releases/1.1.0"
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_a_release_as_on_a_gate_from_the_lock_file(tmp_path):
+    """The path a gate takes (soak only: it installs every dependency, ~1-3 minutes): the
+    wheel built by pip, a venv with pip, requirements.lock installed with its hashes, the
+    wheel without dependencies; then the release's own check-config on the example."""
+    source = tmp_path / "checkout"
+    shutil.copytree(REPO, source, symlinks=True, ignore=NOT_SOURCE)
+    root = tmp_path / "root"
+    done = Installer(root)("install", "--source", source, "--no-build-isolation")
+    assert done.returncode == 0, done.stderr
+    assert "dependencies from requirements.lock" in done.stdout
+    release = root / "opt" / "parking-gateway" / "releases" / A
+    assert not list(release.glob("lib/python3*/site-packages/_reused_dependencies.pth"))
+    assert json.loads((release / "release.json").read_text())["schema"] == V
+    check = subprocess.run([root / "opt" / "parking-gateway" / "current" / "bin" /
+                            "parking-gateway", "check-config", REPO / "config" / "example.toml"],
+                           capture_output=True, text=True, check=False, cwd=tmp_path,
+                           timeout=120)
+    assert check.returncode == 0, check.stderr
