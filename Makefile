@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps
+.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps lock
 
 demo: venv
 	$(PY) -m gateway run
@@ -83,6 +83,13 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Re-lock after editing pyproject.toml's dependencies or requirements-dev.txt (README,
+# "Dependencies and the lock files"); commit both locks.
+lock: venv
+	$(PY) -m pip install -q uv==0.13.8
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml requirements-dev.txt --universal --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-dev.lock
 
 diagrams: venv
 	$(PY) -c "import pathlib; from gateway.core.diagrams import update; p = pathlib.Path('README.md'); p.write_text(update(p.read_text()))"
