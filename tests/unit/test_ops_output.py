@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core.errors import GatewayError
 from gateway.ops.export import csv_cell, file_name, parse_bound, parse_range, write_csv
-from gateway.ops.status_cli import exit_code, render
+from gateway.ops.status_cli import base_url, exit_code, render
 from gateway.ops.text import safe
 from gateway.ops.vehicle_log import VehicleRecord, format_line, mask_plate
 from gateway.sagas.policy import SagaOutcome
@@ -157,3 +157,9 @@ def test_a_plate_or_reason_cannot_forge_a_line_or_a_key() -> None:
     assert "\n" not in line and [k for k, _ in pairs].count("source") == 1
     assert dict(pairs)["outcome"] == 'a" source=forged'
     assert 'outcome="a\\" source=forged"' in line and 'plate="Xvehicle lane=fake"' in line
+
+
+def test_status_asks_the_address_the_configuration_gives() -> None:
+    assert base_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert base_url("0.0.0.0", 80) == base_url("::", 80) == "http://127.0.0.1:80"  # wildcards
+    assert base_url("::1", 8080) == "http://[::1]:8080"
