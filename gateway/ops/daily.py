@@ -174,8 +174,10 @@ async def daily_summary_handler(request: web.Request) -> web.Response:
     text = request.query.get("day", "")
     try:
         day = date.fromisoformat(text) if text else utc_day(gw.clock.wall())
-    except ValueError:
-        return error(400, f"day: expected YYYY-MM-DD, got {text[:40]!r}")
+        day_bounds(day)  # 9999-12-31 has no next midnight
+    except (ValueError, OverflowError):
+        return error(400, f"day: expected a date YYYY-MM-DD before 9999-12-31, got "
+                          f"{text[:40]!r}")
     body = await daily_summary(gw.store, day, gw.settings.gate.id)
     return web.Response(body=encode_summary(body), content_type="application/json")
 

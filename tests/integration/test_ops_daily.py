@@ -97,8 +97,9 @@ async def test_the_daily_summary_on_the_page_and_over_mqtt(tmp_path: Path) -> No
                 today = await resp.json()
             async with http.get(url, params={"day": "2031-03-13"}) as resp:
                 before = await resp.json()
-            async with http.get(url, params={"day": "14/03/2031"}) as resp:
-                assert resp.status == 400
+            for bad in ("14/03/2031", "9999-12-31", "2031-02-30"):
+                async with http.get(url, params={"day": bad}) as resp:
+                    assert resp.status == 400, bad
         assert today["day"] == "2031-03-14" and today["gate_id"] == "e2e-gate"
         assert today["vehicles"]["in"] == 1 and today["vehicles"]["out"] == 1
         assert today["decisions"]["granted"] == 2 and today["decisions"]["denied"] == 1
