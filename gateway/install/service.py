@@ -40,6 +40,9 @@ class Systemctl:
         return self.argv is not None and self("is-active", "--quiet", UNIT_NAME, check=False)
 
     def start(self) -> bool:
+        # a release that failed and was restarted by Restart=always may have used up the
+        # unit's start limit (5 in 10 s): the next start would then be refused
+        self("reset-failed", UNIT_NAME, check=False)
         return self("start", UNIT_NAME, check=False)
 
     def stop(self) -> None:

@@ -7,9 +7,10 @@ failure fails the start), ``ExecStart=`` with ``NOTIFY_SOCKET`` (``start`` retur
 daemon sent ``READY=1``, or fails when it exits first, as for ``Type=notify``),
 ``EnvironmentFile=``, ``Environment=``, ``WorkingDirectory=``; ``stop`` sends SIGTERM
 (SIGKILL after ``TimeoutStopSec=``) and then runs ``ExecStopPost=``, as after any exit.
-Not modelled: ``Restart=`` (an exit leaves the unit failed), users, sandboxing, the
-watchdog's kill. Every ``systemctl`` call and every command run is appended to
-``run/fake-systemd/calls``, commands with the release their executable resolved to.
+Not modelled: ``Restart=`` (an exit leaves the unit failed) and so the start limit
+(``reset-failed`` is accepted and does nothing), users, sandboxing, the watchdog's kill.
+Every ``systemctl`` call and every command run is appended to ``run/fake-systemd/calls``,
+commands with the release their executable resolved to.
 
 ``analyze_verify(root)`` runs the real ``systemd-analyze verify`` over such a root.
 """
@@ -205,7 +206,7 @@ def systemctl(args: list[str]) -> int:
     _log("systemctl " + " ".join(args))
     words = [a for a in args if not a.startswith("-")]
     verb, unit = words[0], (words[1] if len(words) > 1 else "")
-    if verb == "daemon-reload":
+    if verb in ("daemon-reload", "reset-failed"):
         return 0
     if verb == "is-active":
         state = _state(unit)
