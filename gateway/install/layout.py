@@ -7,6 +7,7 @@
     /var/lib/parking-gateway/gateway.sqlite3             the database (gate.data_dir)
     /var/lib/parking-gateway/backups/                    a copy taken before each upgrade
     /etc/systemd/system/parking-gateway.service
+    /usr/local/bin/parking-gateway -> /opt/parking-gateway/current/bin/parking-gateway
 
 The installer reads only two things from the configuration (with ``tomllib``, so that it
 runs on a bare Python from a checkout): where the database is and where ``/healthz``
@@ -74,6 +75,14 @@ class Layout:
     @property
     def unit(self) -> Path:
         return self.root / "etc" / "systemd" / "system" / UNIT_NAME
+
+    @property
+    def command(self) -> Path:
+        """``parking-gateway`` on the PATH: a link to the current release's."""
+        return self.root / "usr" / "local" / "bin" / "parking-gateway"
+
+    # relative, so that it resolves under any root
+    COMMAND_TARGET = "../../../opt/parking-gateway/current/bin/parking-gateway"
 
     def inside(self, path: str | Path) -> Path:
         """A path from the configuration (as the daemon sees it) as the installer sees it:

@@ -118,6 +118,7 @@ def _first_install(gate: Gate, new: Release, opts: InstallOptions, todo: list[st
                 f"before-{new.name}.sqlite3")
     releases.switch(layout.current, new)
     _install_unit(gate, new)
+    _link_command(gate)
     gate.say(f"==> installed release {new.name} (current -> releases/{new.name})")
     if legacy.exists():
         gate.say(f"    the old layout's files in {layout.opt} (.venv, gateway, hardware …) "
@@ -127,10 +128,9 @@ def _first_install(gate: Gate, new: Release, opts: InstallOptions, todo: list[st
             check_config(gate, new)
         except ConfigRefused as exc:
             gate.say(f"    the configuration needs work first:\n{exc}")
-        command = layout.current / "bin" / "parking-gateway"
         for step in [*todo,
-                     f"check it: {command} check-config {layout.config}",
-                     f"test the wiring: {command} hw-test --config {layout.config}",
+                     f"check it: parking-gateway check-config {layout.config}",
+                     f"test the wiring: parking-gateway hw-test --config {layout.config}",
                      "then: systemctl enable --now parking-gateway"]:
             gate.say(f"    next: {step}")
         return 0
@@ -175,6 +175,7 @@ def _upgrade(gate: Gate, old: Release, new: Release, opts: InstallOptions) -> in
     releases.switch(layout.previous, old)
     releases.switch(layout.current, new)
     _install_unit(gate, new)
+    _link_command(gate)
     gate.say(f"==> current -> releases/{new.name}, previous -> releases/{old.name}")
     if not (was_active or opts.start):
         gate.say("==> the service was not running: not started "
@@ -242,6 +243,8 @@ def uninstall(gate: Gate, purge: bool) -> int:
     gate.systemctl.stop()
     gate.systemctl("disable", UNIT_NAME, check=False)
     layout.unit.unlink(missing_ok=True)
+    if layout.command.is_symlink() and os.readlink(layout.command) == Layout.COMMAND_TARGET:
+        layout.command.unlink()
     gate.systemctl("daemon-reload")
     if layout.opt.exists():
         shutil.rmtree(layout.opt)
@@ -300,6 +303,18 @@ def _put_back(gate: Gate, db: Path, saved: Path, label: str) -> Path:
             path.unlink(missing_ok=True)
         gate.say(f"==> the new release's database removed (kept in {kept})")
     return kept
+
+
+def _link_command(gate: Gate) -> None:
+    link = gate.layout.command
+    if link.is_symlink() and os.readlink(link) == Layout.COMMAND_TARGET:
+        return
+    if link.exists() or link.is_symlink():
+        gate.say(f"    {link} exists and is not ours: left alone")
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Layout.COMMAND_TARGET)
+    gate.say(f"==> {link} -> /opt/parking-gateway/current/bin/parking-gateway")
 
 
 def _install_unit(gate: Gate, release: Release) -> None:

@@ -187,6 +187,9 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
         unit = (root / "etc" / "systemd" / "system" / UNIT).read_text()
         assert unit == (REPO / "systemd" / UNIT).read_text()
         assert analyze_verify(root) == ""  # the installed unit, its commands in place
+        on_path = root / "usr" / "local" / "bin" / "parking-gateway"
+        assert on_path.resolve() == (root / "opt" / "parking-gateway" / "releases" / A / "bin"
+                                     / "parking-gateway")
         assert released(calls(root), "ExecStart") == [A]
         assert "systemctl enable parking-gateway.service" in calls(root)
         assert db_facts(db)[0] == V
@@ -231,8 +234,7 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
 
         # -- rollback by hand (the installed command): A knows schema V only, so the
         # backup comes back --------------------------------------------------------------
-        installed = root / "opt" / "parking-gateway" / "current" / "bin" / "parking-gateway"
-        back = run("rollback", program=[str(installed)])
+        back = run("rollback", program=[str(on_path)])
         assert back.returncode == 0, back.stderr
         assert f"rolled back to {A}: /healthz 200" in back.stdout
         assert (run.link("current"), run.link("previous")) == (f"releases/{A}",
@@ -254,6 +256,7 @@ def test_install_upgrade_rollback_uninstall(tmp_path):
             "systemctl disable parking-gateway.service"]
         assert not (root / "opt" / "parking-gateway").exists()
         assert not (root / "etc" / "systemd" / "system" / UNIT).exists()
+        assert not on_path.is_symlink()
         assert (etc / "gateway.toml").read_text() == config
         assert db_facts(db) == (V, set(), "kept")
         purged = run("uninstall", "--purge")
