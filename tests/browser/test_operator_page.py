@@ -239,6 +239,22 @@ async def test_admin_actions_need_the_token_and_are_recorded_with_who_and_why(
     event = page.locator("#events li[data-type='manual_open']").first
     await event.wait_for()
     assert f"opened by hand by op: “{MARKUP}”" in await event.inner_text()
+    # a lane closed and reopened, a space out of service and back: each with who and why
+    entry = ".lane-admin[data-lane='entry-1']"
+    assert await act(f"{entry} button[data-mode='closed']", "op", "cleaning") \
+        == "Done: close entry-1."
+    await page.wait_for_selector("#lane-entry-1 [data-f=mode]:text('Lane closed')")
+    assert await act(f"{entry} button[data-mode='normal']", "op", "clean") \
+        == "Done: reopen entry-1."
+    await page.wait_for_selector("#lane-entry-1 [data-f=mode]", state="hidden")
+    await page.select_option("#space", "B-020")
+    assert await act("#space-off", "op", "oil on the floor") \
+        == "Done: take space B-020 out of service."
+    await page.wait_for_selector("#occ:has-text('1 out of service')")
+    assert await act("#space-on", "op", "cleaned") == "Done: put space B-020 back in service."
+    await page.wait_for_selector("#occ:has-text('0 out of service')")
+    spaced = page.locator("#events li[data-type='space_state_changed']").first
+    assert "by op: “cleaned”" in await spaced.inner_text()
     # a permit whose note is markup: listed as text
     await page.fill("#permit-plate", "06xss001")
     await page.fill("#permit-note", MARKUP)

@@ -11,6 +11,7 @@
   const WHO_KEY = "gateway.who";
   const SLOW_REFRESH_MS = 10000;
   const MIN_REFRESH_MS = 1000;
+  const URGENT_GAP_MS = 250;
   const FETCH_TIMEOUT_MS = 8000; // a request that hangs must not stop the refreshes
 
   function el(tag, cls, text) {
@@ -384,7 +385,7 @@
       r.className = "result bad";
       r.textContent = `Not switched: ${e.message}`;
     }
-    want.status = true; schedule(0);
+    want.status = true; schedule(0, true);
   }
 
   // -- vehicles and the saga view ---------------------------------------------------------
@@ -611,16 +612,23 @@
     if (FINISH.has(e.type) || e.type === "plate_read") want.vehicles = true;
     if (e.type === "permit_changed") want.permits = true;
     want.status = true;
-    schedule(FINISH.has(e.type) ? 0 : 150);
+    schedule(FINISH.has(e.type) ? 0 : 150, FINISH.has(e.type));
   }
 
   // -- refresh (throttled) ----------------------------------------------------------------
   const want = {status: true, vehicles: true, latency: true, permits: true, spaces: true};
-  let timer = null, running = false, lastRun = 0;
-  function schedule(delay) {
-    if (timer !== null || running) return;
-    const wait = Math.max(delay, lastRun + MIN_REFRESH_MS - Date.now(), 0);
-    timer = setTimeout(() => { timer = null; refresh(); }, wait);
+  // At most one refresh a second on bursts of events; a vehicle's end (its saga finished)
+  // may come 250 ms after the last refresh, so that its tile shows it within a second.
+  let timer = null, due = 0, running = false, lastRun = 0, urgentNext = false;
+  function schedule(delay, urgent) {
+    if (running) { urgentNext = urgentNext || Boolean(urgent); return; }
+    const at = Math.max(Date.now() + delay, lastRun + (urgent ? URGENT_GAP_MS : MIN_REFRESH_MS));
+    if (timer !== null) {
+      if (at >= due) return;
+      clearTimeout(timer);
+    }
+    due = at;
+    timer = setTimeout(() => { timer = null; refresh(); }, Math.max(0, at - Date.now()));
   }
   async function refresh() {
     running = true;
@@ -629,10 +637,9 @@
     for (const k of Object.keys(want)) want[k] = false;
     try {
       if (w.status) {
-        const s = await api("GET", "/api/status");
-        if (s.simulation && $("sim")) {
-          try { world = await api("GET", "/api/sim/world"); } catch (e) { world = null; }
-        }
+        const [s, wd] = await Promise.all([api("GET", "/api/status"),
+          $("sim") ? api("GET", "/api/sim/world").catch(() => null) : null]);
+        world = wd;
         $("gate").textContent = s.gate_id;
         for (const l of s.lanes || []) renderLane(l, world);
         renderSpaces(s.occupancy || {});
@@ -652,7 +659,9 @@
       if (!(e instanceof HttpError)) linkLost("the gateway does not answer");
     } finally {
       running = false;
-      if (Object.values(want).some(Boolean)) schedule(link.lost ? 3000 : MIN_REFRESH_MS);
+      const urgent = urgentNext;
+      urgentNext = false;
+      if (Object.values(want).some(Boolean)) schedule(link.lost ? 3000 : 0, urgent && !link.lost);
     }
   }
   setInterval(() => { want.status = true; want.vehicles = true; schedule(0); }, SLOW_REFRESH_MS);
@@ -715,7 +724,7 @@
       adminResult(false, e.status === 401 ? `Refused: ${what} needs a valid admin token (${e.message}).` : `Refused: ${what} — ${e.message}`);
     }
     for (const k of Object.keys(want)) want[k] = true;
-    schedule(0);
+    schedule(0, true);
   }
   async function loadSpaces() {
     const sel = $("space");
