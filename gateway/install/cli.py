@@ -9,6 +9,7 @@ Exit codes as the daemon's: 0 done, 1 failed (an upgrade that was rolled back in
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     system = System(layout, privileged=privileged)
     command = args.systemctl if args.systemctl or not privileged else "systemctl"
     gate = lifecycle.Gate(layout, system, Systemctl(command, system), args.health_timeout)
+    lock = None if args.command == "releases" else _one_at_a_time(layout)
+    if lock == -1:
+        return 1
     try:
         if args.command in ("install", "upgrade"):
             source = args.source
@@ -104,5 +108,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {exc}", file=sys.stderr)
         return 1
     finally:
+        if lock is not None:
+            os.close(lock)
         if system.skipped:
             print(f"({len(system.skipped)} step(s) skipped: they need root; see above)")
+
+
+def _one_at_a_time(layout: Layout) -> int:
+    """An exclusive lock for the whole command (two upgrades at once would switch links and
+    databases under each other); -1, said on stderr, when another one holds it."""
+    path = layout.root / "run" / "parking-gateway-install.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        print(f"another install, upgrade, rollback or uninstall is running ({path})",
+              file=sys.stderr)
+        return -1
+    return fd

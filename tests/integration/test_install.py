@@ -18,6 +18,7 @@ The releases' venvs get the dependencies of the development venv through a ``.pt
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import http.server
 import json
@@ -360,3 +361,14 @@ def test_a_release_as_on_a_gate_from_the_lock_file(tmp_path):
                            capture_output=True, text=True, check=False, cwd=tmp_path,
                            timeout=120)
     assert check.returncode == 0, check.stderr
+
+
+def test_one_install_at_a_time(tmp_path):
+    lock = tmp_path / "run" / "parking-gateway-install.lock"
+    lock.parent.mkdir()
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # an upgrade in progress
+        busy = Installer(tmp_path)("rollback")
+        assert busy.returncode == 1 and "another install, upgrade, rollback" in busy.stderr
+    free = Installer(tmp_path)("rollback")
+    assert free.returncode == 1 and "nothing installed under" in free.stderr
