@@ -16,7 +16,7 @@ a full disk and a wall clock that jumps. Simulation only: the daemon builds thes
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -43,7 +43,8 @@ class OffsetClock(SystemClock):
 
 class DaemonFaultRequest(msgspec.Struct, forbid_unknown_fields=True):
     disk_full: bool | None = None
-    wall_offset_s: float | None = None
+    # ±100 years: beyond, the wall time leaves what a timestamp can hold (every saga fails)
+    wall_offset_s: Annotated[float, msgspec.Meta(ge=-3.2e9, le=3.2e9)] | None = None
     wall_synced: bool | None = None
 
 

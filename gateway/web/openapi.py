@@ -1,123 +1,199 @@
-"""The OpenAPI document of the gateway's web API, served at ``/api/openapi.json``. A test
-holds it true: every route of the app is in it, and nothing else."""
+"""The OpenAPI 3.1 document of the gateway's web API, served at ``/api/openapi.json``.
+
+Generated, not written: each route below names its request and reply types from
+``gateway/web/schemas.py`` (the types the handlers decode and encode with), and the schemas
+come from ``msgspec.json.schema_components``. Admin routes carry the bearer security and
+their 401; a route with a body its 400 (malformed, with the reason) and 413 (over 16 KiB);
+every error reply is ``{"error": str}`` (``Error``). tests/integration/test_openapi.py holds
+it true: every route of the app is here and nothing else, and a schemathesis run against
+the running app finds no 5xx and no reply outside its schema.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.sim.backup import BACKUP_MODES
-from gateway.sim.physics import BEHAVIOURS
+import msgspec
 
-_JSON = {"application/json": {"schema": {"type": "object"}}}
-_OK = {"200": {"description": "OK", "content": _JSON}}
-_ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
+from gateway import __version__
+from gateway.web import schemas as s
 
-
-def _op(summary: str, *, admin: bool = False, body: dict[str, Any] | None = None,
-        responses: dict[str, Any] | None = None,
-        params: list[str] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": responses or _OK}
-    if admin:
-        op["security"] = _ADMIN
-        op["responses"] = {**op["responses"], "401": {"description": "no valid admin token"}}
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": body}}}
-        op["responses"] = {**op["responses"], "400": {"description": "malformed body"}}
-    if params:
-        op["parameters"] = [{"name": p, "in": "query", "schema": {"type": "integer"}}
-                            for p in params]
-    return op
+REF = "#/components/schemas/{name}"
+JSON = "application/json"
 
 
-def _path_param(name: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "integer"})
 
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "Parking gate gateway", "version": "1"},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    "paths": {
-        "/": {"get": _op("The status page (HTML)", responses={"200": {
-            "description": "HTML", "content": {"text/html": {}}}})},
-        "/healthz": {"get": _op("200 when healthy, 503 with the reasons", responses={
-            "200": {"description": "healthy"}, "503": {"description": "problems"}})},
-        "/metrics": {"get": _op("Prometheus text format", responses={"200": {
-            "description": "metrics", "content": {"text/plain": {}}}})},
-        "/api/openapi.json": {"get": _op("This document")},
-        "/api/status": {"get": _op("The same snapshot as the MQTT state topic")},
-        "/api/events": {"get": _op("Events in seq order", params=["after_seq", "limit"])},
-        "/api/events/stream": {"get": _op("Server-Sent Events, one event per message",
-                                          responses={"200": {"description": "stream",
-                                                             "content": {
-                                                                 "text/event-stream": {}}}})},
-        "/api/spaces": {"get": _op("The space table")},
-        "/api/sagas": {"get": _op("The saga log", params=["limit"])},
-        "/api/sagas/{saga_id}": {"parameters": _path_param("saga_id"), "get": _op(
-            "One saga with each step's attempts, service, timing",
-            responses={**_OK, "404": {"description": "no such saga"}})},
-        "/api/lanes/{lane_id}/open": {"parameters": _path_param("lane_id"), "post": _op(
-            "Manual open, recorded as manual_open", admin=True,
-            body={"type": "object", "properties": {"who": {"type": "string"},
-                                                   "why": {"type": "string"}}},
-            responses={**_OK, "404": {"description": "no such lane"}})},
-        "/api/spaces/{space_id}/state": {"parameters": _path_param("space_id"), "post": _op(
-            "Set a space free or out of service", admin=True,
-            body={"type": "object", "required": ["state"], "properties": {
-                "state": {"enum": ["free", "out_of_service"]}}},
-            responses={**_OK, "404": {"description": "no such space"},
-                       "409": {"description": "the space is allocated"}})},
-        "/api/lanes/{lane_id}/plate.jpg": {"parameters": _path_param("lane_id"), "get": _op(
-            "The plate crop of the lane's last local reading (image/jpeg)",
-            responses={"200": {"description": "a JPEG", "content": {"image/jpeg": {}}},
-                       "404": {"description": "no such lane, or no crop yet"}})},
-        "/api/permits": {"get": _op(
-            "The local permit list: the central service's (synced) and the gate's own",
-            responses=_OK)},
-        "/api/permits/{plate}": {
-            "parameters": _path_param("plate"),
-            "put": _op("Enter or change a permit at this gate", admin=True,
-                       body={"type": "object", "properties": {
-                           "kind": {"enum": ["resident", "staff", "delivery"]},
-                           "valid_from": {"type": ["string", "null"], "format": "date-time"},
-                           "valid_until": {"type": ["string", "null"], "format": "date-time"},
-                           "note": {"type": "string", "maxLength": 200}}},
-                       responses={**_OK, "400": {"description": "a bad plate or time"}}),
-            "delete": _op("Remove a permit entered at this gate", admin=True,
-                          responses={**_OK, "404": {"description": "no such local permit"}})},
-        "/api/sim/lanes/{lane_id}/vehicles": {"parameters": _path_param("lane_id"), "post": _op(
-            "Simulation: send a vehicle",
-            body={"type": "object", "required": ["plate"], "properties": {
-                "plate": {"type": "string", "pattern": "^[A-Z0-9]{1,12}$"},
-                "behaviour": {"enum": list(BEHAVIOURS)}}},
-            responses={"202": {"description": "accepted", "content": _JSON},
-                       "404": {"description": "simulation off or no such lane"}})},
-        "/api/sim/world": {"get": _op(
-            "Simulation: collisions, each arm's position, the vehicles on the lanes",
-            responses={**_OK, "404": {"description": "simulation off"}})},
-        "/api/sim/vehicles/{vehicle_id}": {"parameters": _path_param("vehicle_id"), "get": _op(
-            "Simulation: a vehicle's progress",
-            responses={**_OK, "404": {"description": "no such vehicle"}})},
-        "/api/sim/central/fault": {"post": _op(
-            "Simulation: the simulated central service's fault mode",
-            body={"type": "object", "properties": {
-                "mode": {"enum": ["ok", "refuse", "blackhole", "error500", "garbage",
-                                  "oversized", "slow", "commit_no_reply"]},
-                "fail_fraction": {"type": "number"}, "delay_s": {"type": "number"}}},
-            responses={**_OK, "404": {"description": "no simulated central service"}})},
-        "/api/sim/backup/fault": {"post": _op(
-            "Simulation: the simulated backup service's fault mode",
-            body={"type": "object", "properties": {
-                "mode": {"enum": list(BACKUP_MODES)},
-                "fail_fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                "delay_s": {"type": "number", "minimum": 0, "maximum": 60}}},
-            responses={**_OK, "404": {"description": "no simulated backup service"}})},
-        "/api/sim/faults": {"post": _op(
-            "Simulation: faults inside the daemon (a full disk, the wall clock's offset)",
-            admin=True, body={"type": "object", "properties": {
-                "disk_full": {"type": "boolean"}, "wall_offset_s": {"type": "number"},
-                "wall_synced": {"type": "boolean"}}},
-            responses={**_OK, "404": {"description": "simulation off"}})},
-    },
+@dataclass(frozen=True)
+class Route:
+    """One operation: its success status and reply type (JSON) or media type, its body
+    type, whether it needs the admin token, and its error statuses besides the automatic
+    ones (401 for admin, 400 and 413 for a body, 400 for a query integer or a plate)."""
+
+    method: str
+    path: str
+    summary: str
+    reply: Any = None
+    ok: int = 200
+    media: tuple[str, ...] = (JSON,)
+    body: type[Any] | None = None
+    admin: bool = False
+    token_for_some: bool = False  # the token only for some (a frame, by [images] public)
+    errors: dict[int, str] = field(default_factory=dict)
+    query: tuple[Query, ...] = ()
+
+
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "lane_id": {"schema": {"type": "string"}, "example": "entry-1"},
+    "space_id": {"schema": {"type": "string"}, "example": "A-001"},
+    "saga_id": {"schema": {"type": "string"}},
+    "vehicle_id": {"schema": {"type": "string"}, "example": "v1"},
+    "name": {"schema": {"type": "string"}},
+    "plate": {"schema": {"type": "string", "pattern": s.PATH_PLATE},
+              "description": "1 to 12 letters and digits; case, spaces and dashes ignored",
+              "example": "34ABC123"},
 }
+AFTER_SEQ = Query("after_seq", "events after this seq (below 0 reads as 0)")
+LIMIT = Query("limit", "at most this many (clamped to 0..1000)")
+STATIC = ("text/javascript", "text/css", "image/svg+xml", "image/png", "image/x-icon")
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", "The operator's page (HTML)", media=("text/html",)),
+    Route("GET", "/static/{name}", "The page's script, style and icons (cached for a year "
+          "when asked for with ?v=<its version>)", media=STATIC,
+          query=(Query("v", "the file's version (a content hash)", {"type": "string"}),),
+          errors={304: "not modified (If-None-Match)", 404: "no such file"}),
+    Route("GET", "/healthz", "200 when the daemon is healthy, 503 with the reasons", s.Health,
+          errors={503: "problems (the same Health reply, healthy false)"}),
+    Route("GET", "/metrics", "Prometheus text format", media=("text/plain",)),
+    Route("GET", "/api/openapi.json", "This document", dict[str, Any]),
+    Route("GET", "/api/status", "The gate's snapshot, the same as the MQTT state topic",
+          s.Status),
+    Route("GET", "/api/events", "Events in seq order", list[s.Event],
+          query=(AFTER_SEQ, LIMIT)),
+    Route("GET", "/api/events/stream", "Server-Sent Events, one event per message (id: its "
+          "seq; Last-Event-ID resumes)", media=("text/event-stream",), query=(AFTER_SEQ,)),
+    Route("GET", "/api/spaces", "The space table", list[s.Space]),
+    Route("GET", "/api/sagas", "The saga log, newest first", list[s.Saga], query=(
+        Query("state", "only sagas of this status", {"type": "string"}), LIMIT)),
+    Route("GET", "/api/sagas/{saga_id}", "One saga with each step's attempts, service and "
+          "timing, its events and its images", s.SagaDetail, errors={404: "no such saga"}),
+    Route("GET", "/api/sagas/{saga_id}/images/{name}", "A decision's camera image (crop.jpg, "
+          "frame.jpg); a frame needs the admin token unless [images] public = \"all\", a "
+          "crop when public = \"none\"; cached (immutable, ETag)", media=("image/jpeg",),
+          token_for_some=True, errors={304: "not modified (If-None-Match)",
+                                       404: "no such image"}),
+    Route("GET", "/api/vehicles", "The vehicles at the lanes (one per saga), newest first",
+          s.VehicleList, query=(Query("limit", "at most this many (clamped to 0..500)"),)),
+    Route("GET", "/api/latency", "The stage timings of the last vehicles let through",
+          s.Latency, query=(LIMIT,)),
+    Route("GET", "/api/admin/check", "200 when the token is valid (the page checks it)",
+          s.AdminCheck, admin=True),
+    Route("POST", "/api/lanes/{lane_id}/open", "Open the barrier by hand, recorded as "
+          "manual_open with who and why", s.ManualOpenReply, body=s.ManualOpenRequest,
+          admin=True, errors={404: "no such lane"}),
+    Route("POST", "/api/lanes/{lane_id}/mode", "Close a lane to new vehicles, or open it "
+          "again (refused while unsafe), recorded as lane_mode_changed", s.LaneModeReply,
+          body=s.LaneModeRequest, admin=True, errors={404: "no such lane"}),
+    Route("POST", "/api/spaces/{space_id}/state", "Set a space free or out of service",
+          s.SpaceStateReply, body=s.SpaceStateRequest, admin=True,
+          errors={404: "no such space", 409: "the space is allocated"}),
+    Route("GET", "/api/lanes/{lane_id}/plate.jpg", "The plate crop of the lane's last local "
+          "reading", media=("image/jpeg",), errors={404: "no such lane, or no crop yet"}),
+    Route("GET", "/api/permits", "The local permit list: the central service's (synced) and "
+          "the gate's own", s.PermitList),
+    Route("PUT", "/api/permits/{plate}", "Enter or change a permit at this gate", s.PermitSet,
+          body=s.PermitRequest, admin=True),
+    Route("DELETE", "/api/permits/{plate}", "Remove a permit entered at this gate",
+          s.PermitDeleted, body=s.AdminNote, admin=True,
+          errors={404: "no permit entered at this gate"}),
+    Route("POST", "/api/sim/lanes/{lane_id}/vehicles", "Simulation: send a vehicle",
+          s.SimVehicleAccepted, ok=202, body=s.SimVehicleRequest,
+          errors={404: "simulation off, or no such simulated lane"}),
+    Route("GET", "/api/sim/world", "Simulation: collisions, each arm's position, the "
+          "vehicles on the lanes", s.SimWorld, errors={404: "simulation off"}),
+    Route("GET", "/api/sim/vehicles/{vehicle_id}", "Simulation: a vehicle's progress",
+          s.SimVehicle, errors={404: "simulation off, or no such vehicle"}),
+    Route("POST", "/api/sim/central/fault", "Simulation: the simulated central service's "
+          "fault mode", s.SimCentralFaults, body=s.FaultRequest,
+          errors={404: "no simulated central service in this daemon"}),
+    Route("POST", "/api/sim/backup/fault", "Simulation: the simulated backup service's fault "
+          "mode", s.SimBackupFaults, body=s.BackupFaultRequest,
+          errors={404: "no simulated backup service in this daemon"}),
+    Route("POST", "/api/sim/faults", "Simulation: faults inside the daemon (a full disk, the "
+          "wall clock's offset)", s.DaemonFaults, body=s.DaemonFaultRequest, admin=True,
+          errors={404: "simulation off"}),
+)
+
+
+def _errors(route: Route) -> dict[int, str]:
+    errors = dict(route.errors)
+    if route.admin:
+        errors[401] = "no valid admin token (or none configured): nothing changed"
+    if route.token_for_some:
+        errors[401] = "this one needs the admin token"
+    if route.body is not None:
+        errors[400] = "a malformed body, with the reason"
+        errors[413] = "a body over 16384 bytes"
+    if any(q.schema.get("type") == "integer" for q in route.query) or "{plate}" in route.path:
+        errors.setdefault(400, "a malformed parameter, with the reason")
+    return errors
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params = [{"name": name, "in": "path", "required": True, **PATH_PARAMS[name]}
+              for name in PATH_PARAMS if "{" + name + "}" in route.path]
+    params += [{"name": q.name, "in": "query", "required": False,
+                "description": q.description, "schema": q.schema} for q in route.query]
+    return params
+
+
+def build() -> dict[str, Any]:
+    """The document, from ``ROUTES`` and the types in ``gateway.web.schemas``."""
+    types: list[Any] = [s.Error]
+    for route in ROUTES:
+        types += [t for t in (route.reply, route.body) if t is not None]
+    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    schema = {id(t): ref for t, ref in zip(types, refs, strict=True)}
+    error = {JSON: {"schema": schema[id(s.Error)]}}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        ok: dict[str, Any] = {"description": "OK" if route.ok == 200 else "Accepted"}
+        if route.reply is not None:
+            ok["content"] = {JSON: {"schema": schema[id(route.reply)]}}
+        else:
+            ok["content"] = {media: {} for media in route.media}
+        responses: dict[str, Any] = {str(route.ok): ok}
+        for status, why in sorted(_errors(route).items()):
+            responses[str(status)] = {"description": why} if status == 304 else {
+                "description": why,
+                "content": ok["content"] if route.path == "/healthz" else error}
+        op: dict[str, Any] = {"summary": route.summary, "responses": responses}
+        if params := _parameters(route):
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {"required": False, "content": {
+                JSON: {"schema": schema[id(route.body)]}}}
+        if route.admin:
+            op["security"] = [{"bearer": []}]
+        elif route.token_for_some:
+            op["security"] = [{}, {"bearer": []}]  # anyone, or with the token
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Parking gate gateway", "version": __version__,
+                 "description": "The gate's web API (contracts/web-api.md). Admin calls take "
+                                "Authorization: Bearer <token>."},
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }
+
+
+OPENAPI: dict[str, Any] = build()

@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.store import events, permits, saga_log, spaces, vehicles
+from gateway.web import schemas as s
 from gateway.web.http import GATEWAY, LATENCIES, error, int_param, reply
 from gateway.web.openapi import OPENAPI
 from gateway.web.prometheus import STAGES, render
@@ -43,11 +44,12 @@ def add_routes(r: web.UrlDispatcher) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     problems = request.app[GATEWAY].health_problems()
-    return reply({"healthy": not problems, "problems": problems}, 503 if problems else 200)
+    return reply({"healthy": not problems, "problems": problems}, s.Health,
+                 503 if problems else 200)
 
 
 async def status(request: web.Request) -> web.Response:
-    return reply(await request.app[GATEWAY].status())
+    return reply(await request.app[GATEWAY].status(), s.Status)
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -59,14 +61,15 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return reply(OPENAPI)
+    return web.Response(body=msgspec.json.encode(OPENAPI), content_type="application/json")
 
 
 async def list_events(request: web.Request) -> web.Response:
     after = int_param(request, "after_seq", 0, 2**62)
     limit = int_param(request, "limit", 100, 1000)
     store = request.app[GATEWAY].store
-    return reply(await store.read(lambda c: events.list_after(c, after, limit)))
+    return reply(await store.read(lambda c: events.list_after(c, after, limit)),
+                 list[s.Event])
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -115,14 +118,14 @@ async def _follow(gw: Gateway, resp: web.StreamResponse, after: int) -> None:
 
 
 async def list_spaces(request: web.Request) -> web.Response:
-    return reply(await request.app[GATEWAY].store.read(spaces.list_spaces))
+    return reply(await request.app[GATEWAY].store.read(spaces.list_spaces), list[s.Space])
 
 
 async def list_sagas(request: web.Request) -> web.Response:
     state = request.query.get("state")
     limit = int_param(request, "limit", 100, 1000)
     return reply(await request.app[GATEWAY].store.read(
-        lambda c: saga_log.list_sagas(c, state, limit)))
+        lambda c: saga_log.list_sagas(c, state, limit)), list[s.Saga])
 
 
 async def get_saga(request: web.Request) -> web.Response:
@@ -143,7 +146,7 @@ async def get_saga(request: web.Request) -> web.Response:
         return error(404, "no such saga")
     saga["context"] = _without_image(saga["context"])
     saga["images"] = gw.saga_images(saga_id)
-    return reply(saga)
+    return reply(saga, s.SagaDetail)
 
 
 def _without_image(context: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +161,7 @@ def _without_image(context: dict[str, Any]) -> dict[str, Any]:
 async def list_vehicles(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 500)
     return reply({"vehicles": await request.app[GATEWAY].store.read(
-        partial(vehicles.recent, limit=limit))})
+        partial(vehicles.recent, limit=limit))}, s.VehicleList)
 
 
 async def latency(request: web.Request) -> web.Response:
@@ -168,13 +171,14 @@ async def latency(request: web.Request) -> web.Response:
     rows: list[dict[str, Any]] = [{"lane_id": lane.id, **record} for lane in gw.lanes.values()
             for record in lane.latencies]
     rows.sort(key=lambda r: float(r.get("at", 0.0)))
-    return reply({"stages": [s for s in STAGES if s != "total"], "vehicles": rows[-limit:]})
+    return reply({"stages": [stage for stage in STAGES if stage != "total"],
+                  "vehicles": rows[-limit:]}, s.Latency)
 
 
 async def list_permits(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     return reply({"permits": await gw.store.read(permits.list_all),
-                  "as_of": await gw.store.read(permits.as_of)})
+                  "as_of": await gw.store.read(permits.as_of)}, s.PermitList)
 
 
 async def lane_plate_crop(request: web.Request) -> web.Response:
