@@ -252,8 +252,8 @@ this tab only.</p>
 """
 
 async def page(request: web.Request) -> web.Response:
-    return web.Response(text=render(request.app[GATEWAY], request.app[ASSETS]), content_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(text=render(request.app[GATEWAY], request.app[ASSETS]),
+                        content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 async def static(request: web.Request) -> web.Response:
@@ -268,7 +268,17 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(body=asset.body, content_type=asset.content_type, headers=headers)
 
 
-def add_page_routes(app: web.Application) -> None:
-    app[ASSETS] = load_assets()
+REQUIRED = ("page.js", "page.css", "icon.svg")  # what the page links
+
+
+def add_page_routes(app: web.Application, folder: Path = STATIC_DIR) -> None:
+    """``GET /`` and ``GET /static/{name}``; a page file missing from the folder (a wheel
+    built without its package data) is an error at start, not a 500 on the first visit."""
+    assets = load_assets(folder)
+    missing = [name for name in REQUIRED if name not in assets]
+    if missing:
+        raise RuntimeError(f"the status page's files are missing from {folder}: "
+                           + ", ".join(missing))
+    app[ASSETS] = assets
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", static)
