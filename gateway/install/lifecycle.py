@@ -210,7 +210,7 @@ def rollback(gate: Gate) -> int:
     saved = layout.backups / f"before-{cur.name}.sqlite3"
     version = database.schema_version(config.database)
     restore = version is not None and version > prev.schema
-    if restore and (database.schema_version(saved) or 0) > prev.schema:
+    if restore and (database.schema_version(saved) or prev.schema + 1) > prev.schema:
         raise InstallError(f"the database has schema {version}, {prev.name} knows up to "
                            f"{prev.schema}, and there is no backup from before "
                            f"{cur.name} ({saved}): nothing changed")
@@ -223,7 +223,7 @@ def rollback(gate: Gate) -> int:
         gate.say(f"    the database is back as it was before {cur.name} (schema "
                  f"{version} -> {database.schema_version(config.database)}); what was "
                  f"recorded since is kept in {kept}")
-    else:
+    elif version is not None:
         gate.say(f"    the database (schema {version}) suits {prev.name}: kept as it is")
     releases.switch(layout.current, prev)
     releases.switch(layout.previous, cur)
@@ -280,6 +280,7 @@ def _start(gate: Gate, baseline: Health) -> tuple[bool, str]:
 
 
 def _backup(gate: Gate, db: Path, saved: Path) -> None:
+    saved.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not db.exists():
         saved.unlink(missing_ok=True)  # no database yet: a rollback removes the new one
         gate.say("==> no database yet: nothing to back up")
@@ -293,6 +294,7 @@ def _put_back(gate: Gate, db: Path, saved: Path, label: str) -> Path:
     is kept in the backups folder. Returns where."""
     kept = gate.layout.backups / f"{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}" \
         f".sqlite3"
+    kept.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if db.exists():
         database.backup(db, kept)
     if saved.exists():

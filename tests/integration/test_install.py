@@ -372,3 +372,35 @@ def test_one_install_at_a_time(tmp_path):
         assert busy.returncode == 1 and "another install, upgrade, rollback" in busy.stderr
     free = Installer(tmp_path)("rollback")
     assert free.returncode == 1 and "nothing installed under" in free.stderr
+
+
+def test_rollback_without_the_backup_it_needs_changes_nothing(tmp_path):
+    layout = Layout(tmp_path)
+    for name, schema in (("1.0.0", V), ("1.1.0", V + 1)):
+        (layout.releases / name).mkdir(parents=True)
+        (layout.releases / name / "release.json").write_text(json.dumps(asdict(Release(
+            name=name, version=name, schema=schema, wheel="w", sha256=name,
+            installed_at="2026-12-01T00:00:00Z"))))
+    releases.switch(layout.current, releases.load(layout, "1.1.0"))
+    releases.switch(layout.previous, releases.load(layout, "1.0.0"))
+    layout.etc.mkdir(parents=True)
+    layout.config.write_text(f'[gate]\ndata_dir = "{layout.state}"\n')
+    layout.state.mkdir(parents=True)
+    with sqlite3.connect(layout.state / "gateway.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {V + 1}")
+    conn.close()
+    refused = Installer(tmp_path)("rollback")
+    assert refused.returncode == 1
+    assert f"the database has schema {V + 1}, 1.0.0 knows up to {V}, and there is no " \
+           "backup from before 1.1.0" in refused.stderr
+    assert os.readlink(layout.current) == "releases/1.1.0"
+    assert db_facts_version(layout.state / "gateway.sqlite3") == V + 1
+    assert calls(tmp_path) == []  # not even stopped
+
+
+def db_facts_version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
