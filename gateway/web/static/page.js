@@ -304,7 +304,7 @@
         : q.pending ? "Nothing to do: they are sent on their own once the central service answers." : "";
     const qi = svcItem("Offline queue", q.dead ? "bad" : q.pending ? "warn" : "ok", qword, dead, advice);
     for (const d of (q.dead_letters || []).slice(0, 5)) {
-      qi.append(el("span", "todo", `${d.operation || d.kind || "record"} ${d.license_plate || d.plate || ""}: ${d.last_error || d.error || d.reason || "refused"}`));
+      qi.append(el("span", "todo", `Refused: ${stepWords(d.operation || "record")}${d.attempts ? ` after ${d.attempts} attempt(s)` : ""}${d.updated_at ? " at " + clock(d.updated_at) : ""}: ${d.last_error || d.outcome || "no reason given"} (saga ${String(d.saga_id || "").slice(0, 8)})`));
     }
     items.push(qi);
     const ob = s.outbox || {};
