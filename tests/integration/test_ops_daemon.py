@@ -21,6 +21,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ def check_copy(path: Path) -> dict[str, int]:
             "SELECT name, value FROM counters WHERE name LIKE 'sagas.status.%' AND value")}
         assert rows == kept
         sessions = conn.execute("SELECT count(*) FROM vehicle_sessions").fetchone()[0]
+        last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     finally:
         conn.close()
     db = Database(path)
@@ -173,7 +175,7 @@ def check_copy(path: Path) -> dict[str, int]:
         assert db.query("SELECT count(*) AS n FROM sagas")[0]["n"] == sum(rows.values())
     finally:
         db.close()
-    return {"sagas": sum(rows.values()), "sessions": sessions}
+    return {"sagas": sum(rows.values()), "sessions": sessions, "events": last_seq}
 
 
 async def test_backups_taken_while_vehicles_come_are_whole(gate: Gate,
@@ -196,15 +198,22 @@ async def test_backups_taken_while_vehicles_come_are_whole(gate: Gate,
             assert code == 0, out + err
             assert "integrity ok" in out
             copies.append(dest)
-        during = len(done)
+            with closing(sqlite3.connect(f"file:{dest}?mode=ro", uri=True)) as conn:
+                last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+
+            async def written_since(after: int = last) -> Any:
+                return await get(gate.http, f"{gate.url}/api/events?after_seq={after}&limit=1")
+            await until(written_since, 30, "an event after the copy")  # the next copy has it
+        moved = len(done)
     finally:
         for task in drivers:
             task.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
-    assert during >= 3, "the backups must run while the daemon writes"
+    assert moved >= 4, "the backups must run while the daemon writes"
     counts = [check_copy(c) for c in copies]
-    assert counts == sorted(counts, key=lambda c: c["sagas"])  # later copies, more sagas
-    assert counts[-1]["sagas"] > counts[0]["sagas"] >= 3
+    assert [c["events"] for c in counts] == sorted({c["events"] for c in counts}), counts
+    assert [c["sagas"] for c in counts] == sorted(c["sagas"] for c in counts), counts
+    assert counts[0]["sagas"] >= 3, counts
     assert names(tmp_path) == [c.name for c in copies]  # no temporary file left
 
 
