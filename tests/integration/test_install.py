@@ -404,3 +404,16 @@ def db_facts_version(path: Path) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
         conn.close()
+
+
+def test_the_installer_runs_on_a_bare_python():
+    """install.sh runs it from a checkout on the system's Python, before any venv: without
+    site-packages (-S) it imports nothing but the standard library and gateway.install."""
+    probe = ("import json, sys, gateway.install.cli; print(json.dumps(sorted(m for m in "
+             "sys.modules if m.split('.')[0] not in (*sys.stdlib_module_names, '__main__'))))")
+    proc = subprocess.run([sys.executable, "-S", "-E", "-c", probe], cwd=REPO,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    outside = json.loads(proc.stdout)
+    assert outside and all(m == "gateway" or m.startswith(("gateway.install", "gateway.core"))
+                           for m in outside), outside
