@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,29 +57,53 @@ async def _reader_ready(session: aiohttp.ClientSession, base: str) -> bool:
 
 
 async def _one_vehicle(session: aiohttp.ClientSession, base: str, plate: str) -> Any:
-    """A simulated vehicle at the entry; its record once it has passed."""
+    """A simulated vehicle at the entry; its record once it has passed.
+
+    The entry's camera is a plain one: the gate's own reader reads each plate within
+    `plates.deadline_s` (1 s), and on a machine loaded by other work it can overrun that, so
+    the vehicle is unreadable and turned away (`no_plate_found`), as the gate should. Only
+    then another vehicle is sent (twice at most, each said); any other refusal fails."""
     await until(lambda: _reader_ready(session, base), 60, "the plate reader ready",
                 every_s=0.5)
-    async with session.post(f"{base}/api/sim/lanes/entry-1/vehicles",
-                            json={"plate": plate, "behaviour": "pass"}) as resp:
-        assert resp.status == 202, await resp.text()
-        vehicle_id = (await resp.json())["vehicle_id"]
+    for attempt in range(3):
+        sent_at = datetime.now(UTC)
+        async with session.post(f"{base}/api/sim/lanes/entry-1/vehicles",
+                                json={"plate": plate, "behaviour": "pass"}) as resp:
+            assert resp.status == 202, await resp.text()
+            vehicle_id = (await resp.json())["vehicle_id"]
 
-    async def passed() -> Any:
-        status, body = await _json(session, f"{base}/api/sim/vehicles/{vehicle_id}")
-        assert status == 200, body
-        assert body["status"] != "left", f"the vehicle was not let in: {body}"
-        return body if body["status"] == "passed" else None
+        async def gone(vehicle_id: str = vehicle_id) -> Any:
+            status, body = await _json(session, f"{base}/api/sim/vehicles/{vehicle_id}")
+            assert status == 200, body
+            return body if body["status"] in ("passed", "left") else None
 
-    # the demo's own traffic may be at the barrier first: a few vehicles' time
-    return await until(passed, 120, f"vehicle {vehicle_id} ({plate}) passed", every_s=0.5)
+        # the demo's own traffic may be at the barrier first: a few vehicles' time
+        vehicle = await until(gone, 120, f"vehicle {vehicle_id} ({plate}) passed or left",
+                              every_s=0.5)
+        if vehicle["status"] == "passed":
+            return vehicle
+        _, body = await _json(session, f"{base}/api/vehicles")
+        unread = [v for v in body["vehicles"] if v["kind"] == "entry"
+                  and datetime.fromisoformat(v["created_at"]) >= sent_at
+                  and not v["license_plate"] and "no_plate_found" in v["reason"]]
+        assert unread and attempt < 2, f"the vehicle was not let in: {vehicle}: {body}"
+        print(f"[container] {plate} was unreadable in time ({unread[0]['reason']}); "
+              "another vehicle", file=sys.stderr)
+        plate = plate[:-1] + str((int(plate[-1]) + 5) % 10)
+    raise AssertionError("unreachable")
 
 
 async def _source(session: aiohttp.ClientSession, base: str, plate: str) -> str:
-    """Who decided the plate's entry (GET /api/vehicles)."""
+    """Who decided the plate's entry (GET /api/vehicles). The entry's camera is a plain one
+    read by the gate's own reader, which may misread a character: a plate one or two
+    characters off counts when no entry has the exact one."""
     _, body = await _json(session, f"{base}/api/vehicles")
-    rows = [v for v in body["vehicles"] if v["license_plate"] == plate]
-    assert len(rows) == 1, body["vehicles"][:10]
+    entries = [v for v in body["vehicles"] if v["kind"] == "entry"]
+    rows = [v for v in entries if v["license_plate"] == plate] or [
+        v for v in entries if len(v["license_plate"]) == len(plate)
+        and sum(a != b for a, b in zip(v["license_plate"], plate, strict=True)) <= 2]
+    assert len(rows) == 1, [(v["license_plate"], v["status"], v["source"], v["reason"])
+                            for v in entries]
     source: str = rows[0]["source"]
     return source
 
@@ -183,7 +208,7 @@ async def test_compose_demo(podman: Podman) -> None:
                 "compose's gateway must use the separate services, not in-process ones")
             vehicle = await _one_vehicle(session, base, "34CMP001")
             assert vehicle["history"][-1] == "passed", vehicle
-            assert await _source(session, base, "34CMP001") == "central"
+            assert await _source(session, base, vehicle["plate"]) == "central"
             # the central container stops answering: the backup container decides
             central = next(c for c in containers if "central" in c)
             p.run("exec", central, "python3", "-c",
@@ -192,7 +217,7 @@ async def test_compose_demo(podman: Podman) -> None:
                   "headers={'Content-Type': 'application/json'}))")
             vehicle = await _one_vehicle(session, base, "34CMP002")
             assert vehicle["history"][-1] == "passed", vehicle
-            assert await _source(session, base, "34CMP002") == "backup"
+            assert await _source(session, base, vehicle["plate"]) == "backup"
         started = time.monotonic()
         run("stop", timeout=120)
         p.figures["compose_stop_s"] = time.monotonic() - started
@@ -200,6 +225,8 @@ async def test_compose_demo(podman: Podman) -> None:
         logs = p.run("logs", gateway).stdout + p.run("logs", gateway).stderr
         assert "stopped in" in logs and len(_relays_off_lines(logs)) == 8, logs[-3000:]
     finally:
-        for name in containers:  # with their anonymous volumes (the image's VOLUME)
+        # with their anonymous volumes (the image's VOLUME), each after those depending on it
+        order = ["gateway", "backup", "central", "mosquitto"]
+        for name in sorted(containers, key=lambda c: [s in c for s in order].index(True)):
             p.run("rm", "-f", "-v", name, check=False)
         run("down", "-v")
