@@ -417,3 +417,44 @@ def test_the_installer_runs_on_a_bare_python():
     outside = json.loads(proc.stdout)
     assert outside and all(m == "gateway" or m.startswith(("gateway.install", "gateway.core"))
                            for m in outside), outside
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+def test_an_install_of_the_old_layout_is_taken_over(tmp_path):
+    """The first install script's layout (one venv in /opt/parking-gateway/.venv, the unit
+    running it) with its service running: the first release install stops it, backs the
+    database up, and starts the release from current (soak only: ~10-20 s)."""
+    root = tmp_path / "root"
+    state = root / "var" / "lib" / "parking-gateway"
+    (root / "etc" / "parking-gateway").mkdir(parents=True)
+    (root / "etc" / "parking-gateway" / "gateway.toml").write_text(
+        e2e_config(state, "http://127.0.0.1:9").replace("port = 0", f"port = {free_port()}"))
+    legacy = root / "opt" / "parking-gateway" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", legacy], check=True)
+    (site,) = legacy.glob("lib/python3*/site-packages")
+    (site / "legacy.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
+    script = legacy / "bin" / "parking-gateway"
+    script.write_text(f"#!{legacy}/bin/python\nimport sys\nfrom gateway.__main__ import main\n"
+                      "sys.exit(main())\n")
+    script.chmod(0o755)
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    (units / UNIT).write_text((REPO / "systemd" / UNIT).read_text().replace(
+        "/opt/parking-gateway/current/", "/opt/parking-gateway/.venv/"))
+    run = Installer(root)
+    try:
+        subprocess.run([sys.executable, FAKE, "start", UNIT], env=run.env, check=True,
+                       timeout=120)
+        mark = len(calls(root))
+        done = run.install(make_wheel(tmp_path / "wheels", "1.0.0", []))
+        assert done.returncode == 0, done.stderr
+        assert "stopping the service running the old layout" in done.stdout
+        assert "1.0.0 is running: /healthz 200" in done.stdout
+        since = run.calls_since(mark)
+        assert [c.split()[1] for c in since if c.startswith("ExecStopPost")] == [str(script)]
+        assert released(since, "ExecStart") == ["1.0.0"]
+        assert db_facts_version(state / "backups" / "before-1.0.0.sqlite3") == V
+        assert run.link("current") == "releases/1.0.0"
+    finally:
+        run.stop()
