@@ -125,6 +125,12 @@ async def test_the_page_fits_a_phone_and_uses_a_desktop(gate: Gate, browser: Bro
         spaces = await page.locator(".spaces").bounding_box()
         assert lanes and spaces and spaces["x"] > lanes["x"] + lanes["width"] - 1
     await page.screenshot(path=shots / ("phone.png" if name == "phone" else "step1-at-rest.png"))
+    # a keyboard: the first Tab shows the skip link, with a visible focus ring
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate("""(() => { const e = document.activeElement;
+        const r = e.getBoundingClientRect(), st = getComputedStyle(e);
+        return [e.className, r.left >= 0, st.outlineStyle, st.outlineWidth]; })()""")
+    assert focused == ["skip", True, "solid", "3px"], focused
     await w.clean()
     await page.close()
 

@@ -320,9 +320,11 @@
       `${pm.central} from central, ${pm.local} entered here`,
       pm.last_error ? `last sync failed: ${pm.last_error}` : (pm.as_of ? `as of ${clock(pm.as_of)}` : "")));
     const st = s.store || {};
-    if (st.disk_full || st.write_failures) items.push(svcItem("Storage", "bad",
-      st.disk_full ? "disk full" : "write failures", st.last_write_error || "",
-      "Free space on the data disk; nothing is lost while the gate retries."));
+    items.push(st.disk_full
+      ? svcItem("Storage", "bad", "disk full", st.last_write_error || "",
+        "Free space on the data disk (journalctl --vacuum-size, old exports); the gate retries its writes and goes on once there is room.")
+      : svcItem("Storage", "ok", "writing normally",
+        st.write_failures ? `${st.write_failures} failed write(s) since the start; last: ${st.last_write_error || "?"}` : ""));
     for (const [name, t] of Object.entries(s.tasks || {})) {
       if (t.failing) items.push(svcItem(name, "warn", t.retry_in_s ? `failing, retrying in ${Math.round(t.retry_in_s)} s` : "failing", t.last_error || ""));
     }
