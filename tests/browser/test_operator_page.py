@@ -273,7 +273,13 @@ async def test_admin_actions_need_the_token_and_are_recorded_with_who_and_why(
     changed = page.locator("#events li[data-type='permit_changed']").first
     await changed.wait_for()
     assert "by op: “visitor for a week”" in await changed.inner_text()
-    # no element was made from the markup, nothing ran
+    await page.click("#permits button[aria-label='Delete the permit of 06XSS001']")
+    await page.fill("#ask-who", "op")
+    await page.fill("#ask-why", "left early")
+    await page.click("#ask button[type=submit]")
+    await page.wait_for_selector("#permits li:has-text('06XSS001')", state="detached")
+    await page.wait_for_selector("#events li[data-type='permit_changed']:has-text('deleted')")
+    # no element was made from the markup, nothing ran (the note was listed as text above)
     assert await page.locator("#events img, #permits img, #admin-result img").count() == 0
     assert await page.evaluate("window.pwned === undefined")
     # the token stayed in this tab's storage and in headers, never in a URL
