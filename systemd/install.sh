@@ -23,5 +23,6 @@ case "${1:-}" in
   --uninstall) command=uninstall; shift ;;
   --releases) command=releases; shift ;;
 esac
-cd "$src"
-exec python3 -m gateway.install "$command" "$@"
+# the checkout's gateway package, without changing directory (a relative --wheel path stays
+# relative to where the command was typed); -P: not the current directory's packages
+PYTHONPATH="$src" exec python3 -P -m gateway.install "$command" "$@"
