@@ -18,8 +18,10 @@
 #     -v /etc/parking-gateway/gateway.toml:/etc/parking-gateway/gateway.toml:ro \
 #     -v parking-data:/var/lib/parking-gateway \
 #     --device /dev/gpiochip0 --device /dev/ttyUSB0 --device /dev/video0 \
-#     --group-add keep-groups \
+#     --group-add "$(stat -c %g /dev/gpiochip0)" \
 #     parking-gateway run --config /etc/parking-gateway/gateway.toml
+#
+# RUN --mount needs BuildKit with docker (the default builder since Docker 23) or buildah.
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 
@@ -32,7 +34,7 @@ RUN apt-get update \
 
 # The daemon's user: not root; in dialout and video for a serial loop detector and a USB
 # camera (their usual groups on Debian and Raspberry Pi OS); a gpiochip's group differs
-# between systems: pass it with --group-add (see above).
+# between systems (gpio on Raspberry Pi OS): pass its number with --group-add (see above).
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --groups dialout,video \
       --home-dir /var/lib/parking-gateway --no-create-home --shell /usr/sbin/nologin gateway \
