@@ -23,6 +23,8 @@ from gateway.core.errors import DeviceError, GatewayError
 from gateway.core.fault_fixes import fix_for
 from gateway.core.service_words import describe, outbox_words, queue_advice
 from gateway.notify import sd_notify
+from gateway.ops.daily import publish_daily_summaries
+from gateway.ops.vehicle_log import VehicleLog
 from gateway.plates.reader import PlateReader
 from gateway.reloading import reload, set_log_level
 from gateway.sagas.factory import build_registry, build_runner, central_session
@@ -116,6 +118,8 @@ class Gateway:
         self.supervisor = Supervisor(self.clock)
         self._lot_full: bool | None = None
         self.dead_letters = 0
+        # the per-vehicle journal line; a reload sets vehicle_log.mask_plates
+        self.vehicle_log = VehicleLog(settings.logging.mask_plates)
 
     # -- start and stop ----------------------------------------------------------------
     async def start(self) -> None:
@@ -229,11 +233,16 @@ class Gateway:
         for controller in self.lanes.values():
             if self.publisher is not None:
                 controller.on_change = self.publisher.changed
+            controller.vehicle_log = self.vehicle_log
             await controller.start()
         if self.sim is not None:
             self.sim.start(self._parked_plates)
         await self.check_occupancy()
         self._tasks.append(self.supervisor.spawn("housekeeping", self._housekeeping))
+        if self.publisher is not None and self.mqtt is not None:  # once a day, after 00:05 UTC
+            self._tasks.append(self.supervisor.spawn("daily summary", partial(
+                publish_daily_summaries, self.store, self.mqtt, self.clock,
+                gate_id=s.gate.id, prefix=s.mqtt.topic_prefix)))
         await self._start_web()
         log.info("gateway %s started: %d lane(s), web on http://%s:%s", s.gate.id,
                  len(self.lanes), s.web.host, self.web_port)

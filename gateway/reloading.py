@@ -56,6 +56,7 @@ async def reload(gw: Gateway) -> dict[str, Any]:
         if controller is not None:
             controller.settings = lane_settings
             controller.lane.c = lane_config(lane_settings, s.policy)
+    gw.vehicle_log.mask_plates = s.logging.mask_plates
     gw.configured = s
     # the daemon's own settings keep what it set itself at start (a private broker's port)
     gw.settings = msgspec.structs.replace(s, mqtt=gw.settings.mqtt)

@@ -44,6 +44,7 @@ from gateway.core.lane_types import (
     Tick,
 )
 from gateway.core.steps import DEFINITIONS
+from gateway.ops.vehicle_log import VehicleRecord
 from gateway.plates.reader import PlateReader
 from gateway.plates.roi import Roi
 from gateway.sagas.runner import SagaRunner
@@ -75,6 +76,8 @@ class LaneController:
         self.clock = clock
         self.gate_id = gate_id
         self.after_saga = after_saga
+        # one journal line per finished saga (gateway/ops/vehicle_log.py; set by app.py)
+        self.vehicle_log: Callable[[VehicleRecord], None] | None = None
         self.last: Json = {}
         self.reader = reader  # the gate's own plate reader, shared by the lanes
         self.roi = Roi.parse(settings.camera.roi) if settings.camera.roi else None
@@ -324,6 +327,11 @@ class LaneController:
         self.last = {"saga_id": outcome.saga_id, "license_plate": cmd.plate,
                      "status": outcome.status, "reason": outcome.reason,
                      "sources": outcome.sources, "duration_ms": round(outcome.duration_ms, 1)}
+        if self.vehicle_log is not None:
+            opened = self.latencies[-1].get("total") \
+                if self.latencies and outcome.status == "completed" else None
+            self.vehicle_log(VehicleRecord.of(self.id, self.direction, cmd.plate, outcome,
+                                              opened))
         self._open.pop(cmd.saga_id, None)
         self._passage.pop(cmd.saga_id, None)
         self.feed(SagaFinished(cmd.saga_id, outcome.status, outcome.reason))

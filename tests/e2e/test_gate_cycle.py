@@ -182,8 +182,9 @@ async def test_bad_requests_admin_and_manual_open(world):
     assert ADMIN_TOKEN not in "\n".join(daemon.log)
     async with http.get(f"{url}/healthz") as r:
         assert r.status == 200
-    async with http.get(f"{url}/") as r:
-        assert "Parking gate" in await r.text()
+    async with http.get(f"{url}/") as r:  # the first paint names the gate and its lanes
+        page = await r.text()
+    assert "e2e-gate" in page and "entry-1" in page and "exit-1" in page
 
 
 async def test_metrics_are_prometheus(world):
