@@ -242,7 +242,9 @@
     if (last.reason && last.status !== "completed") out.append(el("small", "", last.reason));
     const src = decisionOf(last);
     field(tile, "source").textContent = src ? sourceWords(src) : "—";
-    renderStageBar(field(tile, "stages"), last.stages_ms || laneStages[l.id]);
+    // the gateway's own stages of this vehicle (null: it never reached the arm), else those
+    // of the last barrier_opened event seen on the stream
+    renderStageBar(field(tile, "stages"), last.stages_ms !== undefined ? last.stages_ms : laneStages[l.id]);
   }
 
   // -- spaces and services ----------------------------------------------------------------
@@ -617,6 +619,19 @@
     schedule(FINISH.has(e.type) ? 0 : 150, FINISH.has(e.type));
   }
 
+  // a daemon restarted on a new release serves a new page: say so, offer to load it
+  let firstVersion = null;
+  function noteVersion(v) {
+    if (!v) return;
+    if (firstVersion === null) { firstVersion = v; return; }
+    if (v === firstVersion || $("reload")) return;
+    const b = el("button", "", `Version ${v} is running: load its page`);
+    b.id = "reload";
+    b.type = "button";
+    b.addEventListener("click", () => location.reload());
+    $("lost").after(b);
+  }
+
   // -- refresh (throttled) ----------------------------------------------------------------
   const want = {status: true, vehicles: true, latency: true, permits: true, spaces: true};
   // At most one refresh a second on bursts of events; a vehicle's end (its saga finished)
@@ -643,6 +658,7 @@
           $("sim") ? api("GET", "/api/sim/world").catch(() => null) : null]);
         world = wd;
         $("gate").textContent = s.gate_id;
+        noteVersion(s.version);
         for (const l of s.lanes || []) renderLane(l, world);
         renderSpaces(s.occupancy || {});
         renderServices(s);
