@@ -135,7 +135,8 @@ def wheelhouse() -> Path:
     target = CACHE / f"wheels-{digest}"
     if (target / ".complete").exists():
         return target
-    shutil.rmtree(target, ignore_errors=True)
+    for old in CACHE.glob("wheels-*"):  # those of earlier requirements
+        shutil.rmtree(old, ignore_errors=True)
     target.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "download", "-q", "-d", str(target)]
     subprocess.run([*pip, "-r", str(requirements)], check=True, timeout=900)
