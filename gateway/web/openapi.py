@@ -177,9 +177,10 @@ def build() -> dict[str, Any]:
         op: dict[str, Any] = {"summary": route.summary, "responses": responses}
         if params := _parameters(route):
             op["parameters"] = params
-        if route.body is not None:
-            op["requestBody"] = {"required": False, "content": {
-                JSON: {"schema": schema[id(route.body)]}}}
+        if route.body is not None:  # no body reads as {}: needed only with required fields
+            body = schema[id(route.body)]
+            needed = bool(components[body["$ref"].rsplit("/", 1)[1]].get("required"))
+            op["requestBody"] = {"required": needed, "content": {JSON: {"schema": body}}}
         if route.admin:
             op["security"] = [{"bearer": []}]
         elif route.token_for_some:
