@@ -30,6 +30,7 @@ from gateway.web import schemas as s
 from gateway.web.app import make_app
 from gateway.web.http import MAX_BODY
 from gateway.web.openapi import OPENAPI
+from tests.broker import free_port
 from tests.e2e.daemon import ADMIN_TOKEN, e2e_config, until
 
 QUIET = "[permits]\nsync = false\n"
@@ -490,3 +491,62 @@ async def test_encoding_through_the_type_keeps_the_shape_and_refuses_a_new_field
     lane = {**status["lanes"][0], "new_field": 1}
     with pytest.raises(msgspec.ValidationError, match=r"\$\.lanes\[0\]"):
         s.encode({**status, "lanes": [lane]}, s.Status)
+
+
+# -- with and without the simulation -----------------------------------------------------
+async def test_the_simulation_routes_are_404_when_the_daemon_does_not_simulate(
+        tmp_path: Path, aiohttp_client: ClientFactory) -> None:
+    """A gate with real hardware (here: no lanes at all) and no simulation."""
+    config = f"""
+[gate]
+id = "real-gate"
+data_dir = "{tmp_path}"
+[central]
+base_urls = ["http://127.0.0.1:{free_port()}"]
+[web]
+port = 0
+[[zones]]
+name = "A"
+spaces = 3
+"""
+    gw = Gateway(parse_settings(config, env={"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}))
+    await gw.start()
+    try:
+        client = await aiohttp_client(make_app(gw))
+        for method, path, admin in (
+                ("GET", "/api/sim/world", False), ("GET", "/api/sim/vehicles/v1", False),
+                ("POST", "/api/sim/lanes/entry-1/vehicles", False),
+                ("POST", "/api/sim/central/fault", False),
+                ("POST", "/api/sim/backup/fault", False), ("POST", "/api/sim/faults", True)):
+            resp = await client.request(method, path, json={"plate": "A"},
+                                        headers=AUTH if admin else {})
+            assert "not" in (await checked(resp, 404, s.Error)).error
+        status = await checked(await client.get("/api/status"), 200, s.Status)
+        assert (status.lanes, status.simulation, status.sim_central, status.sim_backup) == \
+            ([], None, None, None)
+        health = await client.get("/healthz")
+        await checked(health, health.status, s.Health)
+    finally:
+        await gw.stop()
+
+
+async def test_the_sim_central_in_the_daemon_switches_its_fault_mode(
+        tmp_path: Path, aiohttp_client: ClientFactory) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    config = e2e_config(tmp_path, url, QUIET).replace(
+        "[simulation]\nenabled = true", "[simulation]\nenabled = true\nstart_central = true")
+    gw = Gateway(parse_settings(config, env={"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}))
+    await gw.start()
+    try:
+        client = await aiohttp_client(make_app(gw))
+        for mode in ("refuse", "slow", "ok"):
+            resp = await client.post("/api/sim/central/fault",
+                                     json={"mode": mode, "fail_fraction": 0.25, "delay_s": 1})
+            faults = await checked(resp, 200, s.SimCentralFaults)
+            assert (faults.mode, faults.fail_fraction, faults.delay_s) == (mode, 0.25, 1.0)
+            status = await checked(await client.get("/api/status"), 200, s.Status)
+            assert status.sim_central is not None and status.sim_central.mode == mode
+        resp = await client.post("/api/sim/central/fault", json={"mode": "meltdown"})
+        assert "mode" in (await checked(resp, 400, s.Error)).error
+    finally:
+        await gw.stop()
