@@ -101,8 +101,11 @@ def build_wheel(source: Path, system: System, *, isolated: bool = True) -> Path:
            str(source.resolve())]
     if not isolated:
         cmd.insert(5, "--no-build-isolation")
+    # reproducible: the same checkout gives the same wheel (the same sha256), so running the
+    # install again finds the release already there instead of upgrading to a copy of it
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
     try:
-        system.run(cmd, quiet=True)
+        system.run(cmd, env=env, quiet=True)
     except InstallError:
         shutil.rmtree(out)
         raise

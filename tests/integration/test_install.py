@@ -361,6 +361,9 @@ def test_a_release_as_on_a_gate_from_the_lock_file(tmp_path):
                            capture_output=True, text=True, check=False, cwd=tmp_path,
                            timeout=120)
     assert check.returncode == 0, check.stderr
+    again = Installer(root)("install", "--source", source, "--no-build-isolation")
+    assert again.returncode == 0, again.stderr
+    assert f"{A} is already the current release: nothing to do" in again.stdout
 
 
 def test_one_install_at_a_time(tmp_path):
