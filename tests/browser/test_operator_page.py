@@ -11,6 +11,7 @@ Content-Security-Policy with no violation and no script error."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,10 @@ async def test_the_readme_steps_every_fallback_on_the_page(gate: Gate, browser: 
     record waits in the queue), both back (the queue drains)."""
     w = await open_page(browser, gate.url)
     page = w.page
+    started = asyncio.get_running_loop().time()
+
+    def page_s() -> float:
+        return asyncio.get_running_loop().time() - started
     plate = "34FBK731"
     central = "#services li:has-text('Central service')"
     await page.select_option("#sim-central", "blackhole")
@@ -341,6 +346,9 @@ async def test_the_readme_steps_every_fallback_on_the_page(gate: Gate, browser: 
     await explained(page, "#services", """() => /^(online|slow)/.test(document.querySelector(
         "#services li .word").textContent)""")
     await top_screenshot(page, shots / "step5-all-back-queue-drained.png")
+    events = len(await get(gate.http, f"{gate.url}/api/events?limit=1000"))
+    asked = [u for u in w.requests if u.endswith("/api/status")]
+    print(f"{len(asked)} status refreshes in {page_s():.1f} s, {events} events in the log")
     await w.clean()
     await page.close()
 
