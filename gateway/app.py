@@ -478,9 +478,12 @@ class Gateway:
             circuit, enabled = self.backup_circuit(), self.settings.backup.enabled
             breaker = self.runner.chain.breakers.get(name)
             retry = breaker.wait_s(now) if breaker is not None else 0.0
-        stats = self.runner.chain.stats.get(name)
+        pool = self.runner.registry.remote.get(name)
+        # central: the pool sees every call (the sync's too); the backup: the sagas' calls
+        stats = pool.stats if isinstance(pool, CentralPool) else self.runner.chain.stats.get(name)
         words = describe(circuit, retry_in_s=retry, deadline_s=deadline, stats=stats,
-                         opened_after=stats.failures_in_a_row if stats else 0, enabled=enabled)
+                         opened_after=stats.failures_in_a_row if stats else 0, enabled=enabled,
+                         now=now)
         return {"circuit": circuit, "state": words.state, "summary": words.summary,
                 "failures": stats.failures_in_a_row if stats else 0,
                 "retry_in_s": round(retry, 1) if circuit == "open" else None,
@@ -529,7 +532,8 @@ class Gateway:
             for device, why in controller.status()["faults"].items():
                 problems.append(f"lane {controller.id}: {device}: {why}")
         if self.central_circuit() == "open":
-            problems.append("central service: circuit open")
+            problems.append("central service paused after repeated failures: vehicles are "
+                            "decided by the backup, the cache, the permit list or the policy")
         problems += self.supervisor.problems()
         if self.reader is not None and self.reader.fault:
             problems.append(f"plate reader: {self.reader.fault}")

@@ -20,10 +20,20 @@ def _seconds(s: float) -> str:
     return f"{max(1, math.ceil(s))} s"
 
 
+# a failure this old, with nothing asked since, says little about the service now (the
+# backup is asked only while central fails: after an outage it is not asked for hours)
+STALE_AFTER_S = 60.0
+
+
+def _ago(s: float) -> str:
+    return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
 def describe(circuit: str, *, retry_in_s: float, opened_after: int, stats: CallStats | None,
-             deadline_s: float, enabled: bool = True) -> ServiceWords:
+             deadline_s: float, enabled: bool = True, now: float | None = None) -> ServiceWords:
     """``circuit`` is the breaker's state (closed, open, half_open); ``opened_after`` the
-    failures that opened it; a service whose answers take over half its deadline is slow."""
+    failures that opened it; a service whose answers take over half its deadline is slow;
+    ``now`` (monotonic, as the calls' times) tells a stale failure from a current one."""
     if not enabled:
         return ServiceWords("disabled", "not configured")
     if circuit == "open":
@@ -36,6 +46,10 @@ def describe(circuit: str, *, retry_in_s: float, opened_after: int, stats: CallS
         return ServiceWords("online", "online, not asked yet")
     if not stats.last_answered():
         n = stats.failures_in_a_row
+        since = None if now is None else now - stats.calls[-1].at
+        if since is not None and since > STALE_AFTER_S:
+            return ServiceWords("idle", f"not asked since its last call failed {_ago(since)} "
+                                "ago (it is asked when it is needed)")
         return ServiceWords("offline", f"offline: {n} failed call{'s' if n > 1 else ''}"
                             f" ({stats.last_error[:80]})")
     typical = stats.median_ms()

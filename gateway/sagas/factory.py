@@ -104,7 +104,7 @@ def apply_runner_settings(runner: SagaRunner, settings: Settings) -> None:
         "open_barrier": gate, "confirm_passage": gate,
     }
     runner.policies, runner.default_policy = policies, remote
-    runner.fence_wait_s = c.decision_deadline_s
+    runner.decision_deadline_s = runner.fence_wait_s = c.decision_deadline_s
     runner.compensation_backoff = BackoffSchedule(initial_s=s.compensation_backoff_initial_s,
                                                   max_delay_s=s.compensation_backoff_max_s,
                                                   retries=None)

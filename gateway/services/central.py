@@ -20,6 +20,7 @@ import msgspec
 from gateway.clock import Clock
 from gateway.core.balancing import Balancer, Candidate
 from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition, CircuitState
+from gateway.core.call_stats import CallStats
 from gateway.core.errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -224,6 +225,9 @@ class CentralPool:
         self.instances = instances
         self.balancer = balancer
         self.breakers = {i.name: Breaker(i.name, breaker_policy) for i in instances}
+        # every call of the pool (the sagas', the offline sync's, the permit sync's), for the
+        # page's words: the sync's calls after an outage tell that central is back
+        self.stats = CallStats()
         self._clock = clock
         self._rng = rng or random.Random()
 
@@ -257,17 +261,21 @@ class CentralPool:
             breaker = self.breakers[instance.name]
             if not breaker.allow(now):
                 continue
+            t0 = self._clock.monotonic()
             try:
                 result = await instance.call(operation, payload,
                                              idempotency_key=idempotency_key,
                                              deadline_s=deadline_s)
-            except TransientError:
+            except TransientError as exc:
                 breaker.record_failure(self._clock.monotonic())
+                self.stats.record(t0, self._clock.monotonic() - t0, False, str(exc))
                 raise
             except PermanentError:
                 breaker.record_success(self._clock.monotonic())  # it answered
+                self.stats.record(t0, self._clock.monotonic() - t0, True)
                 raise
             breaker.record_success(self._clock.monotonic())
+            self.stats.record(t0, self._clock.monotonic() - t0, True)
             result["_instance"] = instance.name
             return result
         raise CircuitOpenError("every central instance's breaker is open",

@@ -45,3 +45,17 @@ def test_queue_and_outbox_say_what_to_do():
     assert outbox_words(0, True, True) == "every event delivered to the broker"
     assert "wait for the broker" in outbox_words(5, True, False)
     assert outbox_words(5, False, False) == "telemetry is off"
+
+
+def test_an_old_failure_with_nothing_asked_since_is_not_called_offline():
+    """The backup is asked only while central fails: an hour after an outage its last call
+    is still the failed one, and says nothing about it now."""
+    s = stats((0.02, True), (0.5, False))  # the failure at t=1
+    current = describe("closed", retry_in_s=0, opened_after=0, stats=s, deadline_s=0.5,
+                       now=30.0)
+    assert current.state == "offline"
+    stale = describe("closed", retry_in_s=0, opened_after=0, stats=s, deadline_s=0.5,
+                     now=1.0 + 3600)
+    assert stale.state == "idle"
+    assert stale.summary == ("not asked since its last call failed 60 min ago (it is asked "
+                             "when it is needed)")
