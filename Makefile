@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps lock
+.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps lock screenshots
 
 demo: venv
 	$(PY) -m gateway run
@@ -83,6 +83,10 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The README's screenshots, taken by the browser tests against the demo (35-55 s).
+screenshots: venv
+	GATEWAY_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/browser
 
 # Re-lock after editing pyproject.toml's dependencies or requirements-dev.txt (README,
 # "Dependencies and the lock files"); commit both locks.
