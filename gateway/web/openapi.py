@@ -11,6 +11,7 @@ the running app finds no 5xx and no reply outside its schema.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,33 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# OpenAPI links: what a reply gives that another operation takes (schemathesis follows
+# them, so the routes behind an id are run with real ids)
+LINKS: dict[tuple[str, str], list[tuple[str, tuple[str, str], dict[str, str]]]] = {
+    ("POST", "/api/sim/lanes/{lane_id}/vehicles"): [
+        ("TheVehicle", ("GET", "/api/sim/vehicles/{vehicle_id}"),
+         {"vehicle_id": "$response.body#/vehicle_id"})],
+    ("GET", "/api/vehicles"): [
+        ("TheNewestSaga", ("GET", "/api/sagas/{saga_id}"),
+         {"saga_id": "$response.body#/vehicles/0/saga_id"})],
+    ("GET", "/api/sagas"): [
+        ("TheNewestSaga", ("GET", "/api/sagas/{saga_id}"),
+         {"saga_id": "$response.body#/0/saga_id"})],
+    ("GET", "/api/sagas/{saga_id}"): [
+        ("ItsFirstImage", ("GET", "/api/sagas/{saga_id}/images/{name}"),
+         {"saga_id": "$response.body#/saga_id", "name": "$response.body#/images/0/name"})],
+    ("PUT", "/api/permits/{plate}"): [
+        ("RemoveIt", ("DELETE", "/api/permits/{plate}"),
+         {"plate": "$response.body#/license_plate"})],
+}
+
+
+def operation_id(method: str, path: str) -> str:
+    """``GET /api/sagas/{saga_id}`` -> ``get_api_sagas_saga_id``."""
+    return "_".join([method.lower(), *re.findall(r"[a-z0-9]+", path.lower())]) \
+        if path != "/" else f"{method.lower()}_page"
+
+
 def _errors(route: Route) -> dict[int, str]:
     errors = dict(route.errors)
     if route.admin:
@@ -174,7 +202,12 @@ def build() -> dict[str, Any]:
             responses[str(status)] = {"description": why} if status == 304 else {
                 "description": why,
                 "content": ok["content"] if route.path == "/healthz" else error}
-        op: dict[str, Any] = {"summary": route.summary, "responses": responses}
+        links = LINKS.get((route.method, route.path), [])
+        if links:
+            ok["links"] = {name: {"operationId": operation_id(*to), "parameters": params}
+                           for name, to, params in links}
+        op: dict[str, Any] = {"operationId": operation_id(route.method, route.path),
+                              "summary": route.summary, "responses": responses}
         if params := _parameters(route):
             op["parameters"] = params
         if route.body is not None:  # no body reads as {}: needed only with required fields
