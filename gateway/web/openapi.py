@@ -154,6 +154,17 @@ LINKS: dict[tuple[str, str], list[tuple[str, tuple[str, str], dict[str, str]]]] 
 }
 
 
+# on every response, errors and streams included (gateway/web/app.py sets them)
+SECURITY_HEADERS: dict[str, dict[str, Any]] = {
+    name: {"description": why, "required": True, "schema": {"type": "string"}}
+    for name, why in (
+        ("Content-Security-Policy", "no inline script or style, nothing from elsewhere, "
+                                    "no framing"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"))}
+
+
 def operation_id(method: str, path: str) -> str:
     """``GET /api/sagas/{saga_id}`` -> ``get_api_sagas_saga_id``."""
     return "_".join([method.lower(), *re.findall(r"[a-z0-9]+", path.lower())]) \
@@ -192,16 +203,18 @@ def build() -> dict[str, Any]:
     error = {JSON: {"schema": schema[id(s.Error)]}}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
-        ok: dict[str, Any] = {"description": "OK" if route.ok == 200 else "Accepted"}
+        ok: dict[str, Any] = {"description": "OK" if route.ok == 200 else "Accepted",
+                              "headers": SECURITY_HEADERS}
         if route.reply is not None:
             ok["content"] = {JSON: {"schema": schema[id(route.reply)]}}
         else:
             ok["content"] = {media: {} for media in route.media}
         responses: dict[str, Any] = {str(route.ok): ok}
         for status, why in sorted(_errors(route).items()):
-            responses[str(status)] = {"description": why} if status == 304 else {
-                "description": why,
-                "content": ok["content"] if route.path == "/healthz" else error}
+            responses[str(status)] = {"description": why, "headers": SECURITY_HEADERS} \
+                if status == 304 else {
+                    "description": why, "headers": SECURITY_HEADERS,
+                    "content": ok["content"] if route.path == "/healthz" else error}
         links = LINKS.get((route.method, route.path), [])
         if links:
             ok["links"] = {name: {"operationId": operation_id(*to), "parameters": params}

@@ -52,12 +52,15 @@ def _template(path: str) -> str:
 async def checked(resp: aiohttp.ClientResponse, status: int, type_: Any = None) -> Any:
     """The reply, after checking its status, that the document lists that status for the
     route with the reply's media type, and (JSON) that the body is valid against the
-    document's schema and decodes strictly into ``type_`` (``Error`` for an error)."""
+    document's schema and decodes strictly into ``type_`` (``Error`` for an error); the
+    headers the document requires (the security headers) are there."""
     body = await resp.read()
     assert resp.status == status, (resp.method, resp.url, resp.status, body[:300])
     op = OPENAPI["paths"][_template(resp.url.path)][resp.method.lower()]
     documented = op["responses"].get(str(status))
     assert documented is not None, (resp.method, resp.url.path, status, "not documented")
+    for header, spec in documented.get("headers", {}).items():
+        assert not spec.get("required") or header in resp.headers, (resp.url.path, header)
     media = resp.content_type
     assert media in documented.get("content", {}), (resp.url.path, status, media)
     if media != "application/json":
