@@ -111,6 +111,10 @@ class Gateway:
         # the commit counter of the event stream: a waiter remembers the count it saw and
         # waits until it moves, so a commit between its read and its wait is never lost
         self.commits = 0
+        self.lane_changes = 0  # moves of the lanes' state (no commit of their own)
+        self.streams_dropped = 0  # event-stream clients dropped for not reading
+        self._status_cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._storage_cache: tuple[float, dict[str, Any]] | None = None
         self._commit = asyncio.Event()  # replaced (not cleared) at each commit
         self._tasks: list[asyncio.Task[Any]] = []
         # every long-running background task: restarted when it fails, reported if it
@@ -231,8 +235,7 @@ class Gateway:
             port.on_fault = self._serial_fault(port)
             port.start()
         for controller in self.lanes.values():
-            if self.publisher is not None:
-                controller.on_change = self.publisher.changed
+            controller.on_change = self._lane_changed  # the status snapshot, the telemetry
             controller.vehicle_log = self.vehicle_log
             await controller.start()
         if self.sim is not None:
@@ -581,19 +584,51 @@ class Gateway:
         }
 
     async def status(self) -> dict[str, Any]:
-        occ = await self.store.occupancy()
-        pending = await self.store.read(events.outbox_pending)
-        queue = await self.store.read(offline_queue.counts)
+        """The gate's snapshot (the page, /metrics, the MQTT state topic). The same snapshot
+        is given again until something is committed or a lane moves, for at most 0.25 s
+        (its clocks): a page, a scrape and the telemetry asking at once cost one."""
+        key = (self.commits, self.lane_changes, int(self.clock.monotonic() * 4))
+        if self._status_cache is not None and self._status_cache[0] == key:
+            return self._status_cache[1]
+        snapshot = await self._status()
+        self._status_cache = (key, snapshot)
+        return snapshot
+
+    def changed(self) -> None:
+        """Something the status shows moved without a commit (a lane, a simulated fault)."""
+        self.lane_changes += 1
+
+    def _lane_changed(self) -> None:
+        self.changed()
+        if self.publisher is not None:
+            self.publisher.changed()
+
+    def _storage_report(self) -> dict[str, Any]:
+        """File sizes and the disk's free space, looked at every 5 s at most."""
+        now = self.clock.monotonic()
+        if self._storage_cache is None or now - self._storage_cache[0] >= 5.0:
+            self._storage_cache = (now, storage.report(
+                self.settings, self.images.store.usage()["bytes"] if self.images else None))
+        return self._storage_cache[1]
+
+    async def _status(self) -> dict[str, Any]:
+        def read(conn: Any) -> dict[str, Any]:  # one trip to the database thread
+            queue = offline_queue.counts(conn)
+            return {"occupancy": spaces.occupancy(conn), "zones": spaces.zones(conn),
+                    "pending": events.outbox_pending(conn), "queue": queue,
+                    "dead": offline_queue.dead_letters(conn, limit=10) if queue["dead"]
+                    else [], "dropped": events.read_counter(conn, name="outbox_dropped"),
+                    "permits": permits.counts(conn), "permits_as_of": permits.as_of(conn)}
+
+        db = await self.store.read(read)
+        occ, pending, queue, dead = db["occupancy"], db["pending"], db["queue"], db["dead"]
         self.dead_letters = queue["dead"]
-        dead = await self.store.read(partial(offline_queue.dead_letters, limit=10)) \
-            if queue["dead"] else []
         lanes = [self._lane_status(c) for c in self.lanes.values()]
         lanes += [{"id": lane, "direction": "", "state": "fault", "barrier": "unknown",
                    "loops": {}, "faults": {"lane": why}, "last": {},
                    "fault_fixes": {"lane": fix_for("lane", why)}, "vehicle": None}
                   for lane, why in self.lane_errors.items()]
-        storage_report = storage.report(
-            self.settings, self.images.store.usage()["bytes"] if self.images else None)
+        storage_report = self._storage_report()
         problems = self.health_problems()
         if storage_report["problem"]:
             problems.append(storage_report["problem"])
@@ -601,13 +636,12 @@ class Gateway:
             "gate_id": self.settings.gate.id, "version": __version__,
             "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
             "time": iso(self.clock.wall()), "wall_synced": self.clock.wall_synced(),
-            "occupancy": {**occ, "zones": await self.store.read(spaces.zones)},
+            "occupancy": {**occ, "zones": db["zones"]},
             "lanes": lanes,
             "services": {"central": self._service("central"),
                          "backup": self._service("backup"),
                          "mqtt": self._mqtt_view()},
-            "outbox": {"pending": pending, "dropped": await self.store.read(
-                partial(events.read_counter, name="outbox_dropped")),
+            "outbox": {"pending": pending, "dropped": db["dropped"],
                 "summary": outbox_words(pending, self.mqtt is not None,
                                         bool(self.mqtt and self.mqtt.connected))},
             "offline_queue": {"pending": queue["pending"], "dead": queue["dead"],
@@ -616,8 +650,7 @@ class Gateway:
             "plate_reader": None if self.reader is None else {
                 "ready": self.reader.ready, "fault": self.reader.fault or None,
                 "load_s": round(self.reader.load_s, 2)},
-            "permits": {**await self.store.read(permits.counts),
-                        "as_of": await self.store.read(permits.as_of),
+            "permits": {**db["permits"], "as_of": db["permits_as_of"],
                         "last_error": self.permit_sync.last_error or None},
             "images": self.images.usage() if self.images is not None else None,
             "storage": storage_report,

@@ -22,6 +22,7 @@ with. A gate that wants local days can be given them later as a setting.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -166,18 +167,23 @@ async def daily_summary(store: Store, day: date, gate_id: str) -> Json:
         day, reports.summary_events(conn, start, end), gate_id))
 
 
+FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 async def daily_summary_handler(request: web.Request) -> web.Response:
     """``GET /api/summary/daily?day=YYYY-MM-DD``: one UTC day's summary (default today)."""
     from gateway.web.http import GATEWAY, error
 
     gw = request.app[GATEWAY]
-    text = request.query.get("day", "")
+    text = request.query.get("day")
     try:
-        day = date.fromisoformat(text) if text else utc_day(gw.clock.wall())
+        if text is not None and not FULL_DATE.fullmatch(text):  # RFC 3339 full-date only
+            raise ValueError(text)
+        day = date.fromisoformat(text) if text is not None else utc_day(gw.clock.wall())
         day_bounds(day)  # 9999-12-31 has no next midnight
     except (ValueError, OverflowError):
         return error(400, f"day: expected a date YYYY-MM-DD before 9999-12-31, got "
-                          f"{text[:40]!r}")
+                          f"{(text or '')[:40]!r}")
     body = await daily_summary(gw.store, day, gw.settings.gate.id)
     return web.Response(body=encode_summary(body), content_type="application/json")
 

@@ -32,6 +32,8 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
+        if request.method != "GET":
+            request.app[GATEWAY].changed()  # what it changed shows in the next status
         return response
     except web.HTTPException:
         raise
@@ -51,6 +53,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app[GATEWAY] = gateway
     app[LATENCIES] = StageLatencies()
+    app[read_api.EVENT_PAGES] = {}
     app.on_response_prepare.append(_security_headers)  # errors and streams included
     add_page_routes(app)  # "/" and the page's static files (gateway/web/page.py)
     read_api.add_routes(app.router)

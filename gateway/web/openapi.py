@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
+from gateway.ops.daily import DailySummary
 from gateway.web import schemas as s
 
 REF = "#/components/schemas/{name}"
@@ -92,6 +93,11 @@ ROUTES: tuple[Route, ...] = (
                                        404: "no such image"}),
     Route("GET", "/api/vehicles", "The vehicles at the lanes (one per saga), newest first",
           s.VehicleList, query=(Query("limit", "at most this many (clamped to 0..500)"),)),
+    Route("GET", "/api/summary/daily", "One UTC day at the gate: vehicles in and out, "
+          "decisions by source, denials by reason, faults", DailySummary,
+          query=(Query("day", "a UTC day, YYYY-MM-DD (default: today so far)",
+                       {"type": "string", "format": "date"}),),
+          errors={400: "not a date, or 9999-12-31"}),
     Route("GET", "/api/latency", "The stage timings of the last vehicles let through",
           s.Latency, query=(LIMIT,)),
     Route("GET", "/api/admin/check", "200 when the token is valid (the page checks it)",

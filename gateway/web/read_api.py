@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from gateway.ops.daily import daily_summary_handler
 from gateway.store import events, permits, saga_log, spaces, vehicles
 from gateway.web import schemas as s
 from gateway.web.http import GATEWAY, LATENCIES, error, int_param, reply
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 STREAM_WRITE_TIMEOUT_S = 10.0
 
 
+# encoded pages of /api/events since the last commit, by (after_seq, limit)
+EVENT_PAGES: web.AppKey[dict[Any, Any]] = web.AppKey("event_pages", dict)
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/healthz", healthz)
     r.add_get("/api/status", status)
@@ -38,6 +43,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/api/sagas/{saga_id}", get_saga)
     r.add_get("/api/vehicles", list_vehicles)
     r.add_get("/api/latency", latency)
+    r.add_get("/api/summary/daily", daily_summary_handler)
     r.add_get("/api/lanes/{lane_id}/plate.jpg", lane_plate_crop)
     r.add_get("/api/permits", list_permits)
 
@@ -65,11 +71,22 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
+    """Events after a seq. The same page asked again before the next commit (pages, the
+    monitoring and the campaign's checker polling) is the same bytes: kept until then."""
     after = int_param(request, "after_seq", 0, 2**62)
     limit = int_param(request, "limit", 100, 1000)
-    store = request.app[GATEWAY].store
-    return reply(await store.read(lambda c: events.list_after(c, after, limit)),
-                 list[s.Event])
+    gw = request.app[GATEWAY]
+    cache = request.app[EVENT_PAGES]
+    if cache.get("commits") != gw.commits:
+        cache.clear()
+        cache["commits"] = gw.commits
+    body = cache.get((after, limit))
+    if body is None:
+        rows = await gw.store.read(lambda c: events.list_after(c, after, limit))
+        body = s.encode(rows, list[s.Event])
+        if cache.get("commits") == gw.commits and len(cache) < 64:
+            cache[(after, limit)] = body  # nothing was committed during the read
+    return web.Response(body=body, content_type="application/json")
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -90,9 +107,16 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     finally:
         for task in (follow, stop):
             task.cancel()
-        # the client went away, or stopped reading: nothing to log
-        with contextlib.suppress(ConnectionResetError, TimeoutError, asyncio.CancelledError):
+        try:
             await follow
+        except TimeoutError:
+            # it stopped reading: close the connection (its buffer goes with it); an orderly
+            # end of the stream would wait on the same full buffer
+            gw.streams_dropped += 1
+            if request.transport is not None:
+                request.transport.abort()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client went away, or the daemon stops: nothing to log
     return resp
 
 
