@@ -57,6 +57,7 @@ bench: venv
 	$(PY) bench/mqtt_catchup.py
 	$(PY) bench/queue_drain.py
 	$(PY) bench/plate_reading.py
+	$(PY) bench/web_status.py
 
 venv: $(STAMP)
 

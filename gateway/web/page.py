@@ -210,6 +210,8 @@ PAGE = """<!doctype html>
 <section class="panel spaces" aria-labelledby="spaces-h"><h2 id="spaces-h">Spaces</h2>
 <p class="big"><span id="free">–</span> <span class="unit">free</span></p>
 <p id="occ" class="hint"></p><ul id="zones" class="zones"></ul></section>
+<section class="panel today" aria-labelledby="today-h"><h2 id="today-h">Today (UTC)</h2>
+<ul id="today" class="today-list"><li>…</li></ul></section>
 <section class="panel services" aria-labelledby="services-h">
 <h2 id="services-h">Services</h2><ul id="services" class="service-list"></ul></section>
 {sim}

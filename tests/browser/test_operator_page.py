@@ -161,6 +161,10 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
     await first.locator(f".plate:text-is('{plate}')").wait_for()
     assert "let in" in await first.inner_text()
     assert "decided by central service" in await first.inner_text()
+    # today's summary (GET /api/summary/daily) counts it, its source in words
+    await page.wait_for_function("""() => {
+        const t = document.getElementById("today").textContent;
+        return /Vehicles: in [1-9]/.test(t) && /Decided by: .*central service [1-9]/.test(t); }""")
     await top_screenshot(page, shots / "step2-vehicle-let-in.png")
     await w.clean()
     await page.close()

@@ -507,6 +507,26 @@
     while (blobUrls.length) URL.revokeObjectURL(blobUrls.pop());
   }
 
+  // -- today: the daily summary (GET /api/summary/daily) ----------------------------------
+  function counts(obj, words, top) {
+    return Object.entries(obj || {}).sort((a, b) => b[1] - a[1]).slice(0, top)
+      .map(([k, n]) => `${words(k)} ${n}`).join(", ");
+  }
+  async function loadToday() {
+    const d = await api("GET", "/api/summary/daily");
+    const rows = [
+      ["Vehicles", `in ${d.vehicles.in}, out ${d.vehicles.out}`],
+      ["Decided by", counts(d.decisions.by_source, sourceWords, 6) || "none yet"],
+      ["Turned away", counts(d.denials.by_reason, (r) => r, 4) || "none"],
+      ["Faults", d.faults.total ? counts(d.faults.by_device, (x) => x, 4) : "none"],
+    ];
+    $("today").replaceChildren(...rows.map(([name, text]) => {
+      const li = el("li");
+      li.append(el("span", "n", name + ": "), el("span", "", text));
+      return li;
+    }));
+  }
+
   // -- latency chart ----------------------------------------------------------------------
   let latencyApi = true;
   const localLatency = [];
@@ -614,6 +634,7 @@
     }
     if (e.lane_id && d.license_plate && ["plate_read", "local_reading"].includes(e.type)) laneVehicle[e.lane_id] = d.license_plate;
     if (FINISH.has(e.type) || e.type === "plate_read") want.vehicles = true;
+    if (FINISH.has(e.type) || e.type === "hardware_fault") want.today = true;
     if (e.type === "permit_changed") want.permits = true;
     want.status = true;
     schedule(FINISH.has(e.type) ? 0 : 150, FINISH.has(e.type));
@@ -633,7 +654,8 @@
   }
 
   // -- refresh (throttled) ----------------------------------------------------------------
-  const want = {status: true, vehicles: true, latency: true, permits: true, spaces: true};
+  const want = {status: true, vehicles: true, latency: true, permits: true, spaces: true,
+    today: true};
   // At most one refresh a second on bursts of events; a vehicle's end (its saga finished)
   // may come 250 ms after the last refresh, so that its tile shows it within a second.
   let timer = null, due = 0, running = false, lastRun = 0, urgentNext = false;
@@ -670,6 +692,7 @@
       }
       if (w.vehicles) await loadVehicles();
       if (w.latency) await loadLatency();
+      if (w.today) await loadToday();
       if (w.permits) await loadPermits();
       if (w.spaces) await loadSpaces();
     } catch (e) {
