@@ -112,7 +112,7 @@ async def check(http: aiohttp.ClientSession, base: str, central: SimCentralState
     world = await _get(http, f"{base}/api/sim/world")
     await _catch_up(http, base, seen)
     unique = _check_seq(report, seen.events)
-    await _check_stream_complete(report, http, base, unique)
+    await _check_stream_complete(report, http, base, unique, seen)
     sagas = await _sagas(http, base, unique)
     _check_terminal(report, sagas)
     _check_central(report, central, sagas)
@@ -178,7 +178,7 @@ async def _catch_up(http: aiohttp.ClientSession, base: str, seen: Observed) -> N
 
 
 async def _check_stream_complete(report: Report, http: aiohttp.ClientSession, base: str,
-                                 unique: dict[int, Json]) -> None:
+                                 unique: dict[int, Json], seen: Observed) -> None:
     """Nothing the daemon still has in its log is missing: not before the first event
     received (only a pruned prefix may be, counted), not after the last one."""
     oldest = await _get(http, f"{base}/api/events?after_seq=0&limit=1")
@@ -191,6 +191,15 @@ async def _check_stream_complete(report: Report, http: aiohttp.ClientSession, ba
     last = max(unique, default=0)
     later = await _get(http, f"{base}/api/events?after_seq={last}&limit=1000")
     pending = int((await _get(http, f"{base}/api/status"))["outbox"]["pending"])
+    if later and pending < len(later) and seen.stream is not None:
+        # the daemon goes on logging while the checks run (a housekeeping pass, a state
+        # change): an event logged after the catch-up is given its time to arrive too
+        await _catch_up(http, base, seen)
+        for event in seen.events:
+            unique.setdefault(int(event["seq"]), event)
+        last = max(unique, default=0)
+        later = await _get(http, f"{base}/api/events?after_seq={last}&limit=1000")
+        pending = int((await _get(http, f"{base}/api/status"))["outbox"]["pending"])
     report.figures["unsent_at_end"] = len(later) if later and pending >= len(later) else 0
     if later and pending < len(later):
         # logged after the last one received, and not waiting in the outbox either: lost
