@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 STREAM_WRITE_TIMEOUT_S = 10.0
 
 
-# encoded pages of /api/events since the last commit, by (after_seq, limit)
+# encoded pages of /api/events and /api/vehicles since the last commit, by their query
 EVENT_PAGES: web.AppKey[dict[Any, Any]] = web.AppKey("event_pages", dict)
 
 
@@ -70,23 +70,28 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=msgspec.json.encode(OPENAPI), content_type="application/json")
 
 
-async def list_events(request: web.Request) -> web.Response:
-    """Events after a seq. The same page asked again before the next commit (pages, the
-    monitoring and the campaign's checker polling) is the same bytes: kept until then."""
-    after = int_param(request, "after_seq", 0, 2**62)
-    limit = int_param(request, "limit", 100, 1000)
+async def _page(request: web.Request, key: Any, read: Any, type_: Any) -> web.Response:
+    """A reply read from the database, kept as its encoded bytes until the next commit: the
+    same page asked again meanwhile (pages, monitoring, a checker polling) costs no read."""
     gw = request.app[GATEWAY]
     cache = request.app[EVENT_PAGES]
     if cache.get("commits") != gw.commits:
         cache.clear()
         cache["commits"] = gw.commits
-    body = cache.get((after, limit))
+    body = cache.get(key)
     if body is None:
-        rows = await gw.store.read(lambda c: events.list_after(c, after, limit))
-        body = s.encode(rows, list[s.Event])
-        if cache.get("commits") == gw.commits and len(cache) < 64:
-            cache[(after, limit)] = body  # nothing was committed during the read
+        commits = gw.commits
+        body = s.encode(await gw.store.read(read), type_)
+        if commits == gw.commits and cache.get("commits") == commits and len(cache) < 64:
+            cache[key] = body  # nothing was committed during the read
     return web.Response(body=body, content_type="application/json")
+
+
+async def list_events(request: web.Request) -> web.Response:
+    after = int_param(request, "after_seq", 0, 2**62)
+    limit = int_param(request, "limit", 100, 1000)
+    return await _page(request, ("events", after, limit),
+                       lambda c: events.list_after(c, after, limit), list[s.Event])
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -184,8 +189,8 @@ def _without_image(context: dict[str, Any]) -> dict[str, Any]:
 
 async def list_vehicles(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 500)
-    return reply({"vehicles": await request.app[GATEWAY].store.read(
-        partial(vehicles.recent, limit=limit))}, s.VehicleList)
+    return await _page(request, ("vehicles", limit),
+                       lambda c: {"vehicles": vehicles.recent(c, limit=limit)}, s.VehicleList)
 
 
 async def latency(request: web.Request) -> web.Response:
