@@ -19,8 +19,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.broker import free_port
-from tests.e2e.daemon import Daemon, get, until
-from tests.e2e.test_demo import demo_config
+from tests.e2e.daemon import Daemon, demo_config, get, until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",

@@ -13,6 +13,9 @@ from typing import Any
 
 import aiohttp
 
+from gateway.settings import embedded_default_text
+from tests.broker import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "e2e-secret-token"
 
@@ -142,3 +145,22 @@ async def until(check: Callable[[], Any], within_s: float = 10.0, what: str = ""
 async def get(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as resp:
         return await resp.json()
+
+
+def demo_text(data_dir: Path, text: str | None = None) -> str:
+    """The embedded demo configuration (or ``text``, a copy of it) with its data under
+    ``data_dir`` and free ports: a demo that runs beside anything else."""
+    text = embedded_default_text() if text is None else text
+    for old, new in (('data_dir = "./data/demo"', f'data_dir = "{data_dir}"'),
+                     ("port = 8080", "port = 0"),
+                     ("http://127.0.0.1:9000", f"http://127.0.0.1:{free_port()}")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def demo_config(tmp: Path, text: str | None = None) -> Path:
+    """``demo_text`` written to ``tmp/demo.toml``, its data in ``tmp/data``."""
+    config = tmp / "demo.toml"
+    config.write_text(demo_text(tmp / "data", text))
+    return config

@@ -18,25 +18,14 @@ import aiohttp
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.settings import embedded_default_text, parse_settings
+from gateway.settings import parse_settings
 from gateway.sim.private_broker import PrivateBroker
 from hardware.sim import board_path
-from tests.broker import free_port
-from tests.e2e.daemon import Daemon, get, until
+from tests.e2e.daemon import Daemon, demo_config, get, until
 
 PLATE = "34KLM257"  # no O or I: the entry's reader may take them for 0 and 1
 
 
-def demo_config(tmp: Path) -> Path:
-    text = embedded_default_text()
-    for old, new in (('data_dir = "./data/demo"', f'data_dir = "{tmp / "data"}"'),
-                     ("port = 8080", "port = 0"),
-                     ("http://127.0.0.1:9000", f"http://127.0.0.1:{free_port()}")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    config = tmp / "demo.toml"
-    config.write_text(text)
-    return config
 
 
 def alive(pid: int) -> bool:

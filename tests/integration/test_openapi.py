@@ -25,7 +25,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,11 +34,10 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gateway.app import Gateway
-from gateway.settings import embedded_default_text, parse_settings
+from gateway.settings import parse_settings
 from gateway.web.app import make_app
 from gateway.web.openapi import OPENAPI, ROUTES
-from tests.broker import free_port
-from tests.e2e.daemon import ADMIN_TOKEN
+from tests.e2e.daemon import ADMIN_TOKEN, demo_text
 
 STREAM = "/api/events/stream"
 
@@ -85,14 +83,6 @@ class ServedGateway:
             await gw.stop()
 
 
-def demo_config(tmp: Path) -> str:
-    text = embedded_default_text()
-    for old, new in (('data_dir = "./data/demo"', f'data_dir = "{tmp}"'),
-                     ("port = 8080", "port = 0"),
-                     ("http://127.0.0.1:9000", f"http://127.0.0.1:{free_port()}")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    return text
 
 
 class Errors(logging.Handler):
@@ -108,7 +98,7 @@ class Errors(logging.Handler):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
-    server = ServedGateway(demo_config(tmp_path_factory.mktemp("openapi")))
+    server = ServedGateway(demo_text(tmp_path_factory.mktemp("openapi")))
     server.start()
     yield server
     server.stop()

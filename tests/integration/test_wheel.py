@@ -28,8 +28,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.broker import free_port
-from tests.e2e.daemon import Daemon, until
+from tests.e2e.daemon import Daemon, demo_config, until
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gateway", "hardware")
@@ -90,16 +89,6 @@ def fresh_venv(tmp: Path, wheel: Path, *, lock: bool) -> Path:
     return venv
 
 
-def demo_config(text: str, tmp: Path) -> Path:
-    """The embedded demo on free ports, its data under ``tmp`` (as tests/e2e/test_demo.py)."""
-    for old, new in (('data_dir = "./data/demo"', f'data_dir = "{tmp / "data"}"'),
-                     ("port = 8080", "port = 0"),
-                     ("http://127.0.0.1:9000", f"http://127.0.0.1:{free_port()}")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    config = tmp / "demo.toml"
-    config.write_text(text)
-    return config
 
 
 class InstalledDaemon(Daemon):
@@ -148,7 +137,7 @@ async def check_installed(tmp: Path, *, lock: bool) -> None:
     shutil.copy(ROOT / "config" / "example.toml", example)
     exe = venv / "bin" / "parking-gateway"
     assert " OK " in run(exe, "check-config", example, cwd=elsewhere, env=env).stdout
-    config = demo_config(embedded, elsewhere)
+    config = demo_config(elsewhere, embedded)
     assert " OK " in run(exe, "check-config", config, cwd=elsewhere, env=env).stdout
     daemon = InstalledDaemon(venv, config, elsewhere)
     await daemon.start()
