@@ -15,8 +15,12 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from gateway.sim.central import SimCentralState, make_app
 
 # Hypothesis keeps the examples it found outside the repository (tests/fuzz adds its
-# fuzz and soak profiles on top of this one).
-settings.register_profile("gateway", database=DirectoryBasedExampleDatabase(
+# fuzz and soak profiles on top of this one). The parent is Hypothesis' own default, not
+# whatever profile it picked for itself: with CI set in the environment it loads its `ci`
+# profile (derandomize, no database), which our database contradicts, so schemathesis
+# refused to build its tests; the suite runs the same with or without CI set.
+settings.register_profile("gateway", parent=settings.get_profile("default"),
+                          database=DirectoryBasedExampleDatabase(
     os.path.join(tempfile.gettempdir(), "gateway-hypothesis")))
 settings.load_profile("gateway")
 
