@@ -8,7 +8,7 @@
   persistent-session subscriber got every event (with no copy beyond the outbox's attempts).
 
     python bench/mqtt_catchup.py [--events 500] [--outage 30] [--gates 4]
-                                 [--reconnect-max 5.0]
+                                 [--reconnect-max 5.0] [--quick] [--json FILE]
 
 ``--gates`` gates (each its own outbox and connection) ride out the same outage, so one run
 gives as many samples of the reconnect wait (random: where the broker comes back within a
@@ -17,7 +17,6 @@ gate's jittered backoff). Aim: the last event delivered within 2 s of the broker
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -37,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from bench.report import Report, parser  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.store import Store, events  # noqa: E402
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions  # noqa: E402
@@ -120,12 +120,18 @@ class Gate:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=500)
-    parser.add_argument("--outage", type=float, default=30.0)
-    parser.add_argument("--gates", type=int, default=4)
-    parser.add_argument("--reconnect-max", type=float, default=5.0)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--events", type=int, help="per gate (500; quick 100)")
+    p.add_argument("--outage", type=float, help="seconds (30; quick 3)")
+    p.add_argument("--gates", type=int, default=4)
+    p.add_argument("--reconnect-max", type=float, help="seconds (5; quick 1)")
+    args = p.parse_args()
+    args.events = args.events or (100 if args.quick else 500)
+    args.outage = args.outage or (3.0 if args.quick else 30.0)
+    args.reconnect_max = args.reconnect_max or (1.0 if args.quick else 5.0)
+    settle_s = 0.5 if args.quick else 2.0
+    report = Report("mqtt_catchup", "Telemetry: catch-up after a broker outage",
+                    quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         broker = Broker(Path(tmp), persistent=True)
         await broker.start()
@@ -146,7 +152,7 @@ async def main() -> None:
             t_up = time.monotonic()
             drained = await asyncio.wait_for(
                 asyncio.gather(*(g.drained_at() for g in gates)), 60)
-            await asyncio.sleep(2.0)  # the subscriber catches up; a flap would show here
+            await asyncio.sleep(settle_s)  # the subscriber catches up; a flap would show here
             after = [(g.mqtt.connects, g.mqtt.disconnects) for g in gates]
             total = args.events * len(gates)
             deadline = time.monotonic() + 20
@@ -170,12 +176,20 @@ async def main() -> None:
     missing = args.events * len(gates) - len(got)
     extra = sum(1 for (name, seq), n in subscriber.copies.items()
                 if n > next(g for g in gates if g.name == name).sent[seq])
-    print(f"  catch-up (broker up -> last event delivered): median "
-          f"{statistics.median(catchups):.2f} s, max {max(catchups):.2f} s (aim: <= 2 s; "
-          f"the reconnect wait is at most reconnect_max_s)")
-    print(f"  subscriber: {len(got)} of {args.events * len(gates)} events, {missing} missing, "
-          f"{extra} with a copy beyond the outbox's attempts")
-
+    report.figure("catchup_median_s", statistics.median(catchups), "s",
+                  f"broker back → last of {args.events} events delivered, median of "
+                  f"{len(gates)} gates")
+    report.figure("catchup_max_s", max(catchups), "s", "… the slowest gate",
+                  aim=("<=", 2.0))
+    report.figure("missing", missing, "events", "events a subscriber missed", aim=("<=", 0))
+    report.figure("extra_copies", extra, "events",
+                  "copies beyond the outbox's attempts", aim=("<=", 0))
+    report.figure("flaps", sum(d1 - d0 for (_, d0), (_, d1) in zip(before, after, strict=True)),
+                  "", "disconnects after the broker's return", aim=("<=", 0))
+    report.note(f"{len(gates)} gates, {args.outage:g} s outage, reconnect_max_s "
+                f"{args.reconnect_max:g}: the reconnect wait is random within the backoff, "
+                "so the catch-up is at most about reconnect_max_s plus the drain")
+    report.save(args.json)
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -2,6 +2,7 @@
 
     python bench/plate_reading.py [--vehicles N] [--seed S] [--burst B] [--threads T]
                                   [--localisation contours|ocr|both] [--roi x0,y0,x1,y1]
+                                  [--quick] [--json FILE]
 
 The seeded test set of tests/plates/make_scenes.py (N vehicles per condition, each a burst of
 B frames, the camera's default 3), read by the real reader (rapidocr 3.10 on onnxruntime) in
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import Report, parser  # noqa: E402
 from gateway.plates.reader import PlateReader  # noqa: E402
 from gateway.plates.render import NEGATIVE_CONDITIONS  # noqa: E402
 from gateway.plates.roi import Roi  # noqa: E402
@@ -55,7 +57,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(localisation: str, args: argparse.Namespace) -> None:
+async def run(localisation: str, args: argparse.Namespace, report: Report) -> None:
     settings = PlateSettings(formats=list(FORMATS), localisation=localisation,
                              threads=args.threads,
                              deadline_s=10.0 if localisation == "ocr" else 1.0)
@@ -64,8 +66,7 @@ async def run(localisation: str, args: argparse.Namespace) -> None:
     await reader.start()
     after = rss_mb()
     if not reader.ready:
-        print(f"{localisation}: reader fault: {reader.fault}")
-        return
+        raise SystemExit(f"{localisation}: reader fault: {reader.fault}")
     roi = Roi.parse(args.roi) if args.roi else None
     tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # n, exact, none, wrong
     per_vehicle: list[float] = []
@@ -115,6 +116,9 @@ async def run(localisation: str, args: argparse.Namespace) -> None:
         verdict = "" if aim is None else (
             f">= {aim:.0%} " + ("met" if exact / n >= aim else "MISSED"))
         print(f"{cond:10} {n:8} {exact / n:7.1%} {none:6} {wrong:5} {lat(cond)}  {verdict}")
+        if aim is not None:
+            report.figure(f"{localisation}_{cond}_exact", exact / n * 100, "%",
+                          f"{localisation}: exact plates, {cond}", aim=(">=", aim * 100))
     rate = false_reads / max(1, negatives)
     print(f"false reads on negatives: {false_reads}/{negatives} = {rate:.1%} (aim <= 1 %: "
           f"{'met' if rate <= 0.01 else 'MISSED'})")
@@ -130,23 +134,40 @@ async def run(localisation: str, args: argparse.Namespace) -> None:
           f"mean {statistics.fmean(per_frame):.0f} ms")
     if errors:
         print("errors:", dict(errors))
+    o = localisation
+    report.figure(f"{o}_false_reads", rate * 100, "%", f"{o}: false reads on negatives",
+                  aim=("<=", 1.0))
+    report.figure(f"{o}_vehicle_p50_ms", pct(per_vehicle, 0.5), "ms",
+                  f"{o}: per vehicle ({args.burst} frames), p50")
+    report.figure(f"{o}_vehicle_p95_ms", p95, "ms", f"{o}: per vehicle, p95",
+                  aim=("<=", 150.0) if o == "contours" else None)
+    report.figure(f"{o}_cpu_vehicle_ms", pct(cpu_vehicle, 0.5), "ms",
+                  f"{o}: CPU per vehicle (all threads), p50")
+    report.figure(f"{o}_load_s", reader.load_s, "s", f"{o}: model load")
+    report.figure(f"{o}_rss_mb", after - before, "MB", f"{o}: resident memory the reader adds")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vehicles", type=int, default=12, help="per condition (10 conditions)")
+    ap = parser(__doc__)
+    ap.add_argument("--vehicles", type=int,
+                    help="per condition (10 conditions; 12, quick 1)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--burst", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--localisation", choices=["contours", "ocr", "both"], default="both")
+    ap.add_argument("--localisation", choices=["contours", "ocr", "both"],
+                    help="(both; quick contours: the OCR detector takes ~1 s per vehicle)")
     ap.add_argument("--roi", type=lambda s: [float(x) for x in s.split(",")], default=None)
     ap.add_argument("--verbose", action="store_true", help="print every miss")
     args = ap.parse_args()
+    args.vehicles = args.vehicles or (1 if args.quick else 12)
+    args.localisation = args.localisation or ("contours" if args.quick else "both")
+    report = Report("plate_reading", "Plate reading on the gate (rapidocr on onnxruntime)",
+                    quick=args.quick)
     print(f"{args.vehicles * 10} vehicles x {args.burst} frames = {args.vehicles * 10 * args.burst}"
           " scenes (1280x720), formats " + ", ".join(FORMATS))
     for loc in (["contours", "ocr"] if args.localisation == "both" else [args.localisation]):
-        asyncio.run(run(loc, args))
-
+        asyncio.run(run(loc, args, report))
+    report.save(args.json)
 
 if __name__ == "__main__":
     main()

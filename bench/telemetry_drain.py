@@ -5,13 +5,12 @@
     awaited) as the ceiling;
   - the ratio, and how long a day of a busy gate takes to drain.
 
-    python bench/telemetry_drain.py [--events N]
+    python bench/telemetry_drain.py [--events N] [--quick] [--json FILE]
 Aim: at least 70% of the raw rate; a day of a busy gate drained in under a minute.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import msgspec  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from bench.report import Report, parser  # noqa: E402
 from gateway.store import Store, events  # noqa: E402
 from gateway.telemetry.mqtt import MqttConnection, MqttOptions  # noqa: E402
 from gateway.telemetry.publisher import TelemetryPublisher  # noqa: E402
@@ -96,29 +96,34 @@ def raw_rate(port: int, payloads: list[bytes]) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=10_000)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--events", type=int, help="backlog (10,000; quick 1,000)")
+    args = p.parse_args()
+    n = args.events or (1000 if args.quick else 10_000)
+    report = Report("telemetry_drain", "Telemetry: outbox drain to a local Mosquitto (QoS 1)",
+                    quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         broker = Broker(Path(tmp))
         await broker.start()
         try:
-            drain = await outbox_rate(broker.port, args.events, Path(tmp))
+            drain = await outbox_rate(broker.port, n, Path(tmp))
             sample = {"seq": 1, "event_id": "x" * 36, "gate_id": "bench",
                       "type": "vehicle_detected", "ts": "2026-11-25T14:00:00.000+00:00",
                       "lane_id": "entry-1", "wall_synced": True,
                       "data": {"lane_id": "entry-1", "direction": "entry", "n": 1}}
-            payloads = [msgspec.json.encode({**sample, "seq": i}) for i in range(args.events)]
+            payloads = [msgspec.json.encode({**sample, "seq": i}) for i in range(n)]
             raw = await asyncio.to_thread(raw_rate, broker.port, payloads)
         finally:
             await broker.stop()
-    print(f"backlog of {args.events} events to a local Mosquitto (QoS 1)")
-    print(f"  outbox drain (SQLite -> publish -> ack -> removed)  {drain:9.0f} events/s")
-    print(f"  raw paho-mqtt QoS 1, same payloads (the ceiling)    {raw:9.0f} events/s")
-    print(f"  ratio {drain / raw * 100:5.1f}% (aim: at least 70%)")
-    print(f"  a busy day ({BUSY_DAY_EVENTS} events) drains in {BUSY_DAY_EVENTS / drain:5.1f} s "
-          "(aim: under a minute)")
-
+    print(f"  backlog of {n} events")
+    report.figure("outbox_rate", drain, "events/s",
+                  "outbox drain (SQLite → publish → ack → removed)")
+    report.figure("raw_rate", raw, "events/s", "raw paho-mqtt QoS 1, same payloads (ceiling)")
+    report.ratio("outbox_vs_raw", drain / raw, "outbox drain ÷ raw paho-mqtt", of="raw_rate",
+                 aim=(">=", 0.7))
+    report.figure("busy_day_s", BUSY_DAY_EVENTS / drain, "s",
+                  f"a busy day ({BUSY_DAY_EVENTS:,} events) drained", aim=("<=", 60.0))
+    report.save(args.json)
 
 if __name__ == "__main__":
     asyncio.run(main())

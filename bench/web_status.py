@@ -33,9 +33,10 @@ on Ctrl-C); every process is a child of this one and dies with it.
    per client and per event for all C; every client must receive every event (counted by
    seq against GET /api/events), with the delay from the PUT to each client's copy.
 
-The figures are printed as a table and written as JSON (default: web_status.json in the
-system temp dir). The whole run takes about two minutes on a quiet two-core machine;
-``--quick`` (one short round, two stream windows, 100 vehicles) about thirty seconds.
+The figures are printed as a table and every measurement is written as JSON to
+web_status.json in the system temp dir; the suite's figures go to ``--json``. The whole run
+takes about two minutes on a quiet two-core machine; ``--quick`` (one short round, two
+stream windows, 30 vehicles) about twenty seconds.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
+from bench.report import Report  # noqa: E402
+from bench.report import parser as bench_parser  # noqa: E402
 from bench.web_load import die_with_parent  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.core.steps import ENTRY, EXIT  # noqa: E402
@@ -259,7 +262,8 @@ async def write_history(settings: Settings, central_port: int, vehicles: int) ->
 
 async def run_load(url: str, server_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     child = Child("load", [sys.executable, LOAD, "load", url, "-c", str(args.connections),
-                           "-t", str(args.seconds), "-w", "1"])
+                           "-t", str(args.seconds), "-w",
+                           "0.3" if args.quick else "1"])
     await child.start()
     try:
         await child.expect(lambda line: line == "measuring", 30)
@@ -548,21 +552,18 @@ def summarise_stream(windows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run of ~30 s")
-    parser.add_argument("--json", type=Path,
-                        default=Path(tempfile.gettempdir()) / "web_status.json")
+    parser = bench_parser(__doc__)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=float, help="per target per round (3; quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="per target per round (3; quick 0.7)")
     parser.add_argument("--rounds", type=int, help="rounds over the targets (3; quick 1)")
-    parser.add_argument("--vehicles", type=int, help="history (400; quick 100)")
+    parser.add_argument("--vehicles", type=int, help="history (400; quick 30)")
     parser.add_argument("--clients", type=int, default=20, help="event-stream clients")
     parser.add_argument("--event-rate", type=float, default=25.0, help="events per second")
     parser.add_argument("--window-s", type=float, help="event production per window (8; "
-                        "quick 3)")
+                        "quick 1.5)")
     args = parser.parse_args()
-    for name, full, quick in (("seconds", 3.0, 1.5), ("rounds", 3, 1), ("vehicles", 400, 100),
-                              ("window_s", 8.0, 3.0)):
+    for name, full, quick in (("seconds", 3.0, 0.7), ("rounds", 3, 1), ("vehicles", 400, 30),
+                              ("window_s", 8.0, 1.5)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-web-"))
@@ -578,8 +579,35 @@ def main() -> None:
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()}
     results["source"] = source()
     report(results, args)
-    args.json.write_text(json.dumps(results, indent=2))
-    print(f"\nresults written to {args.json}")
+    raw = Path(tempfile.gettempdir()) / "web_status.json"
+    raw.write_text(json.dumps(results, indent=2))
+    print(f"\nevery measurement written to {raw}")
+    figures(results, Report("web_status", "Web API under load and the event stream",
+                            quick=args.quick)).save(args.json)
+
+
+def figures(results: dict[str, Any], rep: Report) -> Report:
+    """The suite's figures: the rates beside the bare handler's, and the stream's cost."""
+    http = results["http"]
+    rep.figure("bare_rate", http[BARE]["rate"], "req/s", "bare aiohttp handler (baseline)")
+    for name, r in http.items():
+        if name == BARE:
+            continue
+        key = name.split("?")[0].strip("/").replace("/", "_")
+        rep.figure(f"{key}_rate", r["rate"], "req/s", f"{name}")
+        rep.ratio(f"{key}_ratio", r["ratio_to_bare"], f"{name} ÷ bare handler, by rate",
+                  of="bare_rate", aim=(">=", AIM))
+        rep.ratio(f"{key}_cpu_ratio", r["cpu_ratio_to_bare"],
+                  f"{name} ÷ bare handler, by CPU per request", of="bare_rate")
+        rep.figure(f"{key}_p99_ms", r["p99_ms"], "ms", f"{name}, p99")
+    s = results["stream"]
+    rep.figure("stream_cpu_ms_per_event_per_client", s["extra_cpu_ms_per_event_per_client"],
+               "ms", f"event stream: daemon CPU per event per client ({s['clients']} clients)")
+    rep.figure("stream_every_event", 100.0 if s["every_client_every_event"] else 0.0, "%",
+               "event stream: clients that got every event", aim=(">=", 100.0))
+    rep.figure("idle_cpu", results["daemon_idle_cpu_share"] * 100, "%",
+               "idle daemon, two sim lanes: share of one core")
+    return rep
 
 
 async def run_main(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
