@@ -59,17 +59,23 @@ def queue_record(policy: StepPolicy, scope: CallScope, operation: str, payload: 
     return {id_field: local_id, "queued": True}
 
 
+def references(operation: str, payload: Json) -> tuple[str, ...]:
+    """The fields of ``payload`` that refer to another record (its own id aside): what
+    ``resolve_references`` looks up. An entry's create has none, so it needs no read."""
+    own = ID_FIELDS[operation] if operation.startswith("create_") else ""
+    return tuple(f for f in offline_queue.ID_FIELDS if f != own and payload.get(f))
+
+
 def resolve_references(conn: sqlite3.Connection, *, operation: str, payload: Json,
                        ) -> tuple[Json, str]:
     """The payload with every reference to a queued record that has been sent replaced by
     the central service's id, and the first reference still only local (``""``: none):
     such a record is sent from the queue after the one it refers to."""
-    own = ID_FIELDS[operation] if operation.startswith("create_") else ""
     body = dict(payload)
     waiting = ""
-    for field in offline_queue.ID_FIELDS:
+    for field in references(operation, payload):
         value = str(body.get(field) or "")
-        if not value or field == own:
+        if not value:
             continue
         body[field] = offline_queue.resolved_id(conn, value)
         if str(body[field]).startswith(LOCAL_PREFIX) and not waiting:

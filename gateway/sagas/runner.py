@@ -303,7 +303,10 @@ class SagaRunner:
         policy = self.policy_for(step, run.definition.name)
         scope = self._scope(run, i)
         waits_for = ""
-        if step.kind is StepKind.REMOTE_WRITE and step.operation in offline.ID_FIELDS:
+        if step.kind is StepKind.REMOTE_WRITE and step.operation in offline.ID_FIELDS \
+                and offline.references(step.operation, payload):
+            # a reference to another record (an exit's entry) may stand for a queued one:
+            # one read on the database thread; a payload with none needs no read at all
             payload, waits_for = await self.store.read(partial(
                 offline.resolve_references, operation=step.operation, payload=payload))
         try:
