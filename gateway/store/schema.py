@@ -248,6 +248,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_by_saga ON events(json_extract(data, '$.saga_id'), seq)
         WHERE json_extract(data, '$.saga_id') IS NOT NULL;
     """,
+    # 8: is this plate inside? (asked at every entry, before a space is allocated) by a
+    # seek on the allocated spaces' plates, not a walk of every allocated space
+    """
+    CREATE INDEX spaces_allocated_by_plate ON spaces(plate) WHERE state = 'allocated';
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
