@@ -24,7 +24,9 @@ Retention (``prune``, hourly; so an SD card never fills) only ever deletes a pre
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sqlite3
 import uuid
 from typing import Any
@@ -46,6 +48,31 @@ def read_counter(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+# Event ids: unique (a random prefix drawn once per process, drawn again in a forked
+# child, then a counter) and in insert order within a process, so the UNIQUE index on
+# event_id grows at its right edge (one page per commit) instead of taking each id at a
+# random leaf, as random UUIDs did. Formatted as an RFC 9562 version 8 (custom) UUID.
+_id_prefix = 0
+_id_counter = itertools.count()
+
+
+def _draw_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = int.from_bytes(os.urandom(8), "big")
+    _id_counter = itertools.count()
+
+
+_draw_id_prefix()
+os.register_at_fork(after_in_child=_draw_id_prefix)
+
+
+def new_event_id() -> str:
+    value = (_id_prefix << 64) | (next(_id_counter) & ((1 << 62) - 1))
+    value = (value & ~(0xF << 76)) | (0x8 << 76)  # version 8
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC variant
+    return str(uuid.UUID(int=value))
+
+
 def append(
     conn: sqlite3.Connection,
     *,
@@ -57,7 +84,7 @@ def append(
     wall_synced: bool = False,
 ) -> dict[str, Any]:
     """Append an event and queue it for telemetry; returns its envelope."""
-    event_id = str(uuid.uuid4())
+    event_id = new_event_id()
     body = data or {}
     cur = conn.execute(
         "INSERT INTO events(event_id, gate_id, type, ts, wall_synced, lane_id, data) "
