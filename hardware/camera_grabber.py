@@ -57,7 +57,16 @@ class GrabberStats:
 
 
 def same_frame(a: Frame | None, b: Frame) -> bool:
-    return a is not None and a.shape == b.shape and a.dtype == b.dtype and \
+    """``b`` is ``a`` again, pixel for pixel (a frozen decoder). The first rows are compared
+    first: a live camera's frames differ there already (sensor noise, the scene), so the
+    whole frame (0.2 ms at 720p, 25 times a second per lane) is compared only when they
+    are the same."""
+    if a is None or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a is b:
+        return True
+    head = max(1, a.shape[0] // 32)
+    return cv2.norm(a[:head], b[:head], cv2.NORM_INF) == 0 and \
         cv2.norm(a, b, cv2.NORM_INF) == 0
 
 
