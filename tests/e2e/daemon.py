@@ -90,7 +90,10 @@ direction = "exit"
 class Daemon:
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
-        self.env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        # PYTHONFAULTHANDLER: a daemon that does not stop is sent SIGABRT by stop(), and
+        # prints every thread's stack for the failure's message
+        self.env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONFAULTHANDLER": "1",
+                    **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.log: list[str] = []
@@ -119,7 +122,15 @@ class Daemon:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
-        code = await asyncio.wait_for(self.proc.wait(), 20)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), 20)
+        except TimeoutError:
+            self.proc.send_signal(signal.SIGABRT)
+            await asyncio.wait_for(self.proc.wait(), 10)
+            if self._reader is not None:
+                await asyncio.wait_for(self._reader, 5)
+            raise AssertionError("the daemon did not exit within 20 s of the signal; its "
+                                 "last lines and stacks:\n" + "\n".join(self.log[-120:])) from None
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 5)
         return code
