@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,47 @@ class Database:
             self.last_write_error = None
         finally:
             self._in_txn = False
+
+    def write_group(self, writes: Sequence[Callable[[sqlite3.Connection], Any]],
+                    ) -> list[tuple[bool, Any]]:
+        """Several writes in one transaction (one commit, one fsync: a group commit), each
+        in a savepoint of its own, in order: ``(True, result)`` or ``(False, exception)``
+        for each. A write that raises is rolled back alone, to its savepoint, and gets its
+        own exception; the others commit. A storage failure, or a failure that ends the
+        transaction, keeps nothing of any: the write that failed gets its exception, every
+        other one a ``StoreError`` (rolled back, to be written again). One write alone is
+        exactly ``transaction()``."""
+        if len(writes) == 1:
+            try:
+                with self.transaction() as conn:
+                    return [(True, writes[0](conn))]
+            except Exception as exc:
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.transaction() as conn:
+                for write in writes:
+                    conn.execute("SAVEPOINT gateway_write")
+                    try:
+                        result = write(conn)
+                    except Exception as exc:
+                        if (isinstance(exc, sqlite3.Error) and _code(exc) in _STORAGE_CODES) \
+                                or not conn.in_transaction:
+                            raise  # the whole transaction is lost
+                        conn.execute("ROLLBACK TO gateway_write")
+                        conn.execute("RELEASE gateway_write")
+                        outcomes.append((False, exc))
+                    else:
+                        conn.execute("RELEASE gateway_write")
+                        outcomes.append((True, result))
+        except Exception as exc:
+            shared = exc if isinstance(exc, StoreError) else StoreError(
+                f"{self.path}: rolled back with the writes it was committed with ({exc!r}); "
+                "nothing of it kept.")
+            failed = len(outcomes)  # the write that was running when the group failed
+            return [(False, exc if i == failed or isinstance(exc, StoreError) else shared)
+                    for i in range(len(writes))]
+        return outcomes
 
     def _roll_back(self) -> None:
         """Leave no transaction open, whatever state the failure left the connection in."""
