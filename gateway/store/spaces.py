@@ -142,17 +142,20 @@ def open_session(
     conn: sqlite3.Connection, plate: str, space_id: str | None, entry_saga_id: str,
     entry_id: str | None, now: str, flags: str = "",
 ) -> int:
+    """The entry saga's session, opened once (idempotent on ``entry_saga_id``, UNIQUE): one
+    statement when it is new, the existing one's id when it is not."""
+    made = conn.execute(
+        "INSERT INTO vehicle_sessions(plate, space_id, entry_saga_id, entry_id, entered_at, "
+        "status, flags) VALUES (?,?,?,?,?,'inside',?) "
+        "ON CONFLICT(entry_saga_id) DO NOTHING RETURNING session_id",
+        (plate, space_id, entry_saga_id, entry_id, now, flags),
+    ).fetchone()
+    if made is not None:
+        return int(made[0])
     existing = conn.execute(
         "SELECT session_id FROM vehicle_sessions WHERE entry_saga_id=?", (entry_saga_id,)
     ).fetchone()
-    if existing:
-        return int(existing["session_id"])
-    cur = conn.execute(
-        "INSERT INTO vehicle_sessions(plate, space_id, entry_saga_id, entry_id, entered_at, "
-        "status, flags) VALUES (?,?,?,?,?,'inside',?)",
-        (plate, space_id, entry_saga_id, entry_id, now, flags),
-    )
-    return int(cur.lastrowid or 0)
+    return int(existing["session_id"])
 
 
 def inside(conn: sqlite3.Connection, plate: str, exclude_saga: str = "") -> bool:
