@@ -4,13 +4,19 @@ the passage) for its lane.
 
 Device callbacks arrive on gpiozero's (or the camera's) threads and are handed to the
 event loop with ``call_soon_threadsafe``; everything else runs on the loop. A decision's
-images (the plate crop, the frame) are handed to the image writer's thread as its saga
-starts, never waited for: the barrier does not wait on a disk.
+images (the plate crop, the frame) are kept as its saga starts and handed to the image
+writer's thread once the lane decided (the open pulse is out, or the saga ended), never
+waited for: the barrier does not wait on a disk, and the images' writes do not share it
+with the saga log's commits of the decision. Nor does the barrier wait on the gate's own
+plate reader when an ANPR camera read the plate: that reading decides, and the gate's
+reading of the same burst (compared with it, ``plates.compare_anpr``) is taken once the
+lane decided, so that its CPU does not slow the decision either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
@@ -48,7 +54,7 @@ from gateway.ops.vehicle_log import VehicleRecord
 from gateway.plates.reader import PlateReader
 from gateway.plates.roi import Roi
 from gateway.sagas.runner import SagaRunner
-from gateway.services.plate_reading import reading_for
+from gateway.services.plate_reading import ShotReading, reading_for
 from gateway.settings import LaneSettings, PolicySettings
 from gateway.store.images import ImageWriter, Kind
 from gateway.store.store import Store
@@ -92,6 +98,8 @@ class LaneController:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._open: dict[str, asyncio.Future[AnswerOpen]] = {}
         self._passage: dict[str, asyncio.Future[PassageResult]] = {}
+        self._decided: dict[str, asyncio.Future[None]] = {}  # comparisons wait on these
+        self._decision_images: dict[str, tuple[dict[Kind, bytes], float]] = {}
         self._cycle: dict[str, float] = {}
         self.camera_fault = ""
         self.idle = asyncio.Event()  # set while the lane is idle (tools and benchmarks wait)
@@ -290,8 +298,44 @@ class LaneController:
             return
         self._cycle["frame"] = self.clock.monotonic() - shot.timings_ms.get("encode", 0) \
             / 1000 - shot.timings_ms.get("select", 0) / 1000
+        if shot.plate and self.reader is not None and self.compare_anpr:
+            # the ANPR camera's reading is the one used: the gate's own reading of the
+            # burst is only compared with it, after the decision, never before it
+            self._cycle["plate"] = self.clock.monotonic()
+            self._shot_images = (saga_id, shot_images(shot, None))
+            decided = self._decided[saga_id] = self._new_future()
+            self.feed(PlateCaptured(shot.plate, saga_id, shot.confidence, shot.image_b64,
+                                    presence, "camera"))
+            self._spawn(self._compare(shot, saga_id, decided), "compare reading")
+            return
         got = await reading_for(shot, self.reader, self.roi, compare_anpr=self.compare_anpr)
         self._cycle["plate"] = self.clock.monotonic()
+        self._reading(got)
+        self._shot_images = (saga_id, shot_images(shot, got.local.crop_jpeg
+                                                  if got.local is not None else None))
+        self.feed(PlateCaptured(got.plate, saga_id, got.confidence, shot.image_b64,
+                                presence, got.source))
+
+    async def _compare(self, shot: Shot, saga_id: str, decided: asyncio.Future[None]) -> None:
+        """The gate's reading of an ANPR camera's burst, once the lane has decided (the
+        reader's CPU would otherwise slow the decision: two cores), or gave up waiting."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(decided, self.lane.c.decision_timeout_s)
+        finally:
+            self._decided.pop(saga_id, None)
+        self._reading(await reading_for(shot, self.reader, self.roi, compare_anpr=True))
+
+    def _decision_made(self, saga_id: str) -> None:
+        """What waits for the decision goes now: the comparison's reading, the images."""
+        fut = self._decided.get(saga_id)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        kept = self._decision_images.pop(saga_id, None)
+        if kept is not None and self.images is not None:
+            self.images.submit(saga_id, *kept)
+
+    def _reading(self, got: ShotReading) -> None:
         for type_, data in got.events:
             self.emit(type_, data)
         if got.local is not None:  # for the page: what the gate's reader saw
@@ -300,10 +344,6 @@ class LaneController:
                 "latency_ms": round(got.local.latency_ms, 1), "error": got.local.error,
                 "used": got.source}
             self.last_crop = got.local.crop_jpeg  # served as /api/lanes/{id}/plate.jpg
-        self._shot_images = (saga_id, shot_images(shot, got.local.crop_jpeg
-                                                  if got.local is not None else None))
-        self.feed(PlateCaptured(got.plate, saga_id, got.confidence, shot.image_b64,
-                                presence, got.source))
 
     async def _run_saga(self, cmd: StartSaga) -> None:
         ctx: Json = {"lane_id": self.id, "license_plate": cmd.plate,
@@ -312,8 +352,10 @@ class LaneController:
         if cmd.image_b64:
             ctx["image_jpeg_b64"] = cmd.image_b64
         saga_id, images = self._shot_images
-        if self.images is not None and saga_id == cmd.saga_id:  # to disk on its own thread
-            self.images.submit(saga_id, images, self.clock.wall())
+        if self.images is not None and saga_id == cmd.saga_id:
+            # to disk on its own thread once the lane decided: its writes and fsyncs would
+            # share the disk with the saga log's commits of the decision
+            self._decision_images[saga_id] = (images, self.clock.wall())
             self._shot_images = ("", {})
         definition = DEFINITIONS[self.direction]
         try:
@@ -324,6 +366,8 @@ class LaneController:
             log.exception("lane %s: saga %s crashed", self.id, cmd.saga_id)
             self.feed(SagaFinished(cmd.saga_id, "failed", str(exc)))
             return
+        finally:
+            self._decision_made(cmd.saga_id)  # denied, failed or done
         self.last = {"saga_id": outcome.saga_id, "license_plate": cmd.plate,
                      "status": outcome.status, "reason": outcome.reason,
                      "sources": outcome.sources, "duration_ms": round(outcome.duration_ms, 1)}
@@ -346,6 +390,7 @@ class LaneController:
         waiter: asyncio.Future[AnswerOpen] = self._new_future()
         self._open[saga_id] = waiter
         self.feed(OpenRequested(saga_id))
+        self._decision_made(saga_id)  # the pulse is out (or refused)
         # the answer comes once the arm is seen up, or when the lane gives up looking
         limit = 2 * (1.5 * self.lane.c.arm_travel_s + 0.5) + 5.0
         try:
