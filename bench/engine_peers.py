@@ -1,0 +1,411 @@
+"""The saga engine beside what users would pick instead: one saga, one test service, every
+contender measured in the same run, interleaved (issue 13, item 2).
+
+    python bench/engine_peers.py [--quick] [--json FILE] [--rounds R] [--sequential N]
+                                 [--concurrent N] [--inflight K]
+
+The saga: verify the plate (a read) → allocate a space (a row of a SQLite table taken by a
+conditional UPDATE) → create the entry record (a remote write with an idempotency key).
+The test service (bench/peers/service.py: the central plate service's contract for those two
+calls, lean and the same for everyone) is one aiohttp process on 127.0.0.1 that serves every
+contender. Each contender is a process of its own (bench/peers/), driven over a pipe, so
+its CPU time is its own; they take turns, round after round (the order rotating), one saga
+at a time and then K (16) in flight:
+
+- orchestrator: the gateway's saga runner and durable log (gateway.sagas.factory, Store
+  with synchronous=FULL, the product's setting), the entry saga's first three steps;
+- DBOS Transact 3.4 (under .venv-bench): an async workflow of three steps, its SQLite system
+  database with DBOS's defaults (a rollback journal, synchronous=FULL: durable), and with
+  WAL + synchronous=NORMAL (not durable at each commit); the allocation a step writing to
+  the application's SQLite file (WAL, synchronous=FULL, like the gateway's);
+- plain: the same calls and the same allocation commit, with no log at all (the floor);
+- minimal log: the two-commit durable log a careful engineer writes by hand (commit 1: the
+  saga's row, the allocation and the create's intent, after the verification; commit 2: the
+  create's result and "done"), synchronous=FULL, written on a thread of its own;
+- and, to say where the time goes: the orchestrator with synchronous=OFF, the product's
+  client and allocation with no saga log, the runner with in-process services (its CPU),
+  the daemon's whole entry saga (its barrier steps on a gate that opens at once), and the
+  raw SQLite commit (WAL, FULL) of this disk.
+
+Per contender and mode: sagas/s, p50/p99 latency, CPU per saga (the contender's process,
+every thread; the service's is not in it), durable (fsyncing) commits per saga and SQL
+statements per saga (every statement of every SQLite connection of the contender, counted
+with sqlite3's trace callback; SQLAlchemy's connections through a pool ``connect`` event).
+Ratios: the orchestrator's throughput ÷ DBOS's at equal durability (DBOS's defaults), its
+time per saga ÷ the minimal log's, and its overhead per saga beyond its commits
+(orchestrator - plain - extra durable commits x the measured commit cost).
+
+The CPU is shared by the service and the contender (and whatever else runs on the machine):
+compare figures of one run, not across runs. A full run takes about two minutes; --quick
+(a few dozen sagas per contender and mode) about ten seconds, three of them DBOS's start.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import ROOT, Report, parser
+
+PEERS = ROOT / "bench" / "peers"
+BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+SEQ, CONC = "seq", "conc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Worker:
+    """A contender process: one JSON command a line in, one JSON answer a line out."""
+
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.next_saga = 0
+        self.done: dict[str, int] = {}  # sagas run, by contender
+        self.ready: list[str] = []
+
+    def _io(self) -> tuple[IO[str], IO[str]]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        return self.proc.stdin, self.proc.stdout
+
+    def answer(self) -> dict[str, Any]:
+        line = self._io()[1].readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the process ended (status {self.proc.wait()})")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def wait_ready(self) -> None:
+        self.ready = self.answer()["ready"]
+
+    def ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        self._io()[0].write(json.dumps(command) + "\n")
+        self._io()[0].flush()
+        return self.answer()
+
+    def run(self, contender: str, seconds: float, most: int, inflight: int) -> dict[str, Any]:
+        out = self.ask({"run": contender, "first": self.next_saga, "seconds": seconds,
+                        "most": most, "inflight": inflight})
+        self.next_saga += len(out["lat"])
+        self.done[contender] = self.done.get(contender, 0) + len(out["lat"])
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask({"quit": True})
+                self.proc.wait(timeout=30)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Tally:
+    """One contender in one mode, over every round."""
+
+    lat: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: float = 0.0
+    n: int = 0
+    sql: dict[str, int] = field(default_factory=dict)
+
+    def add(self, answer: dict[str, Any]) -> None:
+        self.lat += answer["lat"]
+        self.wall += answer["wall"]
+        self.cpu += answer["cpu"]
+        self.n += len(answer["lat"])
+        for k, v in answer["sql"].items():
+            self.sql[k] = self.sql.get(k, 0) + v
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.wall
+
+    @property
+    def per_saga_ms(self) -> float:
+        return self.wall / self.n * 1000
+
+    def pct_ms(self, p: float) -> float:
+        ordered = sorted(self.lat)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
+
+    def per_saga(self, key: str) -> float:
+        return self.sql.get(key, 0) / self.n
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    label: str
+    worker: str
+    names: dict[str, str]  # mode -> the worker's contender for it
+
+    @property
+    def pool(self) -> str:
+        """Whose space table its sagas take spaces from (DBOS's two ways share one)."""
+        return self.worker if self.worker.startswith("dbos") else self.key
+
+
+def commit_floor(path: Path, n: int) -> float:
+    """Seconds per raw commit: one small row, WAL, synchronous=FULL, BEGIN IMMEDIATE."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"c{i}",))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed / n
+
+
+def contenders(dbos: bool) -> list[Entry]:
+    both = {SEQ: "", CONC: ""}
+    out = [Entry("orchestrator", "orchestrator (FULL)", "gateway",
+                 {m: "orchestrator" for m in both})]
+    if dbos:
+        for sqlite in ("defaults", "wal"):
+            label = "DBOS, defaults (FULL)" if sqlite == "defaults" else "DBOS, WAL + NORMAL"
+            out.append(Entry(f"dbos_{sqlite}", label, f"dbos-{sqlite}",
+                             {SEQ: "direct", CONC: "started"}))
+    out += [
+        Entry("minimal", "minimal two-commit log (FULL)", "hand", {m: "minimal" for m in both}),
+        Entry("plain", "plain asyncio, no log", "hand", {m: "plain" for m in both}),
+        Entry("orchestrator_off", "orchestrator, log not fsynced (OFF)", "gateway",
+              {m: "orchestrator_off" for m in both}),
+        Entry("product_plain", "product's client, no log", "gateway",
+              {m: "product_plain" for m in both}),
+        Entry("engine_inproc", "orchestrator, in-process services, OFF", "gateway",
+              {SEQ: "engine_inproc"}),
+        Entry("orchestrator_entry", "the whole entry saga (5 steps, FULL)", "gateway",
+              {SEQ: "orchestrator_entry"}),
+    ]
+    return out
+
+
+def start_workers(tmp: Path, url: str, spaces: int, dbos: bool) -> dict[str, Worker]:
+    def args(name: str) -> list[str]:
+        (tmp / name).mkdir()
+        return ["--url", url, "--dir", str(tmp / name), "--spaces", str(spaces)]
+
+    workers = {
+        "gateway": Worker("gateway", [sys.executable, str(PEERS / "orchestrator.py"),
+                                      *args("gateway")]),
+        "hand": Worker("hand", [sys.executable, str(PEERS / "handwritten.py"),
+                                *args("hand")]),
+    }
+    if dbos:
+        for sqlite in ("defaults", "wal"):
+            workers[f"dbos-{sqlite}"] = Worker(f"dbos-{sqlite}", [
+                str(BENCH_PYTHON), str(PEERS / "dbos_saga.py"), *args(f"dbos-{sqlite}"),
+                "--sqlite", sqlite])
+    return workers
+
+
+def measure(workers: dict[str, Worker], entries: list[Entry], rounds: int,
+            slices: dict[str, float], inflight: int, spaces: int, floor_db: Path,
+            ) -> tuple[dict[tuple[str, str], Tally], list[float]]:
+    """Round after round, each contender's slice of time one at a time, then in flight."""
+    width = {SEQ: 1, CONC: inflight}
+    taken: dict[str, int] = {}
+
+    def run(e: Entry, mode: str, seconds: float) -> dict[str, Any]:
+        most = spaces - taken.get(e.pool, 0)
+        if most < width[mode]:
+            raise RuntimeError(f"{e.key}: out of spaces (run with fewer --rounds or --seconds)")
+        answer = workers[e.worker].run(e.names[mode], seconds, most, width[mode])
+        taken[e.pool] = taken.get(e.pool, 0) + len(answer["lat"])
+        return answer
+
+    for e in entries:  # warm-up: connections, caches, the first pages of each file
+        for mode in e.names:
+            if slices["warm"] >= 0:
+                run(e, mode, slices["warm"])
+    tallies: dict[tuple[str, str], Tally] = {}
+    floors = []
+    for r in range(rounds):
+        order = entries[r % len(entries):] + entries[:r % len(entries)]
+        floors.append(commit_floor(floor_db, 50))
+        for mode in (SEQ, CONC):
+            for e in order:
+                if mode in e.names:
+                    tallies.setdefault((e.key, mode), Tally()).add(run(e, mode, slices[mode]))
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    return tallies, floors
+
+
+def report_figures(report: Report, entries: list[Entry], t: dict[tuple[str, str], Tally],
+                   commit_s: float, inflight: int) -> None:
+    modes = {SEQ: "one at a time", CONC: f"{inflight} in flight"}
+    for e in entries:
+        for mode in (SEQ, CONC):
+            if (e.key, mode) not in t:
+                continue
+            x = t[(e.key, mode)]
+            k, where = f"{e.key}_{mode}", f"{e.label}, {modes[mode]}"
+            if e.key != "engine_inproc":
+                report.figure(f"{k}_rate", x.rate, "sagas/s", f"{where}: throughput")
+                report.figure(f"{k}_p50", x.pct_ms(50), "ms", f"{where}: p50")
+                report.figure(f"{k}_p99", x.pct_ms(99), "ms", f"{where}: p99")
+            report.figure(f"{k}_cpu", x.cpu / x.n * 1000, "ms", f"{where}: CPU per saga")
+            report.figure(f"{k}_durable_commits", x.per_saga("durable_commits"), "",
+                          f"{where}: durable (fsynced) commits per saga")
+            report.figure(f"{k}_sql", x.per_saga("statements"), "",
+                          f"{where}: SQL statements per saga")
+    report.figure("commit_floor_rate", 1 / commit_s, "commits/s",
+                  "raw SQLite commit, WAL + FULL (this disk's floor)")
+    report.figure("commit_cost", commit_s * 1000, "ms", "raw SQLite commit: time each")
+
+
+def report_ratios(report: Report, t: dict[tuple[str, str], Tally], commit_s: float,
+                  dbos: bool) -> None:
+    orch = {m: t[("orchestrator", m)] for m in (SEQ, CONC)}
+    if dbos:
+        for mode, what in ((SEQ, "one at a time"), (CONC, "in flight")):
+            report.ratio(f"orch_vs_dbos_{mode}", orch[mode].rate / t[("dbos_defaults",
+                                                                      mode)].rate,
+                         f"orchestrator ÷ DBOS throughput, equal durability, {what}",
+                         of=f"dbos_defaults_{mode}_rate", aim=(">=", 10.0))
+            report.ratio(f"orch_vs_dbos_wal_{mode}", orch[mode].rate / t[("dbos_wal",
+                                                                          mode)].rate,
+                         f"orchestrator ÷ DBOS WAL + NORMAL throughput, {what}",
+                         of=f"dbos_wal_{mode}_rate")
+    for mode, what in ((SEQ, "one at a time"), (CONC, "in flight")):
+        report.ratio(f"orch_vs_minimal_{mode}", orch[mode].per_saga_ms
+                     / t[("minimal", mode)].per_saga_ms,
+                     f"orchestrator ÷ minimal log, time per saga, {what}",
+                     of=f"minimal_{mode}_rate", aim=("<=", 1.3))
+    plain, product = t[("plain", SEQ)], t[("product_plain", SEQ)]
+    extra = orch[SEQ].per_saga("durable_commits") - plain.per_saga("durable_commits")
+    overhead = orch[SEQ].per_saga_ms - plain.per_saga_ms - extra * commit_s * 1000
+    report.figure("engine_overhead", overhead, "ms",
+                  f"orchestrator's overhead per saga beyond its {extra:.2g} extra commits "
+                  "(vs plain)", aim=("<=", 0.5), baseline="plain_seq_rate")
+    extra_p = orch[SEQ].per_saga("durable_commits") - product.per_saga("durable_commits")
+    report.figure("runner_overhead", orch[SEQ].per_saga_ms - product.per_saga_ms
+                  - extra_p * commit_s * 1000, "ms",
+                  "of which the runner and its log (vs the product's client, no log)",
+                  baseline="product_plain_seq_rate")
+    report.figure("client_overhead", product.per_saga_ms - plain.per_saga_ms, "ms",
+                  "of which the product's client and store (vs plain)",
+                  baseline="plain_seq_rate")
+    # CPU time is what a shared machine disturbs least: the same comparisons on it
+    cpu = {k: t[(k, SEQ)].cpu / t[(k, SEQ)].n * 1000 for k, _ in t}
+    if dbos:
+        report.ratio("dbos_vs_orch_cpu", cpu["dbos_defaults"] / cpu["orchestrator"],
+                     "DBOS ÷ orchestrator CPU per saga, one at a time",
+                     of="orchestrator_seq_cpu")
+    report.ratio("orch_vs_minimal_cpu", cpu["orchestrator"] / cpu["minimal"],
+                 "orchestrator ÷ minimal log, CPU per saga, one at a time",
+                 of="minimal_seq_cpu")
+    report.figure("engine_cpu_overhead", cpu["orchestrator"] - cpu["plain"], "ms",
+                  "orchestrator's CPU per saga beyond plain's, one at a time",
+                  baseline="plain_seq_cpu")
+    report.ratio("orch_off_vs_full", t[("orchestrator_off", SEQ)].rate / orch[SEQ].rate,
+                 "orchestrator OFF ÷ FULL throughput, one at a time", of="orchestrator_seq_rate")
+
+
+def checks(report: Report, workers: dict[str, Worker], entries: list[Entry]) -> None:
+    """That everyone did the work, durably where it claims to: read back from the files."""
+    for e in entries:
+        if e.worker.startswith("dbos") and e.names[SEQ] == "direct":
+            w = workers[e.worker]
+            c = w.ask({"check": "direct"})
+            done = c["workflows"].get("SUCCESS", 0)
+            if done != w.next_saga or c["step_outputs"] != 3 * w.next_saga \
+                    or c["allocated"] != w.next_saga:
+                raise RuntimeError(f"{e.key}: {w.next_saga} sagas run, but its files hold "
+                                   f"{c}")
+            report.note(f"{e.label}: its system database holds {done} workflows "
+                        f"(SUCCESS) and {c['step_outputs']} step outputs in "
+                        f"{c['file_bytes'] / 1e6:.1f} MB with its WAL (journal_mode="
+                        f"{c['file_journal_mode']}, each connection synchronous="
+                        f"{c['synchronous']}: 2 is FULL, 1 NORMAL; {c['connections']} "
+                        "connections); the application file "
+                        f"{c['allocated']} spaces taken")
+    hand, gateway = workers["hand"], workers["gateway"]
+    c = hand.ask({"check": "minimal"})
+    if not c["done"] == c["allocated"] == hand.done["minimal"]:
+        raise RuntimeError(f"minimal log: {hand.done['minimal']} sagas run, its file holds {c}")
+    c = gateway.ask({"check": "orchestrator"})
+    if c["occupancy"]["allocated"] != gateway.done["orchestrator"]:
+        raise RuntimeError(f"orchestrator: {gateway.done['orchestrator']} sagas run, "
+                           f"its database holds {c}")
+
+
+def main() -> int:
+    p = parser(__doc__)
+    p.add_argument("--rounds", type=int, help="rounds of every contender in turn (8)")
+    p.add_argument("--seconds", type=float,
+                   help="each contender's slice of a round, in each mode (1.0)")
+    p.add_argument("--inflight", type=int, default=16)
+    a = p.parse_args()
+    rounds = a.rounds or (1 if a.quick else 8)
+    slices = {SEQ: a.seconds or (0.2 if a.quick else 1.0), "warm": -1.0 if a.quick else 0.3}
+    slices[CONC] = slices[SEQ]
+    report = Report("engine_peers", "The saga engine beside its peers", quick=a.quick,
+                    reproduce="python bench/engine_peers.py")
+    dbos = BENCH_PYTHON.exists()
+    if not dbos:
+        report.note("DBOS left out: no .venv-bench (make bench-venv)")
+    entries = contenders(dbos)
+    # enough for the fastest contender (a slice ends early if its spaces run out)
+    spaces = 3000 if a.quick else 20_000
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-peers-") as tmp_name:
+        tmp = Path(tmp_name)
+        service = subprocess.Popen([sys.executable, str(PEERS / "service.py"), "--port",
+                                    str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        workers: dict[str, Worker] = {}
+        try:
+            assert service.stdout is not None
+            service.stdout.readline()
+            t0 = time.perf_counter()
+            workers = start_workers(tmp, f"http://127.0.0.1:{port}", spaces, dbos)
+            for w in workers.values():
+                w.wait_ready()
+            started = time.perf_counter() - t0
+            tallies, floors = measure(workers, entries, rounds, slices, a.inflight,
+                                      spaces, tmp / "floor.sqlite3")
+            commit_s = statistics.median(floors)
+            report_figures(report, entries, tallies, commit_s, a.inflight)
+            report_ratios(report, tallies, commit_s, dbos)
+            checks(report, workers, entries)
+        finally:
+            for w in workers.values():
+                w.stop()
+            service.terminate()
+            service.wait()
+    report.note(f"{rounds} rounds, each contender {slices[SEQ]:g} s one at a time and "
+                f"{slices[CONC]:g} s with {a.inflight} in flight a round, in turn; sagas "
+                "measured (one at a time / in flight): " + ", ".join(
+                    f"{e.key} {tallies[(e.key, SEQ)].n}/{tallies.get((e.key, CONC), Tally()).n}"
+                    for e in entries) + f"; the contenders' processes started in {started:.1f} s"
+                " (DBOS's launch among them); one test service process for all; the CPU is "
+                "shared by the service, the contender and whatever else runs")
+    report.save(a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
