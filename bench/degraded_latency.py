@@ -1,43 +1,60 @@
-"""Decision latency when the central service fails, in one run.
+"""Decision time when the central service fails, in one run: healthy, refusing, blackholed
+(the first vehicle, then the steady state with its breaker open), backup only, cache only.
 
-    python bench/degraded_latency.py [--vehicles N]
+    python bench/degraded_latency.py [--quick] [--json FILE] [--vehicles N]
 
-Scenarios: central healthy; central refusing connections; central blackholed (the first
-vehicles, then after its breaker opened); backup only (central refusing, the backup service
-answering over MQTT through a local Mosquitto); cache only (both down). For each: the
-decision latency (saga start -> barrier open) p50/p99/max, and the time to fallback (how
-long the verification took when its answer did not come from the central service).
-Aim: no decision later than the decision deadline; once the breaker is open, a cached or
-backup answer adds under 50 ms beyond the backup's own round trip.
+The gateway's saga engine (its orchestrator, breakers, fallback chain and saga log on a
+real SQLite file, ``synchronous=FULL``) runs in this process with an instant gate; the sim
+central service is an aiohttp server on 127.0.0.1 in a separate process (``python -m
+gateway.sim central``), its faults switched over HTTP (``POST /_sim/fault``): ``refuse``
+closes its port, ``blackhole`` accepts connections and requests and never answers. The
+backup service answers over MQTT through a local Mosquitto (``tests/broker.py``; the sim
+backup runs in this process).
+
+A vehicle's decision time is its entry saga's start -> the barrier's open (verify, allocate,
+create the entry record, each step in the saga log); its time to fallback is how long the
+verification took when its answer did not come from central. The plates were seen (and
+cached) while central was healthy, then left, so a cached answer exists.
+
+Central blackholed: the first vehicle waits until its calls' deadlines or the decision
+deadline give way to a fallback; the breaker opens after ``failure_threshold`` failed calls
+and the steady state's vehicles go to the fallback at once. The full run uses the product's
+default central settings (call deadline 0.8 s, 2 retries, decision deadline 2.5 s, breaker
+after 5 failures); ``--quick`` shortens them (0.3 s, 1 retry, 1 s, 3; the backup's
+deadline 1 s -> 0.5 s) to stay brief.
+Aim: no decision later than the decision deadline; with the breaker open, p99 ≤ 50 ms.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import json
 import logging
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.clock import SystemClock  # noqa: E402
-from gateway.core.steps import ENTRY, EXIT  # noqa: E402
-from gateway.sagas.factory import build_registry, build_runner, central_session  # noqa: E402
-from gateway.services.backup import BackupClient  # noqa: E402
-from gateway.settings import parse_settings  # noqa: E402
-from gateway.sim.backup import SimBackup  # noqa: E402
-from gateway.sim.central import SimCentralState, make_app  # noqa: E402
-from gateway.sim.faults import FaultRequest, Faults, SimServer  # noqa: E402
-from gateway.sim.gate import InstantGate  # noqa: E402
-from gateway.store import Store, saga_log  # noqa: E402
-from gateway.telemetry.mqtt import MqttConnection, MqttOptions  # noqa: E402
-from tests.broker import Broker  # noqa: E402
+from bench.report import Report, parser  # noqa: E402
 
-DECISION_DEADLINE_S = 1.0
+Json = dict[str, Any]
+QUICK = """deadline_s = 0.3
+retry_count = 1
+backoff_initial_s = 0.02
+decision_deadline_s = 1.0
+failure_threshold = 3
+[backup]
+deadline_s = 0.5
+"""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -45,18 +62,104 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main() -> None:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Central:
+    """The sim central service in its own process on a fixed port: ``refuse`` stops the
+    process (nothing listens: connections are refused), ``ok`` starts it again if need be,
+    any other mode is switched over HTTP."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "gateway.sim", "central", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()  # "listening"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait()
+            self.process = None
+
+    def fault(self, mode: str) -> None:
+        if mode == "refuse":
+            self.stop()
+            return
+        if self.process is None:
+            self.start()
+        request = urllib.request.Request(f"{self.url}/_sim/fault",
+                                         json.dumps({"mode": mode}).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            reply.read()
+
+
+class TimedGate:
+    """The saga's ``gate_service``: the barrier opens at once, and says when it was asked."""
+
+    name = "gate_service"
+
+    def __init__(self) -> None:
+        self.opened_at = 0.0
+
+    async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
+                   deadline_s: float) -> Json:
+        if operation == "open_barrier":
+            self.opened_at = time.perf_counter()
+            return {"opened": True}
+        return {"passed": True}
+
+
+@dataclass
+class Measured:
+    decision_ms: list[float] = field(default_factory=list)
+    fallback_ms: list[float] = field(default_factory=list)  # verify, when not from central
+    sources: dict[str, int] = field(default_factory=dict)
+    circuit: list[str] = field(default_factory=list)  # central's breaker after each vehicle
+
+
+def main() -> None:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--vehicles", type=int, default=30)
-    args = parser.parse_args()
-    n = args.vehicles
+    p = parser(__doc__)
+    p.add_argument("--vehicles", type=int, help="per scenario (default 40; quick: 4)")
+    args = p.parse_args()
+    n = args.vehicles or (4 if args.quick else 40)
+    report = Report("degraded_latency", "Decision time with the central service down",
+                    quick=args.quick)
+    central = Central()
+    central.start()
+    try:
+        asyncio.run(scenarios(report, central, n, args.quick))
+    finally:
+        central.stop()
+    report.save(args.json)
+
+
+async def scenarios(report: Report, central: Central, n: int, quick: bool) -> None:
+    from gateway.clock import SystemClock
+    from gateway.core.steps import ENTRY, EXIT
+    from gateway.sagas.factory import build_registry, build_runner, central_session
+    from gateway.sagas.runner import SagaRunner
+    from gateway.services.backup import BackupClient
+    from gateway.services.central import CentralPool
+    from gateway.settings import parse_settings
+    from gateway.sim.backup import SimBackup
+    from gateway.store import Store, saga_log
+    from gateway.telemetry.mqtt import MqttConnection, MqttOptions
+    from tests.broker import Broker
+
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         broker = Broker(Path(tmp))
         await broker.start()
-        state, faults = SimCentralState(), Faults()
-        central = SimServer(make_app(state, faults), faults, "127.0.0.1", 0)
-        await central.start()
         gate_mqtt = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="gate"))
         svc_mqtt = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="backup"))
         backup_client = BackupClient(gate_mqtt, "parking", "bench")
@@ -71,15 +174,7 @@ id = "bench"
 data_dir = "{tmp}"
 [central]
 base_urls = ["{central.url}"]
-deadline_s = 0.3
-retry_count = 1
-backoff_initial_s = 0.02
-decision_deadline_s = {DECISION_DEADLINE_S}
-failure_threshold = 3
-reset_timeout_s = 600
-[backup]
-enabled = true
-deadline_s = 0.5
+{QUICK if quick else ""}
 [simulation]
 enabled = true
 [[zones]]
@@ -92,18 +187,25 @@ direction = "entry"
 id = "exit-1"
 direction = "exit"
 """, "bench.toml")
+        c = settings.central
+        deadline_ms = c.decision_deadline_s * 1000
         store = await Store.open(settings.database_path, settings.zone_specs())
         session = central_session(settings)
         clock = SystemClock()
-        def fresh_runner():  # new breakers per scenario
-            registry = build_registry(settings, session, clock, InstantGate(), backup_client)
+        gate = TimedGate()
+
+        def fresh_runner() -> SagaRunner:  # new breakers per scenario
+            registry = build_registry(settings, session, clock, gate, backup_client)
             return build_runner(settings, store, registry, clock)
 
-        plates = iter(f"B{i:05d}" for i in range(100_000))
+        plates = iter(f"B{i:05d}" for i in range(1_000_000))
 
-        async def warm(runner, count: int) -> list[str]:
+        async def fault(mode: str) -> None:
+            await asyncio.to_thread(central.fault, mode)
+
+        async def warm(runner: SagaRunner, count: int) -> list[str]:
             """Plates seen (and cached) while healthy, then gone out again."""
-            await faults.set(FaultRequest(mode="ok"))
+            await fault("ok")
             backup.mode = "ok"
             out = []
             for _ in range(count):
@@ -113,61 +215,105 @@ direction = "exit"
                 out.append(plate)
             return out
 
-        async def measure(name: str, runner, vehicles: list[str]) -> None:
-            lat, fallback = [], []
-            sources: dict[str, int] = {}
+        async def measure(runner: SagaRunner, vehicles: list[str]) -> Measured:
+            got = Measured()
+            pool = runner.registry.remote["license_plate_service"]
+            assert isinstance(pool, CentralPool)
             for plate in vehicles:
+                gate.opened_at = 0.0
+                t0 = time.perf_counter()
                 outcome = await runner.run(ENTRY, {"lane_id": "entry-1",
                                                    "license_plate": plate})
-                saga = await store.read(partial(saga_log.get, saga_id=outcome.saga_id))
-                steps = {s["name"]: s for s in saga["steps"] if s["phase"] == "forward"}
-                open_at = sum(steps[k]["duration_ms"] or 0 for k in
-                              ("verify_license_plate", "allocate_parking_space",
-                               "create_entry_record") if k in steps)
-                lat.append(open_at)
+                got.circuit.append(pool.circuit())
+                if gate.opened_at:
+                    got.decision_ms.append((gate.opened_at - t0) * 1000)
                 src = outcome.sources.get("verify_license_plate", "-")
-                sources[src] = sources.get(src, 0) + 1
+                got.sources[src] = got.sources.get(src, 0) + 1
                 if src != "central":
-                    fallback.append(steps["verify_license_plate"]["duration_ms"] or 0)
+                    saga = await store.read(partial(saga_log.get, saga_id=outcome.saga_id))
+                    assert saga is not None
+                    verify = [s for s in saga["steps"] if s["phase"] == "forward"
+                              and s["name"] == "verify_license_plate"]
+                    got.fallback_ms.append(float(verify[0]["duration_ms"] or 0) if verify
+                                           else 0.0)
                 await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": plate})
-            fb = (f"  time to fallback p50 {pct(fallback, 50):6.1f} ms" if fallback else "")
-            late = sum(1 for x in lat if x > DECISION_DEADLINE_S * 1000)
-            print(f"{name:34} decision p50 {pct(lat, 50):7.1f} ms  p99 {pct(lat, 99):7.1f} ms"
-                  f"  max {max(lat):7.1f} ms  over deadline {late}{fb}  sources {sources}")
+            return got
 
-        r = fresh_runner()
-        await measure("central healthy", r, [next(plates) for _ in range(n)])
+        late = 0
 
-        r = fresh_runner()
-        cached = await warm(r, n)
-        await faults.set(FaultRequest(mode="refuse"))
-        await measure("central refusing (backup up)", r, cached)
+        def figures(key: str, label: str, m: Measured, *, fallback: bool = True) -> None:
+            nonlocal late
+            if not m.decision_ms:
+                report.note(f"{label}: no barrier opened ({m.sources})")
+                return
+            late += sum(1 for x in m.decision_ms if x > deadline_ms)
+            report.figure(f"{key}_p50_ms", pct(m.decision_ms, 50), "ms",
+                          f"{label}: decision p50")
+            report.figure(f"{key}_p99_ms", pct(m.decision_ms, 99), "ms",
+                          f"{label}: decision p99")
+            if fallback and m.fallback_ms:
+                report.figure(f"{key}_fallback_p50_ms", pct(m.fallback_ms, 50), "ms",
+                              f"{label}: time to fallback p50")
+            print(f"    answers from {m.sources}", flush=True)
 
-        r = fresh_runner()
-        cached = await warm(r, n)
-        await faults.set(FaultRequest(mode="blackhole"))
-        await measure("central blackholed: first 3", r, cached[:3])
-        await measure("central blackholed: breaker open", r, cached[3:])
+        figures("healthy", "central healthy",
+                await measure(fresh_runner(), [next(plates) for _ in range(n)]), fallback=False)
 
+        # blackholed: the first vehicles until the breaker opens, then the steady state
         r = fresh_runner()
-        await faults.set(FaultRequest(mode="refuse"))
-        await measure("backup only (central refusing)", r, [next(plates) for _ in range(n)])
+        cached = await warm(r, n + 4)
+        await fault("blackhole")
+        m = await measure(r, cached)
+        await fault("ok")  # lets go of the held requests
+        opened = next((i for i, s in enumerate(m.circuit) if s == "open"), len(m.circuit))
+        if m.decision_ms:
+            late += sum(1 for x in m.decision_ms if x > deadline_ms)
+            report.figure("blackholed_first_ms", m.decision_ms[0], "ms",
+                          "central blackholed: the first vehicle's decision",
+                          aim=("<=", deadline_ms))
+            report.figure("blackholed_first_fallback_ms", m.fallback_ms[0], "ms",
+                          "central blackholed: the first vehicle's time to fallback")
+            report.figure("blackholed_until_open", opened + 1, "vehicles",
+                          "central blackholed: vehicles until its breaker opened")
+            steady = m.decision_ms[opened + 1:]
+            if steady:
+                report.figure("blackholed_steady_p50_ms", pct(steady, 50), "ms",
+                              "central blackholed, breaker open: decision p50")
+                report.figure("blackholed_steady_p99_ms", pct(steady, 99), "ms",
+                              "central blackholed, breaker open: decision p99",
+                              aim=("<=", 50.0))
+            else:
+                report.note("central blackholed: its breaker never opened")
+            print(f"    answers from {m.sources}; decisions of the first vehicles (ms): "
+                  f"{', '.join(f'{x:.0f}' for x in m.decision_ms[:opened + 2])}", flush=True)
 
-        r = fresh_runner()
-        cached = await warm(r, n)
-        await faults.set(FaultRequest(mode="refuse"))
+        # refusing (its process stopped): plates cached while it answered, the backup up;
+        # then plates never seen (the backup answers); then the backup blackholed too
+        cached = await warm(fresh_runner(), 2 * n)
+        await fault("refuse")
+        figures("refusing", "central refusing", await measure(fresh_runner(), cached[:n]))
+        figures("backup_only", "backup only (central refusing)",
+                await measure(fresh_runner(), [next(plates) for _ in range(n)]))
         backup.mode = "blackhole"
-        await measure("cache only (both down)", r, cached)
-        print(f"decision deadline {DECISION_DEADLINE_S * 1000:.0f} ms; central call deadline "
-              f"300 ms, backup call deadline 500 ms")
+        figures("cache_only", "cache only (central refusing, backup blackholed)",
+                await measure(fresh_runner(), cached[n:]))
+        report.figure("over_deadline", late, "vehicles",
+                      f"decisions later than the decision deadline ({deadline_ms:.0f} ms)",
+                      aim=("<=", 0))
+        report.note(f"decision deadline {deadline_ms:.0f} ms, central call deadline "
+                    f"{c.deadline_s * 1000:.0f} ms × {c.retry_count + 1} attempts, breaker "
+                    f"after {c.failure_threshold} failures, backup deadline "
+                    f"{settings.backup.deadline_s * 1000:.0f} ms"
+                    + (" (quick: shortened)" if quick else " (the product's defaults)"))
+        report.note("central in a separate process on 127.0.0.1; the backup through a local "
+                    "Mosquitto, answered in this process")
 
         await session.close()
         await store.close()
         await gate_mqtt.stop()
         await svc_mqtt.stop()
-        await central.stop()
         await broker.stop()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
