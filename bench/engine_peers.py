@@ -31,6 +31,8 @@ Per contender and mode: sagas/s, p50/p99 latency, CPU per saga (the contender's 
 every thread; the service's is not in it), durable (fsyncing) commits per saga and SQL
 statements per saga (every statement of every SQLite connection of the contender, counted
 with sqlite3's trace callback; SQLAlchemy's connections through a pool ``connect`` event).
+A full run then counts, with strace in fresh processes (30 sagas each, one at a time), the
+fsync and fdatasync calls per saga (--no-fsyncs: not).
 Ratios: the orchestrator's throughput ÷ DBOS's at equal durability (DBOS's defaults), its
 time per saga ÷ the minimal log's, and its overhead per saga beyond its commits
 (orchestrator - plain - extra durable commits x the measured commit cost).
@@ -42,7 +44,9 @@ compare figures of one run, not across runs. A full run takes about two minutes;
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -50,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -203,23 +208,55 @@ def contenders(dbos: bool) -> list[Entry]:
     return out
 
 
-def start_workers(tmp: Path, url: str, spaces: int, dbos: bool) -> dict[str, Worker]:
+def start_workers(tmp: Path, url: str, spaces: int, dbos: bool,
+                  wrap: Callable[[str], list[str]] = lambda _: []) -> dict[str, Worker]:
+    """The contenders' processes (``wrap(name)``: a command to run each one under)."""
     def args(name: str) -> list[str]:
-        (tmp / name).mkdir()
+        (tmp / name).mkdir(parents=True)
         return ["--url", url, "--dir", str(tmp / name), "--spaces", str(spaces)]
 
     workers = {
-        "gateway": Worker("gateway", [sys.executable, str(PEERS / "orchestrator.py"),
-                                      *args("gateway")]),
-        "hand": Worker("hand", [sys.executable, str(PEERS / "handwritten.py"),
+        "gateway": Worker("gateway", [*wrap("gateway"), sys.executable,
+                                      str(PEERS / "orchestrator.py"), *args("gateway")]),
+        "hand": Worker("hand", [*wrap("hand"), sys.executable, str(PEERS / "handwritten.py"),
                                 *args("hand")]),
     }
     if dbos:
         for sqlite in ("defaults", "wal"):
-            workers[f"dbos-{sqlite}"] = Worker(f"dbos-{sqlite}", [
-                str(BENCH_PYTHON), str(PEERS / "dbos_saga.py"), *args(f"dbos-{sqlite}"),
-                "--sqlite", sqlite])
+            name = f"dbos-{sqlite}"
+            workers[name] = Worker(name, [*wrap(name), str(BENCH_PYTHON),
+                                          str(PEERS / "dbos_saga.py"), *args(name),
+                                          "--sqlite", sqlite])
     return workers
+
+
+def fsyncs(report: Report, tmp: Path, url: str, entries: list[Entry], dbos: bool,
+           sagas: int = 30) -> None:
+    """The fsync and fdatasync calls per saga, one at a time, counted by strace in fresh
+    processes (a separate pass: strace slows what it watches)."""
+    traces = tmp / "strace"
+
+    def wrap(name: str) -> list[str]:
+        return ["strace", "-f", "-qq", "-o", str(traces / f"{name}.txt"),
+                "-e", "trace=fsync,fdatasync"]
+
+    def calls(name: str) -> int:
+        with (traces / f"{name}.txt").open() as f:
+            return sum(1 for line in f if "sync(" in line)
+
+    workers = start_workers(traces, url, 10 * sagas, dbos, wrap)
+    try:
+        for w in workers.values():
+            w.wait_ready()
+        for e in entries:
+            before = calls(e.worker)
+            answer = workers[e.worker].run(e.names[SEQ], 1e9, sagas, 1)
+            time.sleep(0.2)  # strace writes what it saw
+            report.figure(f"{e.key}_fsyncs", (calls(e.worker) - before) / len(answer["lat"]),
+                          "", f"{e.label}: fsync calls per saga (strace)")
+    finally:
+        for w in workers.values():
+            w.stop()
 
 
 def measure(workers: dict[str, Worker], entries: list[Entry], rounds: int,
@@ -355,17 +392,22 @@ def checks(report: Report, workers: dict[str, Worker], entries: list[Entry]) -> 
 
 def main() -> int:
     p = parser(__doc__)
-    p.add_argument("--rounds", type=int, help="rounds of every contender in turn (8)")
+    p.add_argument("--rounds", type=int, help="rounds of every contender in turn (7)")
     p.add_argument("--seconds", type=float,
                    help="each contender's slice of a round, in each mode (1.0)")
     p.add_argument("--inflight", type=int, default=16)
+    p.add_argument("--fsyncs", action=argparse.BooleanOptionalAction, default=None,
+                   help="count fsync calls per saga with strace afterwards (default: in a "
+                        "full run, when strace is installed)")
     a = p.parse_args()
-    rounds = a.rounds or (1 if a.quick else 8)
+    rounds = a.rounds or (1 if a.quick else 7)
     slices = {SEQ: a.seconds or (0.2 if a.quick else 1.0), "warm": -1.0 if a.quick else 0.3}
     slices[CONC] = slices[SEQ]
     report = Report("engine_peers", "The saga engine beside its peers", quick=a.quick,
                     reproduce="python bench/engine_peers.py")
     dbos = BENCH_PYTHON.exists()
+    count_fsyncs = a.fsyncs if a.fsyncs is not None else (
+        not a.quick and shutil.which("strace") is not None)
     if not dbos:
         report.note("DBOS left out: no .venv-bench (make bench-venv)")
     entries = contenders(dbos)
@@ -391,6 +433,10 @@ def main() -> int:
             report_figures(report, entries, tallies, commit_s, a.inflight)
             report_ratios(report, tallies, commit_s, dbos)
             checks(report, workers, entries)
+            for w in workers.values():
+                w.stop()
+            if count_fsyncs:
+                fsyncs(report, tmp, f"http://127.0.0.1:{port}", entries, dbos)
         finally:
             for w in workers.values():
                 w.stop()
