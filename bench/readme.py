@@ -53,7 +53,11 @@ def render(results: list[dict[str, Any]]) -> str:
         lines += ["", f"**{_cell(r['title'])}** · `{r['reproduce']}`"
                   f"{' (quick run)' if r['quick'] else ''} · {r['seconds']:.0f} s", "",
                   "| figure | value | aim |", "|---|---:|---|"]
-        lines += [_figure_row(f) for f in r["figures"]]
+        shown = [f for f in r["figures"] if not f.get("detail") or f["met"] is False]
+        lines += [_figure_row(f) for f in shown]
+        if len(shown) < len(r["figures"]):
+            lines.append(f"\n{len(r['figures']) - len(shown)} more figures in "
+                         f"`bench/results/{r['name']}.json`.")
         lines += [f"\n{_cell(n)}" for n in r["notes"]]
     return "\n".join(lines) + "\n"
 

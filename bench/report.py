@@ -36,6 +36,8 @@ class Figure:
     aim: tuple[str, float] | None = None
     # a figure measured beside another in the same run: its key
     baseline: str | None = None
+    # in the JSON and the printout, not in the README's table (which keeps the headlines)
+    detail: bool = False
 
     @property
     def met(self) -> bool | None:
@@ -107,12 +109,13 @@ class Report:
         print(f"== {self.title}{mode}", flush=True)
 
     def figure(self, key: str, value: float, unit: str, label: str, *,
-               aim: tuple[str, float] | None = None, baseline: str | None = None) -> Figure:
+               aim: tuple[str, float] | None = None, baseline: str | None = None,
+               detail: bool = False) -> Figure:
         if aim is not None and aim[0] not in OPS:
             raise ValueError(f"aim {aim!r}: the comparison is one of {sorted(OPS)}")
         if any(f.key == key for f in self.figures):
             raise ValueError(f"figure {key!r} reported twice")
-        fig = Figure(key, label, float(value), unit, aim, baseline)
+        fig = Figure(key, label, float(value), unit, aim, baseline, detail)
         self.figures.append(fig)
         judged = "" if fig.met is None else ("  [aim met]" if fig.met else "  [aim MISSED]")
         want = f"  (aim {aim_text(aim, unit)})" if aim else ""
@@ -120,9 +123,9 @@ class Report:
         return fig
 
     def ratio(self, key: str, value: float, label: str, *, of: str,
-              aim: tuple[str, float] | None = None) -> Figure:
+              aim: tuple[str, float] | None = None, detail: bool = False) -> Figure:
         """A ratio of two figures measured in this run (``of`` names the baseline)."""
-        return self.figure(key, value, "×", label, aim=aim, baseline=of)
+        return self.figure(key, value, "×", label, aim=aim, baseline=of, detail=detail)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
