@@ -120,11 +120,22 @@ class TimedGate:
 
 
 @dataclass
+class Vehicle:
+    decision_ms: float | None  # None: no barrier opened
+    fallback_ms: float | None  # the verification's time when not answered by central
+    circuit: str  # central's breaker after this vehicle
+
+
+@dataclass
 class Measured:
-    decision_ms: list[float] = field(default_factory=list)
-    fallback_ms: list[float] = field(default_factory=list)  # verify, when not from central
+    vehicles: list[Vehicle] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
-    circuit: list[str] = field(default_factory=list)  # central's breaker after each vehicle
+
+    def decisions(self, start: int = 0) -> list[float]:
+        return [v.decision_ms for v in self.vehicles[start:] if v.decision_ms is not None]
+
+    def fallbacks(self, start: int = 0) -> list[float]:
+        return [v.fallback_ms for v in self.vehicles[start:] if v.fallback_ms is not None]
 
 
 def main() -> None:
@@ -224,18 +235,18 @@ direction = "exit"
                 t0 = time.perf_counter()
                 outcome = await runner.run(ENTRY, {"lane_id": "entry-1",
                                                    "license_plate": plate})
-                got.circuit.append(pool.circuit())
-                if gate.opened_at:
-                    got.decision_ms.append((gate.opened_at - t0) * 1000)
+                circuit = pool.circuit()
+                decision = (gate.opened_at - t0) * 1000 if gate.opened_at else None
                 src = outcome.sources.get("verify_license_plate", "-")
                 got.sources[src] = got.sources.get(src, 0) + 1
+                fallback = None
                 if src != "central":
                     saga = await store.read(partial(saga_log.get, saga_id=outcome.saga_id))
                     assert saga is not None
                     verify = [s for s in saga["steps"] if s["phase"] == "forward"
                               and s["name"] == "verify_license_plate"]
-                    got.fallback_ms.append(float(verify[0]["duration_ms"] or 0) if verify
-                                           else 0.0)
+                    fallback = float(verify[0]["duration_ms"] or 0) if verify else None
+                got.vehicles.append(Vehicle(decision, fallback, circuit))
                 await runner.run(EXIT, {"lane_id": "exit-1", "license_plate": plate})
             return got
 
@@ -243,16 +254,15 @@ direction = "exit"
 
         def figures(key: str, label: str, m: Measured, *, fallback: bool = True) -> None:
             nonlocal late
-            if not m.decision_ms:
+            decisions = m.decisions()
+            if not decisions:
                 report.note(f"{label}: no barrier opened ({m.sources})")
                 return
-            late += sum(1 for x in m.decision_ms if x > deadline_ms)
-            report.figure(f"{key}_p50_ms", pct(m.decision_ms, 50), "ms",
-                          f"{label}: decision p50")
-            report.figure(f"{key}_p99_ms", pct(m.decision_ms, 99), "ms",
-                          f"{label}: decision p99")
-            if fallback and m.fallback_ms:
-                report.figure(f"{key}_fallback_p50_ms", pct(m.fallback_ms, 50), "ms",
+            late += sum(1 for x in decisions if x > deadline_ms)
+            report.figure(f"{key}_p50_ms", pct(decisions, 50), "ms", f"{label}: decision p50")
+            report.figure(f"{key}_p99_ms", pct(decisions, 99), "ms", f"{label}: decision p99")
+            if fallback and m.fallbacks():
+                report.figure(f"{key}_fallback_p50_ms", pct(m.fallbacks(), 50), "ms",
                               f"{label}: time to fallback p50")
             print(f"    answers from {m.sources}", flush=True)
 
@@ -265,27 +275,34 @@ direction = "exit"
         await fault("blackhole")
         m = await measure(r, cached)
         await fault("ok")  # lets go of the held requests
-        opened = next((i for i, s in enumerate(m.circuit) if s == "open"), len(m.circuit))
-        if m.decision_ms:
-            late += sum(1 for x in m.decision_ms if x > deadline_ms)
-            report.figure("blackholed_first_ms", m.decision_ms[0], "ms",
+        opened = next((i for i, v in enumerate(m.vehicles) if v.circuit == "open"),
+                      len(m.vehicles))
+        late += sum(1 for x in m.decisions() if x > deadline_ms)
+        first = m.vehicles[0]
+        if first.decision_ms is not None:
+            report.figure("blackholed_first_ms", first.decision_ms, "ms",
                           "central blackholed: the first vehicle's decision",
                           aim=("<=", deadline_ms))
-            report.figure("blackholed_first_fallback_ms", m.fallback_ms[0], "ms",
+        if first.fallback_ms is not None:
+            report.figure("blackholed_first_fallback_ms", first.fallback_ms, "ms",
                           "central blackholed: the first vehicle's time to fallback")
-            report.figure("blackholed_until_open", opened + 1, "vehicles",
-                          "central blackholed: vehicles until its breaker opened")
-            steady = m.decision_ms[opened + 1:]
-            if steady:
-                report.figure("blackholed_steady_p50_ms", pct(steady, 50), "ms",
-                              "central blackholed, breaker open: decision p50")
-                report.figure("blackholed_steady_p99_ms", pct(steady, 99), "ms",
-                              "central blackholed, breaker open: decision p99",
-                              aim=("<=", 50.0))
-            else:
-                report.note("central blackholed: its breaker never opened")
-            print(f"    answers from {m.sources}; decisions of the first vehicles (ms): "
-                  f"{', '.join(f'{x:.0f}' for x in m.decision_ms[:opened + 2])}", flush=True)
+        report.figure("blackholed_until_open", opened + 1, "vehicles",
+                      "central blackholed: vehicles until its breaker opened")
+        steady = m.decisions(opened + 1)
+        if steady:
+            report.figure("blackholed_steady_p50_ms", pct(steady, 50), "ms",
+                          "central blackholed, breaker open: decision p50")
+            report.figure("blackholed_steady_p99_ms", pct(steady, 99), "ms",
+                          "central blackholed, breaker open: decision p99", aim=("<=", 50.0))
+        if m.fallbacks(opened + 1):
+            report.figure("blackholed_steady_fallback_p50_ms",
+                          pct(m.fallbacks(opened + 1), 50), "ms",
+                          "central blackholed, breaker open: time to fallback p50")
+        if not steady:
+            report.note("central blackholed: its breaker never opened, or no barrier opened")
+        print(f"    answers from {m.sources}; decisions of the first vehicles (ms): "
+              f"{', '.join(f'{v.decision_ms or 0:.0f}' for v in m.vehicles[:opened + 2])}",
+              flush=True)
 
         # refusing (its process stopped): plates cached while it answered, the backup up;
         # then plates never seen (the backup answers); then the backup blackholed too
