@@ -91,6 +91,18 @@ def _libc(name: str) -> Callable[..., int] | None:
 
 
 _malloc_trim = _libc("malloc_trim")
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+MALLOC_ARENAS = 2
+
+
+def tune_allocator() -> None:
+    """At most two malloc arenas (before any thread starts). glibc gives each thread that
+    allocates an arena of its own, up to 8 per core; every one keeps what its thread freed.
+    With the cameras' grabbers, the capture and reader workers and onnxruntime's pool, the
+    daemon held ~40 MB more under traffic than with two (bench/footprint.py)."""
+    mallopt = _libc("mallopt")
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 class Gateway:
@@ -770,6 +782,7 @@ async def _watchdog(gateway: Gateway, every_s: float) -> None:
 
 
 def run_daemon(settings: Settings) -> int:
+    tune_allocator()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_log_level(settings)
