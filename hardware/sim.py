@@ -101,7 +101,7 @@ def read_board(board_file: Path) -> dict[str, bool]:
         return {}
 
 
-SIM_NOISE_VARIANTS = 4
+SIM_NOISE_VARIANTS = 2
 
 
 class SimCameraSource:
