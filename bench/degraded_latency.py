@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -152,6 +153,9 @@ def main() -> None:
         asyncio.run(scenarios(report, central, n, args.quick))
     finally:
         central.stop()
+    load = os.getloadavg()[0]
+    report.note(f"load average {load:.1f} at the end, on {os.cpu_count()} cores (figures "
+                "measured on a busy machine have long tails)")
     report.save(args.json)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import statistics
 import subprocess
@@ -293,6 +294,9 @@ def main() -> None:
     report.note("own share = loop to open pulse - camera frame wait - central round trips "
                 "(time inside the central calls); central in a separate process on "
                 "127.0.0.1; loop = the vehicle accepted after the 20 ms debounce")
+    load = os.getloadavg()[0]
+    report.note(f"load average {load:.1f} at the end, on {os.cpu_count()} cores (figures "
+                "measured on a busy machine have long tails)")
     report.save(args.json)
 
 
