@@ -309,6 +309,10 @@ def report_figures(report: Report, entries: list[Entry], t: dict[tuple[str, str]
                           f"{where}: durable (fsynced) commits per saga")
             report.figure(f"{k}_sql", x.per_saga("statements"), "",
                           f"{where}: SQL statements per saga")
+    uncounted = [e.key for e in entries if not t[(e.key, SEQ)].sql.get("statements")]
+    if uncounted:
+        report.note(f"no SQL statement seen for {', '.join(uncounted)}: its connections were "
+                    "not opened through sqlite3.connect (the count needs another hook)")
     report.figure("commit_floor_rate", 1 / commit_s, "commits/s",
                   "raw SQLite commit, WAL + FULL (this disk's floor)")
     report.figure("commit_cost", commit_s * 1000, "ms", "raw SQLite commit: time each")

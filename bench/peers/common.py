@@ -147,10 +147,12 @@ class AppDb:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.executescript(SCHEMA + schema)
+        conn.execute("BEGIN")  # one commit for the whole lot, not one a space
         conn.executemany("INSERT INTO spaces(space_id, zone, number, kind, state) "
                          "VALUES (?, ?, ?, 'standard', 'free')",
                          [(f"{z}-{i:04d}", z, i) for z, n in zones(spaces)
                           for i in range(1, n + 1)])
+        conn.execute("COMMIT")
         self.conn = conn
         COUNT.watch(conn, syncs=self._synchronous != "OFF")
 
