@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,13 @@ class BackoffSchedule:
         if elapsed_s + delay >= self.deadline_s:
             return None
         return delay
+
+
+@lru_cache(maxsize=256)
+def cached_schedule(initial_s: float, factor: float, max_delay_s: float, jitter: float,
+                    retries: int | None, deadline_s: float) -> BackoffSchedule:
+    """``BackoffSchedule(...)`` made and checked once per set of values (the last 256), for
+    callers that need one per call but consult it only after a failure
+    (``retry_with_backoff``). Values it refuses are refused at every call, as a new one
+    would be."""
+    return BackoffSchedule(initial_s, factor, max_delay_s, jitter, retries, deadline_s)

@@ -18,6 +18,12 @@ class BalancingPolicy(StrEnum):
     WEIGHTED = "weighted"
 
 
+# Plain names for the policies (Python 3.11 finds an enum member through a descriptor, and
+# ``choose`` is asked at every call)
+_ROUND_ROBIN, _RANDOM = BalancingPolicy.ROUND_ROBIN, BalancingPolicy.RANDOM
+_LEAST_OUTSTANDING = BalancingPolicy.LEAST_OUTSTANDING
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """What the balancer needs to know of one instance."""
@@ -35,10 +41,7 @@ class Balancer:
 
     def choose(self, candidates: Sequence[Candidate], rand: float = 0.0) -> int | None:
         """Index of the chosen candidate, or ``None`` when none is available."""
-        usable = [i for i, c in enumerate(candidates) if c.available]
-        if not usable:
-            return None
-        if self.policy is BalancingPolicy.ROUND_ROBIN:
+        if self.policy is _ROUND_ROBIN:  # the default: asked at every call
             # Walk the full list from the cursor so that skipping an unavailable instance
             # does not shift the rotation of the others.
             n = len(candidates)
@@ -47,10 +50,13 @@ class Balancer:
                 if candidates[i].available:
                     self._next = (i + 1) % n
                     return i
-            return None  # pragma: no cover - usable is non-empty
-        if self.policy is BalancingPolicy.RANDOM:
+            return None
+        usable = [i for i, c in enumerate(candidates) if c.available]
+        if not usable:
+            return None
+        if self.policy is _RANDOM:
             return usable[min(int(rand * len(usable)), len(usable) - 1)]
-        if self.policy is BalancingPolicy.LEAST_OUTSTANDING:
+        if self.policy is _LEAST_OUTSTANDING:
             # Ties go round-robin so an idle pool still spreads its load.
             least = min(candidates[i].outstanding for i in usable)
             tied = [i for i in usable if candidates[i].outstanding == least]
@@ -72,5 +78,7 @@ class Balancer:
         first = self.choose(candidates, rand)
         if first is None:
             return []
+        if len(candidates) == 1:
+            return [first]
         rest = [i for i, c in enumerate(candidates) if c.available and i != first]
         return [first, *rest]

@@ -17,13 +17,21 @@ class Call:
 
 
 class CallStats:
+    """The last ``keep`` calls. Recorded at every call of a service, read when the page is
+    drawn: a call is kept as a plain tuple and made a ``Call`` when read."""
+
     def __init__(self, keep: int = 20) -> None:
-        self.calls: deque[Call] = deque(maxlen=keep)
+        self._calls: deque[tuple[float, float, bool, str]] = deque(maxlen=keep)
         self.failures_in_a_row = 0
         self.last_error = ""
 
+    @property
+    def calls(self) -> list[Call]:
+        """The calls kept, oldest first."""
+        return [Call(*c) for c in self._calls]
+
     def record(self, at: float, duration_s: float, answered: bool, error: str = "") -> None:
-        self.calls.append(Call(at, duration_s, answered, error))
+        self._calls.append((at, duration_s, answered, error))
         if answered:
             self.failures_in_a_row = 0
         else:
@@ -31,8 +39,8 @@ class CallStats:
             self.last_error = error
 
     def median_ms(self) -> float | None:
-        answered = [c.duration_s for c in self.calls if c.answered]
+        answered = [c[1] for c in self._calls if c[2]]
         return round(median(answered) * 1000, 1) if answered else None
 
     def last_answered(self) -> bool | None:
-        return self.calls[-1].answered if self.calls else None
+        return self._calls[-1][2] if self._calls else None

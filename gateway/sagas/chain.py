@@ -42,6 +42,7 @@ from gateway.store.store import Store
 Json = dict[str, Any]
 SOURCES = {LICENSE_PLATE_SERVICE: "central", ALTERNATIVE_LICENSE_PLATE_SERVICE: "backup"}
 KEEP_OUT_OF_LOG = ("image_jpeg_b64",)
+_READ = StepKind.READ  # a plain name: Python 3.11 finds an enum member through a descriptor
 
 
 def loggable(result: Json | None) -> Json:
@@ -87,6 +88,8 @@ class ServiceChain:
         self.breaker_policy = breaker_policy
         self.breakers: dict[str, Breaker] = {}
         self.stats: dict[str, CallStats] = {}  # the last calls of each service, for the page
+        # one backoff schedule per (initial, cap, retries) of the policies asked with
+        self._schedules: dict[tuple[float, float, int], BackoffSchedule] = {}
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng
         self.on_boundary = on_boundary
@@ -97,17 +100,20 @@ class ServiceChain:
         """The step's answer and where it came from. Raises ``PermanentError`` at once on a
         definitive answer, ``TransientError`` when nothing answered within the deadline."""
         begin = self.clock.monotonic()
+        deadline_s = policy.deadline_s
         if scope.deadline_at is not None:  # the decision's deadline bounds the step's
-            policy = replace(policy, deadline_s=max(0.0, min(policy.deadline_s,
-                                                             scope.deadline_at - begin)))
-        use_cache = policy.use_cache_fallback and step.kind is StepKind.READ
-        names = [step.service, *[a for a in policy.alternative_services
-                                 if a in self.registry.remote]]
+            left = scope.deadline_at - begin
+            cut = left if left < deadline_s else deadline_s
+            deadline_s = cut if cut > 0.0 else 0.0
+        use_cache = policy.use_cache_fallback and step.kind is _READ
+        names = [step.service]
+        if policy.alternative_services:
+            names += [a for a in policy.alternative_services if a in self.registry.remote]
         last: TransientError | None = None
-        if policy.hedge_after_s > 0 and step.kind is StepKind.READ and len(names) > 1:
+        if policy.hedge_after_s > 0 and step.kind is _READ and len(names) > 1:
             try:
                 return await self._hedged(scope, names[0], names[1], step, policy, payload,
-                                          begin, attempts)
+                                          begin, attempts, deadline_s=deadline_s)
             except TransientError as exc:
                 last = exc
                 names = names[2:]
@@ -122,7 +128,7 @@ class ServiceChain:
                     return self._from_cache(scope, step, cached, attempts, last)
             try:
                 result = await self._ask(scope, name, step, policy, payload, key, begin,
-                                         attempts)
+                                         attempts, deadline_s=deadline_s)
             except TransientError as exc:
                 last = exc
                 continue
@@ -148,16 +154,18 @@ class ServiceChain:
 
     async def _hedged(self, scope: CallScope, primary: str, second: str, step: StepSpec,
                       policy: StepPolicy, payload: Json, begin: float,
-                      attempts: list[Attempt]) -> tuple[Json, str]:
+                      attempts: list[Attempt], *, deadline_s: float) -> tuple[Json, str]:
         """Ask the primary; if it has not answered within ``hedge_after_s``, ask the second
         too, and take the first valid answer."""
         first = asyncio.ensure_future(
-            self._ask(scope, primary, step, policy, payload, None, begin, attempts))
+            self._ask(scope, primary, step, policy, payload, None, begin, attempts,
+                      deadline_s=deadline_s))
         done, _ = await asyncio.wait({first}, timeout=policy.hedge_after_s)
         tasks = {first: primary}
         if not done:
             hedge = asyncio.ensure_future(
-                self._ask(scope, second, step, policy, payload, None, begin, attempts))
+                self._ask(scope, second, step, policy, payload, None, begin, attempts,
+                          deadline_s=deadline_s))
             tasks[hedge] = second
         last: BaseException | None = None
         pending = set(tasks)
@@ -180,7 +188,7 @@ class ServiceChain:
                         raise last
             if len(tasks) == 1:  # the primary failed before the hedge: ask the second now
                 result = await self._ask(scope, second, step, policy, payload, None, begin,
-                                         attempts)
+                                         attempts, deadline_s=deadline_s)
                 source = SOURCES.get(second, second)
                 scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
                                              "source": source, "after": str(last)})
@@ -194,43 +202,57 @@ class ServiceChain:
 
     async def _ask(self, scope: CallScope, name: str, step: StepSpec, policy: StepPolicy,
                    payload: Json, key: str | None, begin: float,
-                   attempts: list[Attempt]) -> Json:
-        """One service, retried with backoff while the step's deadline allows; each call has
-        the service's own deadline, cut to what is left of the step's."""
+                   attempts: list[Attempt], *, deadline_s: float) -> Json:
+        """One service, retried with backoff while the step's deadline (``deadline_s`` from
+        ``begin``) allows; each call has the service's own deadline, cut to what is left of
+        the step's.
+
+        Asked for every call of every step, so it makes nothing it may not need: the breaker
+        and the call statistics once per service, the backoff schedule once per backoff
+        setting (checked then, before the first call), with this step's deadline only after
+        a failure."""
         service: RemoteService | None = self.registry.remote.get(name)
         if service is None:
             raise PermanentError(f"no service registered as {name!r}", service=name)
+        take = getattr(service, "take_transitions", None)  # a service with its own breakers
         breaker = None
         if policy.use_circuit_breaker and not hasattr(service, "take_transitions"):
-            breaker = self.breakers.setdefault(name, Breaker(name, self.breaker_policy))
-        schedule = BackoffSchedule(initial_s=policy.backoff_initial_s,
-                                   max_delay_s=policy.backoff_max_s, retries=policy.retry_count,
-                                   deadline_s=policy.deadline_s)
+            breaker = self.breakers.get(name)
+            if breaker is None:
+                breaker = self.breakers[name] = Breaker(name, self.breaker_policy)
+        values = (policy.backoff_initial_s, policy.backoff_max_s, policy.retry_count)
+        schedule = self._schedules.get(values)
+        if schedule is None:
+            schedule = self._schedules[values] = BackoffSchedule(
+                initial_s=values[0], max_delay_s=values[1], retries=values[2])
         call_deadline_s = policy.call_deadline_for(name)
-        stats = self.stats.setdefault(name, CallStats())
+        stats = self.stats.get(name)
+        if stats is None:
+            stats = self.stats[name] = CallStats()
         failures = 0
-        last: TransientError = TransientError(f"{name}: no time left", service=name)
+        last: TransientError | None = None
         while True:
             now = self.clock.monotonic()
-            remaining = policy.deadline_s - (now - begin)
+            remaining = deadline_s - (now - begin)
             if remaining <= 0:
-                raise last
+                raise last or TransientError(f"{name}: no time left", service=name)
             if breaker is not None and not breaker.allow(now):
                 attempts.append(Attempt(name, "circuit_open", 0.0))
-                self._report(scope, service, breaker)
+                self._report(scope, take, breaker)
                 raise TransientError(f"{name}: circuit open", service=name)
             self.on_boundary(f"before call {step.name}")
             t0 = self.clock.monotonic()
             try:
-                result = await service.call(step.operation, payload, idempotency_key=key,
-                                            deadline_s=min(call_deadline_s, remaining))
+                result = await service.call(
+                    step.operation, payload, idempotency_key=key,
+                    deadline_s=call_deadline_s if call_deadline_s < remaining else remaining)
                 _answers_the_question(step, payload, result, name)
             except PermanentError as exc:
                 stats.record(t0, self.clock.monotonic() - t0, answered=True)
                 attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
                 if breaker is not None:
                     breaker.record_success(self.clock.monotonic())  # it answered
-                self._report(scope, service, breaker)
+                self._report(scope, take, breaker)
                 raise
             except TransientError as exc:
                 stats.record(t0, self.clock.monotonic() - t0, answered=False, error=str(exc))
@@ -241,7 +263,9 @@ class ServiceChain:
                 attempts.append(Attempt(name, "transient", self._ms(t0), str(exc)))
                 if breaker is not None:
                     breaker.record_failure(self.clock.monotonic())
-                self._report(scope, service, breaker)
+                self._report(scope, take, breaker)
+                if schedule.deadline_s != deadline_s:  # this step's deadline, once
+                    schedule = replace(schedule, deadline_s=deadline_s)
                 delay = schedule.next_delay(failures, self.clock.monotonic() - begin,
                                             self.rng.random())
                 if delay is None:
@@ -249,13 +273,14 @@ class ServiceChain:
                 await self.clock.sleep(delay)
                 continue
             self.on_boundary(f"after call {step.name}")
-            stats.record(t0, self.clock.monotonic() - t0, answered=True)
+            end = self.clock.monotonic()  # one reading for the statistics, record, breaker
+            stats.record(t0, end - t0, answered=True)
             instance = result.pop("_instance", None)
             label = f"{name}@{instance}" if instance else name
-            attempts.append(Attempt(label, "ok", self._ms(t0)))
+            attempts.append(Attempt(label, "ok", (end - t0) * 1000))
             if breaker is not None:
-                breaker.record_success(self.clock.monotonic())
-            self._report(scope, service, breaker)
+                breaker.record_success(end)
+            self._report(scope, take, breaker)
             return result
 
     def _from_cache(self, scope: CallScope, step: StepSpec, cached: Json,
@@ -309,19 +334,24 @@ class ServiceChain:
             answer["misread_of"] = scope.plate
         return answer
 
-    def _report(self, scope: CallScope, service: object, breaker: Breaker | None) -> None:
-        transitions: list[BreakerTransition] = []
-        take = getattr(service, "take_transitions", None)
+    def _report(self, scope: CallScope, take: Callable[[], list[BreakerTransition]] | None,
+                breaker: Breaker | None) -> None:
+        """Breaker changes as events: the service's own breakers' (``take``), then the
+        chain's."""
         if callable(take):
-            transitions += take()
+            for t in take():
+                _emit_transition(scope, t)
         if breaker is not None:
-            transitions += breaker.take_transitions()
-        for t in transitions:
-            scope.emit("circuit_state_changed", {"service": t.name, "from": t.from_state.value,
-                                                 "to": t.to_state.value, "reason": t.reason})
+            for t in breaker.take_transitions():
+                _emit_transition(scope, t)
 
     def _ms(self, t0: float) -> float:
         return (self.clock.monotonic() - t0) * 1000
+
+
+def _emit_transition(scope: CallScope, t: BreakerTransition) -> None:
+    scope.emit("circuit_state_changed", {"service": t.name, "from": t.from_state.value,
+                                         "to": t.to_state.value, "reason": t.reason})
 
 
 def _answers_the_question(step: StepSpec, payload: Json, result: Json, service: str) -> None:

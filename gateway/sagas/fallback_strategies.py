@@ -12,13 +12,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from gateway.clock import Clock, SystemClock
-from gateway.core.backoff import BackoffSchedule
+from gateway.core.backoff import cached_schedule
 from gateway.core.balancing import Balancer, Candidate
 from gateway.core.breaker import Breaker, BreakerPolicy
 from gateway.core.errors import CircuitOpenError, PermanentError
 
 T = TypeVar("T")
 AsyncFn = Callable[..., Awaitable[Any]]
+_SYSTEM_CLOCK = SystemClock()  # the clock when none is given (it keeps no per-call state)
 
 
 async def retry_with_backoff(
@@ -28,10 +29,9 @@ async def retry_with_backoff(
 ) -> tuple[bool, Any]:
     """Call ``func`` and retry it up to ``retry_count`` times, waiting longer each time.
     A ``PermanentError`` is not retried."""
-    clock = clock or SystemClock()
-    schedule = BackoffSchedule(initial_s=initial_delay, factor=backoff_factor,
-                               max_delay_s=max_delay, jitter=jitter, retries=retry_count,
-                               deadline_s=deadline)
+    clock = clock or _SYSTEM_CLOCK
+    schedule = cached_schedule(initial_delay, backoff_factor, max_delay, jitter, retry_count,
+                               deadline)
     begin = clock.monotonic()
     failures = 0
     while True:

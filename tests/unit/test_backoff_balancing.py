@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.backoff import BackoffSchedule
+from gateway.core.backoff import BackoffSchedule, cached_schedule
 from gateway.core.balancing import Balancer, BalancingPolicy, Candidate
 
 
@@ -32,6 +32,15 @@ def test_invalid_schedule_is_refused():
         BackoffSchedule(jitter=2)
 
 
+def test_a_cached_schedule_is_made_once_and_refused_values_every_time():
+    s = cached_schedule(0.1, 2.0, 0.3, 0.0, 3, math.inf)
+    assert s is cached_schedule(0.1, 2.0, 0.3, 0.0, 3, math.inf)
+    assert s == BackoffSchedule(initial_s=0.1, max_delay_s=0.3, jitter=0, retries=3)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="retries"):
+            cached_schedule(0.1, 2.0, 0.3, 0.0, -1, math.inf)
+
+
 def test_round_robin_rotates_and_skips_open_instances():
     b = Balancer(BalancingPolicy.ROUND_ROBIN)
     c = [Candidate("a"), Candidate("b"), Candidate("c")]
@@ -39,6 +48,16 @@ def test_round_robin_rotates_and_skips_open_instances():
     c[1] = Candidate("b", available=False)
     assert [b.choose(c) for _ in range(3)] == [2, 0, 2]
     assert b.choose([Candidate("x", available=False)]) is None
+    assert b.choose([]) is None
+
+
+def test_no_instance_available_leaves_the_rotation_where_it_was():
+    b = Balancer("round_robin")
+    c = [Candidate("a"), Candidate("b"), Candidate("c")]
+    assert b.choose(c) == 0
+    assert b.choose([Candidate(x.name, available=False) for x in c]) is None
+    assert b.order([Candidate(x.name, available=False) for x in c]) == []
+    assert b.choose(c) == 1
 
 
 def test_least_outstanding_and_weighted_and_random():
@@ -56,3 +75,5 @@ def test_failover_order_puts_the_choice_first():
     b = Balancer("round_robin")
     c = [Candidate("a"), Candidate("b", available=False), Candidate("c")]
     assert b.order(c) == [0, 2]
+    assert b.order(c) == [2, 0]
+    assert b.order([Candidate("only")]) == [0]
