@@ -19,10 +19,15 @@ Stages are the lane's own marks (``LaneController.latencies``: the figures of
   plate      -> the plate known (sharpest frame chosen, JPEG encoded, the reading taken)
   decision   -> the saga asks the lane to open (verify with central, allocate, create the
              entry record, each step in the saga log)
-  relay      -> the open pulse on the relay
-  total      loop -> open pulse
+  relay      -> the open pulse commanded
+  total      loop -> open pulse commanded
 
-The gateway's own share of one vehicle = total - frame wait - central round trips, where
+Beside them, ``relay energised``: the open pulse command -> the open relay's output set
+(the lane's pulse task does it at the event loop's next turn; the barrier's relay ``set``
+wrapped in place to read the moment).
+
+The gateway's own share of one vehicle = (loop -> open relay energised) - frame wait -
+central round trips, where
 ``frame wait`` is the time the capture waited for the burst's frames after the trigger
 (``hardware.camera.capture``'s ``timings_ms["frames"]``: the camera's frame interval, which
 no code can shorten) and ``central round trips`` the time spent inside the central
@@ -138,6 +143,27 @@ class FrameWaits:
         setattr(self._module, self.NAME, self._capture)
 
 
+class RelayEdges:
+    """When the barrier's open relay is energised (the lane's open pulse command starts a
+    task that does it, at the event loop's next turn): its ``set`` wrapped, in place."""
+
+    NAME = "set"
+
+    def __init__(self, barrier: object) -> None:
+        self.at: list[float] = []
+        relay = getattr(barrier, "open_relay", None)
+        if relay is None:
+            return
+        setter: Callable[[bool], None] = getattr(relay, self.NAME)
+
+        def set_(on: bool) -> None:
+            if on:
+                self.at.append(time.monotonic())
+            setter(on)
+
+        setattr(relay, self.NAME, set_)
+
+
 async def run_lane(url: str, phases: list[tuple[str, float, int]], *,
                    reader: bool = True) -> dict[str, tuple[int, list[Row]]]:
     """Each phase: (name, the central's added delay in ms, vehicles). One daemon for all;
@@ -162,6 +188,7 @@ async def run_lane(url: str, phases: list[tuple[str, float, int]], *,
                     break
                 await asyncio.sleep(0.05)
             controller = gw.lanes["entry-1"]
+            energised = RelayEdges(controller.devices.barrier)
             plates = iter(f"L{i:05d}" for i in range(1_000_000))
             first = True
             for name, delay_ms, vehicles in phases:
@@ -170,6 +197,7 @@ async def run_lane(url: str, phases: list[tuple[str, float, int]], *,
                 rows: list[Row] = []
                 for _ in range(vehicles + first):
                     waits.waits_ms.clear()
+                    energised.at.clear()
                     seen = len(controller.latencies)
                     vehicle = gw.sim.add_vehicle("entry-1", next(plates), "pass")
                     await vehicle.done.wait()
@@ -184,7 +212,9 @@ async def run_lane(url: str, phases: list[tuple[str, float, int]], *,
                               if c.at >= loop - 1e-6 and c.at + c.duration_s <= opened + 1e-6)
                     record["frame_wait"] = sum(waits.waits_ms)
                     record["central"] = rtt * 1000
-                    record["own"] = record["total"] - record["frame_wait"] - record["central"]
+                    record["pin"] = (energised.at[0] - opened) * 1000 if energised.at else 0.0
+                    record["own"] = (record["total"] + record["pin"] - record["frame_wait"]
+                                     - record["central"])
                     rows.append(record)
                 out[name] = (vehicles, rows)
         finally:
@@ -233,6 +263,11 @@ def report_phase(report: Report, key: str, label: str, got: tuple[int, list[Row]
                       f"{label}: camera frame wait p50 (burst of 3 at 25 fps)")
         report.figure(f"{key}_frame_wait_p99_ms", pct(frame_wait, 99), "ms",
                       f"{label}: camera frame wait p99")
+        pin = [r["pin"] for r in rows]
+        report.figure(f"{key}_pin_p50_ms", pct(pin, 50), "ms",
+                      f"{label}: open pulse command to relay energised p50")
+        report.figure(f"{key}_pin_p99_ms", pct(pin, 99), "ms",
+                      f"{label}: open pulse command to relay energised p99")
         report.figure(f"{key}_central_p50_ms", pct(central, 50), "ms",
                       f"{label}: central round trips p50 (2 calls)")
         report.figure(f"{key}_central_p99_ms", pct(central, 99), "ms",
@@ -247,7 +282,8 @@ def report_phase(report: Report, key: str, label: str, got: tuple[int, list[Row]
     parts = {"frame − wait": [r.get("frame", 0.0) - r["frame_wait"] for r in rows],
              "plate": [r.get("plate", 0.0) for r in rows],
              "decision − central": [r.get("decision", 0.0) - r["central"] for r in rows],
-             "relay": [r.get("relay", 0.0) for r in rows]}
+             "relay": [r.get("relay", 0.0) for r in rows],
+             "relay energised": [r["pin"] for r in rows]}
     print("    own share by stage (p50/p99 ms): " + ", ".join(
         f"{k} {pct(v, 50):.1f}/{pct(v, 99):.1f}" for k, v in parts.items()), flush=True)
     mean = statistics.fmean(total)
@@ -291,9 +327,9 @@ def main() -> None:
     if args.quick:
         report.note("quick: without the gate's plate reader (its model takes some 4 s to "
                     "load); the full run has it, comparing its reading after the decision")
-    report.note("own share = loop to open pulse - camera frame wait - central round trips "
-                "(time inside the central calls); central in a separate process on "
-                "127.0.0.1; loop = the vehicle accepted after the 20 ms debounce")
+    report.note("own share = loop to the open relay energised - camera frame wait - central "
+                "round trips (time inside the central calls); central in a separate process "
+                "on 127.0.0.1; loop = the vehicle accepted after the 20 ms debounce")
     load = os.getloadavg()[0]
     report.note(f"load average {load:.1f} at the end, on {os.cpu_count()} cores (figures "
                 "measured on a busy machine have long tails)")
