@@ -56,13 +56,11 @@ class Figure:
 def machine() -> dict[str, Any]:
     """Where the figures were measured (the README table's heading)."""
     model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "model\t")):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        # x86 says "model name"; a Raspberry Pi's kernel says "Model" (the board)
+        found = {k.strip().lower(): v.strip() for k, _, v in (
+            line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())}
+        model = found.get("model name") or found.get("model") or model
     memory = 0
     with contextlib.suppress(ValueError, OSError):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
