@@ -35,7 +35,9 @@ A full run then counts, with strace in fresh processes (30 sagas each, one at a 
 fsync and fdatasync calls per saga (--no-fsyncs: not).
 Ratios: the orchestrator's throughput ÷ DBOS's at equal durability (DBOS's defaults), its
 time per saga ÷ the minimal log's, and its overhead per saga beyond its commits
-(orchestrator - plain - extra durable commits x the measured commit cost).
+(orchestrator - plain - extra durable commits x the measured commit cost), and what fsync
+adds to the orchestrator's saga (FULL - OFF) and to each of its commits: a raw commit of one
+row is the floor, the log's commits write more pages.
 
 The CPU is shared by the service and the contender (and whatever else runs on the machine):
 compare figures of one run, not across runs. A full run takes about two minutes; --quick
@@ -350,6 +352,16 @@ def report_ratios(report: Report, t: dict[tuple[str, str], Tally], commit_s: flo
     report.figure("client_overhead", product.per_saga_ms - plain.per_saga_ms, "ms",
                   "of which the product's client and store (vs plain)",
                   baseline="plain_seq_rate")
+    # what the log's own commits cost: FULL - OFF, the same engine and calls
+    synced = orch[SEQ].per_saga_ms - t[("orchestrator_off", SEQ)].per_saga_ms
+    report.figure("log_fsync_wait", synced, "ms",
+                  "orchestrator: what fsync adds per saga (FULL − OFF), one at a time",
+                  baseline="orchestrator_off_seq_rate")
+    durable = orch[SEQ].per_saga("durable_commits")
+    if durable:
+        report.figure("log_commit_cost", synced / durable, "ms",
+                      "orchestrator: fsync wait per durable commit (see the raw commit's)",
+                      baseline="commit_cost")
     # CPU time is what a shared machine disturbs least: the same comparisons on it
     cpu = {k: t[(k, SEQ)].cpu / t[(k, SEQ)].n * 1000 for k, _ in t}
     if dbos:
