@@ -1,16 +1,16 @@
 """The saga engine beside what users would pick instead: one saga, one test service, every
 contender measured in the same run, interleaved (issue 13, item 2).
 
-    python bench/engine_peers.py [--quick] [--json FILE] [--rounds R] [--sequential N]
-                                 [--concurrent N] [--inflight K]
+    python bench/engine_peers.py [--quick] [--json FILE] [--rounds R] [--seconds S]
+                                 [--inflight K] [--fsyncs | --no-fsyncs]
 
 The saga: verify the plate (a read) → allocate a space (a row of a SQLite table taken by a
 conditional UPDATE) → create the entry record (a remote write with an idempotency key).
 The test service (bench/peers/service.py: the central plate service's contract for those two
 calls, lean and the same for everyone) is one aiohttp process on 127.0.0.1 that serves every
 contender. Each contender is a process of its own (bench/peers/), driven over a pipe, so
-its CPU time is its own; they take turns, round after round (the order rotating), one saga
-at a time and then K (16) in flight:
+its CPU time is its own; they take turns of S seconds (1), round after round (R, 7; the
+order rotating), one saga at a time and then K (16) in flight:
 
 - orchestrator: the gateway's saga runner and durable log (gateway.sagas.factory, Store
   with synchronous=FULL, the product's setting), the entry saga's first three steps;
