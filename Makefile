@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest soak bench system-deps venv clean diagrams test-container container-deps lock screenshots
+.PHONY: demo test lint typecheck pytest soak bench bench-quick bench-venv bench-lock system-deps venv clean diagrams test-container container-deps lock screenshots
 
 demo: venv
 	$(PY) -m gateway run
 
-test: venv lint typecheck pytest
+test: venv lint typecheck pytest bench-quick
 
 lint: venv
 	$(VENV)/bin/ruff check gateway hardware tests bench
@@ -49,15 +49,32 @@ soak: venv
 	$(PY) -m pytest -m soak
 	HYPOTHESIS_PROFILE=soak $(PY) -m pytest tests/fuzz
 
-bench: venv
-	$(PY) bench/saga_throughput.py
-	$(PY) bench/lane_latency.py
-	$(PY) bench/degraded_latency.py
-	$(PY) bench/telemetry_drain.py
-	$(PY) bench/mqtt_catchup.py
-	$(PY) bench/queue_drain.py
-	$(PY) bench/plate_reading.py
-	$(PY) bench/web_status.py
+# The bench suite (README: Performance): every benchmark with its figures and, where it has
+# a baseline, the ratio measured in the same run; JSON into bench/results/, from which the
+# README's table is regenerated. bench-quick runs each briefly (part of make test, so no
+# benchmark rots); its figures go to a temporary directory and are not judged.
+bench: venv bench-venv
+	$(PY) -m bench
+	$(PY) -m bench.readme
+
+bench-quick: venv bench-venv
+	$(PY) -m bench --quick
+
+# What the product is compared with (DBOS Transact, tenacity, stamina, pybreaker,
+# aiobreaker) lives in its own virtual environment, never in the product's.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): bench/requirements.lock | system-deps
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q --require-hashes -r bench/requirements.lock
+	touch $(BENCH_STAMP)
+
+bench-lock: venv
+	$(PY) -m pip install -q uv==0.13.8
+	$(VENV)/bin/uv pip compile bench/requirements.txt --universal --python-version 3.11 --generate-hashes -o bench/requirements.lock
 
 venv: $(STAMP)
 
@@ -100,4 +117,4 @@ diagrams: venv
 	$(PY) -c "import pathlib; from gateway.core.diagrams import update; p = pathlib.Path('README.md'); p.write_text(update(p.read_text()))"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -58,6 +58,12 @@ deadline_s = 0.5
 """
 
 
+# What the README's table shows (every figure with an aim besides); the JSON has them all.
+HEADLINES = frozenset({
+    "healthy_p50_ms", "healthy_p99_ms", "blackholed_first_fallback_ms",
+    "blackholed_until_open", "blackholed_steady_p50_ms", "blackholed_steady_fallback_p50_ms",
+    "refusing_p50_ms", "backup_only_p50_ms", "cache_only_p50_ms"})
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -146,7 +152,7 @@ def main() -> None:
     args = p.parse_args()
     n = args.vehicles or (4 if args.quick else 40)
     report = Report("degraded_latency", "Decision time with the central service down",
-                    quick=args.quick)
+                    quick=args.quick, headlines=HEADLINES)
     central = Central()
     central.start()
     try:

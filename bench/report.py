@@ -98,6 +98,8 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reproduce: str = ""
+    # the keys the README's table shows (with every figure that has an aim); None: all
+    headlines: frozenset[str] | None = None
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,8 @@ class Report:
             raise ValueError(f"aim {aim!r}: the comparison is one of {sorted(OPS)}")
         if any(f.key == key for f in self.figures):
             raise ValueError(f"figure {key!r} reported twice")
+        detail = detail or (self.headlines is not None and key not in self.headlines
+                            and aim is None)
         fig = Figure(key, label, float(value), unit, aim, baseline, detail)
         self.figures.append(fig)
         judged = "" if fig.met is None else ("  [aim met]" if fig.met else "  [aim MISSED]")
