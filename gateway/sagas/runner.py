@@ -137,8 +137,9 @@ class SagaRunner:
                   saga_id: str | None = None) -> SagaOutcome:
         saga_id = saga_id or str(uuid.uuid4())
         now = self.clock.wall()
+        stamp = iso(now)
         ctx = {"saga_id": saga_id, "kind": definition.name, "gate_id": self.gate_id,
-               "created_at": iso(now), "captured_at": iso(now), **context}
+               "created_at": stamp, "captured_at": stamp, **context}
         ctx["saga_id"] = saga_id
         if DEFINITIONS.get(definition.name) != definition:
             # Not one of the daemon's tables (a seed-API saga): keep its steps in the log so
@@ -152,7 +153,7 @@ class SagaRunner:
         run.batch.append(lambda conn: saga_log.create(
             conn, saga_id=saga_id, kind=definition.name, gate_id=self.gate_id,
             lane_id=str(ctx.get("lane_id", "")), plate=str(ctx.get("license_plate", "")),
-            context=log_ctx, now=iso(now)))
+            context=log_ctx, now=stamp))
         cmd = run.machine.start()
         if self.stopping:
             self._event(run, "saga_refused_stopping", {"saga_id": saga_id})
@@ -371,14 +372,14 @@ class SagaRunner:
         announce = nxt is not None and nxt.kind in (StepKind.REMOTE_WRITE, StepKind.DEVICE)
 
         def txn(conn: sqlite3.Connection) -> Json:
+            now = iso(self.clock.wall())
             result = service.apply(conn, step.operation, payload, saga_id=run.saga_id,
-                                   now=iso(self.clock.wall()))
+                                   now=now)
             w = self._write(run, i, step, "succeeded", key, started_at, t0, result=result,
                             source="local")
             saga_log.write_step(conn, w)
             if announce and nxt is not None:
-                self._started(run, i + 1, nxt, f"{run.saga_id}:{nxt.name}",
-                              iso(self.clock.wall()))(conn)
+                self._started(run, i + 1, nxt, f"{run.saga_id}:{nxt.name}", now)(conn)
             return result
 
         try:
