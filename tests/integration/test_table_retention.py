@@ -223,13 +223,20 @@ def test_lookups_use_indexes(tmp_path: Path) -> None:
         # the retention queries themselves: a range of an index, never a scan
         floor = retention.UNSET_CLOCK_BEFORE
         own: list[tuple[str, tuple[Any, ...]]] = [
-            (retention.SAGAS_SQL, ("failed", CUT, floor, 10)),
+            *[(retention.sagas_sql(status), (CUT, floor, 10))
+              for status in retention.TERMINAL_SAGAS],
             (retention.SESSIONS_SQL, (CUT, floor, 10)),
             (retention.QUEUE_SQL, ("sent", CUT, floor, 10))]
         for sql, params in own:
             plan = _plan(c, sql, params)
             assert not [s for s in plan if s.startswith("SCAN")], (sql, plan)
             assert "TEMP B-TREE" not in " ".join(plan), (sql, plan)
+        # by the indexes of what retention may delete only (terminal sagas, exited sessions)
+        for status in retention.TERMINAL_SAGAS:
+            plan = _plan(c, retention.sagas_sql(status), (CUT, floor, 10))
+            assert f"SEARCH s USING INDEX sagas_{status}_by_updated" in " ".join(plan), plan
+        plan = _plan(c, retention.SESSIONS_SQL, (CUT, floor, 10))
+        assert "USING INDEX sessions_exited_by_time" in " ".join(plan), plan
 
 
 def test_saga_counts_are_kept_counters(tmp_path: Path) -> None:
