@@ -374,6 +374,11 @@ class Setup:
         return f"{reader}, {'with' if self.broker else 'no'} broker"
 
 
+SETUPS = {s.key: s for s in [Setup(r, b, "plain" if r else "anpr")
+                              for r, b in itertools.product((True, False), (True, False))]
+          + [Setup(True, True, "anpr")]}
+
+
 @dataclass
 class Args:
     idle_s: float
@@ -517,15 +522,15 @@ async def main() -> None:
     p.add_argument("--idle-s", type=float, help="the idle window (30; quick 1.5)")
     p.add_argument("--traffic-s", type=float, help="the traffic window (90; quick 3)")
     p.add_argument("--every-s", type=float, default=2.0, help="a vehicle per lane this often")
+    p.add_argument("--only", action="append", metavar="SETUP", choices=SETUPS,
+                   help=f"only this set-up (repeatable): {', '.join(SETUPS)}")
     args = p.parse_args()
     a = Args(args.idle_s or (1.5 if args.quick else 30.0),
              args.traffic_s or (3.0 if args.quick else 90.0), args.every_s, args.quick)
     report = Report("footprint", "Footprint: the daemon's memory, CPU, start-up, database",
                     quick=args.quick)
-    setups = [Setup(True, True)] if args.quick else [
-        Setup(r, b, "plain" if r else "anpr")
-        for r, b in itertools.product((True, False), (True, False))] + [
-        Setup(True, True, "anpr")]
+    setups = [SETUPS[key] for key in args.only] if args.only else \
+        [Setup(True, True)] if args.quick else list(SETUPS.values())
     runs: dict[Setup, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-footprint-broker-") as broker_dir, \
             sim_central_process() as (central, _):
