@@ -29,7 +29,13 @@ from aiohttp import ClientConnectorError
 
 from gateway.clock import Clock
 from gateway.core.backoff import BackoffSchedule
-from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition
+from gateway.core.breaker import (
+    Breaker,
+    BreakerPolicy,
+    BreakerTransition,
+    CircuitState,
+    refusal,
+)
 from gateway.core.call_stats import CallStats
 from gateway.core.errors import CircuitOpenError, PermanentError, TransientError
 from gateway.core.saga import StepKind, StepSpec
@@ -42,6 +48,8 @@ from gateway.store.store import Store
 Json = dict[str, Any]
 SOURCES = {LICENSE_PLATE_SERVICE: "central", ALTERNATIVE_LICENSE_PLATE_SERVICE: "backup"}
 KEEP_OUT_OF_LOG = ("image_jpeg_b64",)
+_new_attempt = tuple.__new__
+_OPEN = CircuitState.OPEN
 _READ = StepKind.READ  # a plain name: Python 3.11 finds an enum member through a descriptor
 
 
@@ -77,6 +85,39 @@ def may_have_landed(exc: BaseException) -> bool:
     return True
 
 
+class _Plan:
+    """What asking one service for one step under one policy needs, made at its first call
+    (:meth:`ServiceChain._plan`) and kept for the next ones."""
+
+    __slots__ = ("after", "before", "breaker", "call_deadline_s", "hedged", "moves", "name",
+                 "policy", "refused", "schedule", "service", "source", "stats", "step", "take",
+                 "use_cache", "verifies")
+
+    def __init__(self, name: str, step: StepSpec, policy: StepPolicy, service: RemoteService,
+                 take: Callable[[], list[BreakerTransition]] | None, breaker: Breaker | None,
+                 schedule: BackoffSchedule, stats: CallStats | None) -> None:
+        self.name = name
+        self.step = step
+        self.policy = policy
+        self.service = service
+        self.take = take  # the service's own breakers' transitions (the central pool's)
+        self.moves = -1  # ``Breaker.moves`` when ``take`` was last asked (after an answer)
+        self.breaker = breaker  # the chain's breaker for the service
+        self.schedule = schedule
+        self.call_deadline_s = policy.call_deadline_for(name)
+        self.stats = stats  # None: the service records its own calls
+        self.before = f"before call {step.name}"  # the durability-boundary labels
+        self.after = f"after call {step.name}"
+        self.refused = f"{name}: circuit open"
+        self.source = SOURCES.get(name, name)
+        # a verification: the answer must be for the plate asked
+        self.verifies = step.operation == "verify_license_plate"
+        # the step's (asked of the primary's plan)
+        self.use_cache = policy.use_cache_fallback and step.kind is _READ
+        self.hedged = (policy.hedge_after_s > 0 and step.kind is _READ
+                       and bool(policy.alternative_services))
+
+
 class ServiceChain:
     def __init__(self, store: Store, registry: ServiceRegistry, clock: Clock, *,
                  breaker_policy: BreakerPolicy, cache_max_stale_s: float,
@@ -90,6 +131,8 @@ class ServiceChain:
         self.stats: dict[str, CallStats] = {}  # the last calls of each service, for the page
         # one backoff schedule per (initial, cap, retries) of the policies asked with
         self._schedules: dict[tuple[float, float, int], BackoffSchedule] = {}
+        self._plans: dict[tuple[str, str, int], _Plan] = {}  # by service, step, id(policy)
+        self._primary_plans: dict[int, _Plan] = {}  # by id(step): the last its primary used
         self.cache_max_stale_s = cache_max_stale_s
         self.rng = rng
         self.on_boundary = on_boundary
@@ -101,16 +144,45 @@ class ServiceChain:
         definitive answer, ``TransientError`` when nothing answered within the deadline."""
         begin = self.clock.monotonic()
         deadline_s = policy.deadline_s
-        if scope.deadline_at is not None:  # the decision's deadline bounds the step's
-            left = scope.deadline_at - begin
+        deadline_at = scope.deadline_at
+        if deadline_at is not None:  # the decision's deadline bounds the step's
+            left = deadline_at - begin
             cut = left if left < deadline_s else deadline_s
             deadline_s = cut if cut > 0.0 else 0.0
-        use_cache = policy.use_cache_fallback and step.kind is _READ
-        names = [step.service]
-        if policy.alternative_services:
-            names += [a for a in policy.alternative_services if a in self.registry.remote]
+        primary = step.service
+        # the primary's plan, as _plan_for finds it, by the step alone (a plan holds its
+        # step, so its id is not another's while it is kept)
+        plan = self._primary_plans.get(id(step))
+        if plan is None or plan.step is not step or plan.policy is not policy or \
+                plan.service is not self.registry.remote.get(primary):
+            plan = self._primary_plans[id(step)] = self._plan_for(primary, step, policy)
+        use_cache, hedged = plan.use_cache, plan.hedged
         last: TransientError | None = None
-        if policy.hedge_after_s > 0 and step.kind is _READ and len(names) > 1:
+        if not hedged:  # the primary, asked at once (``begin`` is its start)
+            breaker = plan.breaker
+            admitted = False  # the chain's breaker asked here (a refusal costs no coroutine)
+            if breaker is not None and deadline_s > 0.0:
+                if breaker.allow(begin):
+                    admitted = True
+                else:
+                    last = self._refused(scope, plan, attempts)
+            if last is None:
+                result = await self._try(scope, plan, payload, key, begin, attempts,
+                                         deadline_s, begin, admitted)
+                if not isinstance(result, TransientError):
+                    if use_cache:
+                        self._remember(scope, result, plan.source)
+                    return result, plan.source
+                last = result
+        # the fallbacks: the alternatives registered, in order
+        names = [primary]
+        if policy.alternative_services:
+            remote = self.registry.remote
+            for a in policy.alternative_services:
+                if a in remote:
+                    names.append(a)
+        asked = not hedged  # the primary asked already
+        if hedged and len(names) > 1:
             try:
                 return await self._hedged(scope, names[0], names[1], step, policy, payload,
                                           begin, attempts, deadline_s=deadline_s)
@@ -122,18 +194,19 @@ class ServiceChain:
                     if cached is not None:
                         return self._from_cache(scope, step, cached, attempts, last)
         for position, name in enumerate(names):
+            if position == 0 and asked:
+                continue  # the primary, asked above
             if position == 1 and use_cache:
                 cached = await self._cached(scope, fresh_only=True)
                 if cached is not None:
                     return self._from_cache(scope, step, cached, attempts, last)
-            try:
-                result = await self._ask(scope, name, step, policy, payload, key, begin,
-                                         attempts, deadline_s=deadline_s)
-            except TransientError as exc:
-                last = exc
+            result = await self._try(scope, self._plan_for(name, step, policy), payload, key,
+                                     begin, attempts, deadline_s, None, False)
+            if isinstance(result, TransientError):
+                last = result
                 continue
             source = SOURCES.get(name, name)
-            if name != step.service:
+            if name != primary:
                 scope.emit("fallback_used", {"saga_id": scope.saga_id, "step": step.name,
                                              "source": source, "after": str(last)})
             if use_cache:
@@ -203,20 +276,37 @@ class ServiceChain:
     async def _ask(self, scope: CallScope, name: str, step: StepSpec, policy: StepPolicy,
                    payload: Json, key: str | None, begin: float,
                    attempts: list[Attempt], *, deadline_s: float) -> Json:
-        """One service, retried with backoff while the step's deadline (``deadline_s`` from
-        ``begin``) allows; each call has the service's own deadline, cut to what is left of
-        the step's.
+        """:meth:`_try`, its failure raised (for the hedged calls, run as tasks)."""
+        result = await self._try(scope, self._plan_for(name, step, policy), payload, key,
+                                 begin, attempts, deadline_s, None, False)
+        if isinstance(result, TransientError):
+            raise result
+        return result
 
-        Asked for every call of every step, so it makes nothing it may not need: the breaker
-        and the call statistics once per service, the backoff schedule once per backoff
-        setting (checked then, before the first call), with this step's deadline only after
-        a failure."""
+    def _plan_for(self, name: str, step: StepSpec, policy: StepPolicy) -> _Plan:
+        """The plan for asking ``name`` for ``step`` under ``policy``: the one kept, while
+        the service registered under ``name`` is the same."""
         service: RemoteService | None = self.registry.remote.get(name)
-        if service is None:
-            raise PermanentError(f"no service registered as {name!r}", service=name)
+        plan = self._plans.get((name, step.name, id(policy)))
+        # the plan holds its policy, so its id is not another's while it is kept
+        if plan is None or plan.policy is not policy or plan.service is not service or \
+                plan.step is not step:
+            if service is None:
+                raise PermanentError(f"no service registered as {name!r}", service=name)
+            plan = self._plan(name, step, policy, service)
+        return plan
+
+    def _plan(self, name: str, step: StepSpec, policy: StepPolicy,
+              service: RemoteService) -> _Plan:
+        """What asking ``service`` for ``step`` under ``policy`` needs, made at its first
+        call (the breaker and the call statistics once per service, the backoff schedule
+        once per backoff setting, checked then, before the first call)."""
+        if len(self._plans) >= 256:  # policies replaced by reloads: forget the old ones
+            self._plans.clear()
+            self._primary_plans.clear()
         take = getattr(service, "take_transitions", None)  # a service with its own breakers
         breaker = None
-        if policy.use_circuit_breaker and not hasattr(service, "take_transitions"):
+        if policy.use_circuit_breaker and take is None:
             breaker = self.breakers.get(name)
             if breaker is None:
                 breaker = self.breakers[name] = Breaker(name, self.breaker_policy)
@@ -225,62 +315,123 @@ class ServiceChain:
         if schedule is None:
             schedule = self._schedules[values] = BackoffSchedule(
                 initial_s=values[0], max_delay_s=values[1], retries=values[2])
-        call_deadline_s = policy.call_deadline_for(name)
-        stats = self.stats.get(name)
-        if stats is None:
+        stats: CallStats | None = self.stats.get(name)
+        own = getattr(service, "stats", None)
+        if isinstance(own, CallStats):  # a service that keeps its own (the central pool)
+            self.stats[name], stats = own, None  # the chain's figures are the service's
+        elif stats is None:
             stats = self.stats[name] = CallStats()
+        plan = _Plan(name, step, policy, service, take, breaker, schedule, stats)
+        self._plans[name, step.name, id(policy)] = plan
+        return plan
+
+    def _refused(self, scope: CallScope, plan: _Plan, attempts: list[Attempt]) -> TransientError:
+        """The chain's breaker for ``plan``'s service refused a call: recorded, and the
+        failure the chain moves on with (at once: no breaker closes within a backoff)."""
+        attempts.append(_new_attempt(Attempt, (plan.name, "circuit_open", 0.0, "")))
+        breaker = plan.breaker
+        if plan.take is not None or (breaker is not None and breaker.unreported):
+            self._report(scope, plan.take, breaker)
+        return refusal(TransientError, plan.refused, plan.name)
+
+    async def _try(self, scope: CallScope, plan: _Plan, payload: Json, key: str | None,
+                   begin: float, attempts: list[Attempt], deadline_s: float,
+                   now: float | None, admitted: bool) -> Json | TransientError:
+        """One service (``plan``'s), retried with backoff while the step's deadline
+        (``deadline_s`` from ``begin``) allows; each call has the service's own deadline,
+        cut to what is left of the step's. Returns the answer, or the last transient
+        failure (returned, not raised: the caller moves on to its next fallback); raises
+        ``PermanentError``. ``now``: the clock's reading, when the caller has just read it;
+        ``admitted``: the caller asked the chain's breaker at ``now`` and it let the call
+        through (it is asked once per call: in half-open each ``allow`` reserves a probe).
+
+        A refusal by a breaker moves on at once, with no backoff: the chain's own breaker
+        for the service, or the service's own breakers (the central pool's
+        ``CircuitOpenError`` when every instance's is open), since no breaker closes within
+        a backoff.
+
+        Asked for every call of every step, so it makes nothing per call it may not need
+        (:meth:`_plan`), reads the clock once before the call and once after it, and this
+        step's deadline goes into the backoff schedule only after a failure."""
+        name, clock, breaker = plan.name, self.clock, plan.breaker
+        schedule = plan.schedule
         failures = 0
         last: TransientError | None = None
+        if now is None:
+            now = clock.monotonic()
         while True:
-            now = self.clock.monotonic()
             remaining = deadline_s - (now - begin)
             if remaining <= 0:
-                raise last or TransientError(f"{name}: no time left", service=name)
-            if breaker is not None and not breaker.allow(now):
-                attempts.append(Attempt(name, "circuit_open", 0.0))
-                self._report(scope, take, breaker)
-                raise TransientError(f"{name}: circuit open", service=name)
-            self.on_boundary(f"before call {step.name}")
-            t0 = self.clock.monotonic()
+                return last or TransientError(f"{name}: no time left", service=name)
+            if admitted:
+                admitted = False
+            elif breaker is not None and not breaker.allow(now):
+                return self._refused(scope, plan, attempts)
+            self.on_boundary(plan.before)
+            t0 = now
             try:
-                result = await service.call(
-                    step.operation, payload, idempotency_key=key,
+                call_deadline_s = plan.call_deadline_s
+                result = await plan.service.call(
+                    plan.step.operation, payload, idempotency_key=key,
                     deadline_s=call_deadline_s if call_deadline_s < remaining else remaining)
-                _answers_the_question(step, payload, result, name)
+                if plan.verifies:
+                    _answers_the_question(plan.step, payload, result, name)
             except PermanentError as exc:
-                stats.record(t0, self.clock.monotonic() - t0, answered=True)
-                attempts.append(Attempt(name, "permanent", self._ms(t0), str(exc)))
+                end = clock.monotonic()
+                stats = plan.stats
+                if stats is not None:
+                    stats.record(t0, end - t0, True)
+                attempts.append(Attempt(name, "permanent", (end - t0) * 1000, str(exc)))
                 if breaker is not None:
-                    breaker.record_success(self.clock.monotonic())  # it answered
-                self._report(scope, take, breaker)
+                    breaker.record_success(end)  # it answered
+                self._report(scope, plan.take, breaker)
                 raise
             except TransientError as exc:
-                stats.record(t0, self.clock.monotonic() - t0, answered=False, error=str(exc))
+                if plan.take is not None and isinstance(exc, CircuitOpenError):
+                    # the service's own breakers refused it (the central pool's, every one
+                    # open): as the chain's own refusing, recorded and moved on from at once
+                    attempts.append(Attempt(name, "circuit_open", 0.0, str(exc)))
+                    self._report(scope, plan.take, breaker)
+                    return exc
+                end = clock.monotonic()
+                stats = plan.stats
+                if stats is not None:
+                    stats.record(t0, end - t0, False, str(exc))
                 last = exc
                 failures += 1
                 if key is not None and may_have_landed(exc):
                     scope.maybe_sent = True  # a write not answered: outcome unknown
-                attempts.append(Attempt(name, "transient", self._ms(t0), str(exc)))
+                attempts.append(Attempt(name, "transient", (end - t0) * 1000, str(exc)))
                 if breaker is not None:
-                    breaker.record_failure(self.clock.monotonic())
-                self._report(scope, take, breaker)
+                    breaker.record_failure(end)
+                self._report(scope, plan.take, breaker)
                 if schedule.deadline_s != deadline_s:  # this step's deadline, once
                     schedule = replace(schedule, deadline_s=deadline_s)
-                delay = schedule.next_delay(failures, self.clock.monotonic() - begin,
-                                            self.rng.random())
+                delay = schedule.next_delay(failures, end - begin, self.rng.random())
                 if delay is None:
-                    raise
-                await self.clock.sleep(delay)
+                    return exc
+                await clock.sleep(delay)
+                now = clock.monotonic()
                 continue
-            self.on_boundary(f"after call {step.name}")
-            end = self.clock.monotonic()  # one reading for the statistics, record, breaker
-            stats.record(t0, end - t0, answered=True)
+            self.on_boundary(plan.after)
+            end = clock.monotonic()  # one reading for the statistics, record, breaker
+            stats = plan.stats
+            if stats is not None:
+                stats.record(t0, end - t0, True)
             instance = result.pop("_instance", None)
-            label = f"{name}@{instance}" if instance else name
-            attempts.append(Attempt(label, "ok", (end - t0) * 1000))
+            # Attempt(...) without its generated __new__ (half of its cost; at every call)
+            attempts.append(_new_attempt(Attempt, (f"{name}@{instance}" if instance else name,
+                                                   "ok", (end - t0) * 1000, "")))
+            take = plan.take
+            if take is not None and plan.moves != Breaker.moves:  # no breaker moved: none
+                plan.moves = Breaker.moves
+                for t in take():
+                    _emit_transition(scope, t)
             if breaker is not None:
                 breaker.record_success(end)
-            self._report(scope, take, breaker)
+                if breaker.unreported:
+                    for t in breaker.take_transitions():
+                        _emit_transition(scope, t)
             return result
 
     def _from_cache(self, scope: CallScope, step: StepSpec, cached: Json,
@@ -338,15 +489,12 @@ class ServiceChain:
                 breaker: Breaker | None) -> None:
         """Breaker changes as events: the service's own breakers' (``take``), then the
         chain's."""
-        if callable(take):
+        if take is not None:
             for t in take():
                 _emit_transition(scope, t)
-        if breaker is not None:
+        if breaker is not None and breaker.unreported:
             for t in breaker.take_transitions():
                 _emit_transition(scope, t)
-
-    def _ms(self, t0: float) -> float:
-        return (self.clock.monotonic() - t0) * 1000
 
 
 def _emit_transition(scope: CallScope, t: BreakerTransition) -> None:

@@ -19,7 +19,13 @@ import msgspec
 
 from gateway.clock import Clock
 from gateway.core.balancing import Balancer, Candidate
-from gateway.core.breaker import Breaker, BreakerPolicy, BreakerTransition, CircuitState
+from gateway.core.breaker import (
+    Breaker,
+    BreakerPolicy,
+    BreakerTransition,
+    CircuitState,
+    refusal,
+)
 from gateway.core.call_stats import CallStats
 from gateway.core.errors import (
     CircuitOpenError,
@@ -29,6 +35,8 @@ from gateway.core.errors import (
 )
 
 Json = dict[str, Any]
+_OPEN = CircuitState.OPEN  # a plain name: Python 3.11 finds an enum member through a descriptor
+_ALL_OPEN = "every central instance's breaker is open"
 PLATE = msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")
 ID = msgspec.Meta(min_length=1, max_length=128)
 
@@ -232,7 +240,11 @@ class CentralPool:
         self._rng = rng or random.Random()
 
     def take_transitions(self) -> list[BreakerTransition]:
-        return [t for b in self.breakers.values() for t in b.take_transitions()]
+        out: list[BreakerTransition] = []
+        for b in self.breakers.values():  # asked after every call: most have none
+            if b.unreported:
+                out += b.take_transitions()
+        return out
 
     def circuit(self) -> str:
         """The pool's overall state: closed if any instance is closed, else the best."""
@@ -250,33 +262,45 @@ class CentralPool:
 
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
-        now = self._clock.monotonic()
-        candidates = [
-            Candidate(i.name, self.breakers[i.name].current_state(now) is not CircuitState.OPEN,
-                      i.outstanding)
-            for i in self.instances
-        ]
-        for index in self.balancer.order(candidates, self._rng.random()):
-            instance = self.instances[index]
-            breaker = self.breakers[instance.name]
+        """One call, to the instance the balancer chooses among those whose breaker admits
+        it. Raises ``CircuitOpenError`` when every instance's breaker is open (the chain then
+        moves on to its next fallback at once).
+
+        Asked at every call of a saga: one clock reading before the call (the breakers' and
+        the statistics' start) and one after it; with one instance no choice is made."""
+        clock = self._clock
+        now = clock.monotonic()
+        instances, breakers = self.instances, self.breakers
+        if len(instances) == 1:  # no choice to make
+            instance = instances[0]
+            breaker = breakers[instance.name]
             if not breaker.allow(now):
-                continue
-            t0 = self._clock.monotonic()
-            try:
-                result = await instance.call(operation, payload,
-                                             idempotency_key=idempotency_key,
-                                             deadline_s=deadline_s)
-            except TransientError as exc:
-                breaker.record_failure(self._clock.monotonic())
-                self.stats.record(t0, self._clock.monotonic() - t0, False, str(exc))
-                raise
-            except PermanentError:
-                breaker.record_success(self._clock.monotonic())  # it answered
-                self.stats.record(t0, self._clock.monotonic() - t0, True)
-                raise
-            breaker.record_success(self._clock.monotonic())
-            self.stats.record(t0, self._clock.monotonic() - t0, True)
-            result["_instance"] = instance.name
-            return result
-        raise CircuitOpenError("every central instance's breaker is open",
-                               service=self.name)
+                raise refusal(CircuitOpenError, _ALL_OPEN, self.name)
+        else:
+            for index in self.balancer.order(
+                    [Candidate(i.name, breakers[i.name].current_state(now) is not _OPEN,
+                               i.outstanding) for i in instances], self._rng.random()):
+                instance = instances[index]
+                breaker = breakers[instance.name]
+                if breaker.allow(now):
+                    break
+            else:
+                raise refusal(CircuitOpenError, _ALL_OPEN, self.name)
+        try:
+            result = await instance.call(operation, payload, idempotency_key=idempotency_key,
+                                         deadline_s=deadline_s)
+        except TransientError as exc:
+            end = clock.monotonic()
+            breaker.record_failure(end)
+            self.stats.record(now, end - now, False, str(exc))
+            raise
+        except PermanentError:
+            end = clock.monotonic()
+            breaker.record_success(end)  # it answered
+            self.stats.record(now, end - now, True)
+            raise
+        end = clock.monotonic()
+        breaker.record_success(end)
+        self.stats.record(now, end - now, True)
+        result["_instance"] = instance.name
+        return result
