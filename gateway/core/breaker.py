@@ -91,7 +91,10 @@ class Breaker:
         self.state = _CLOSED
         self.transitions: deque[BreakerTransition] = deque(maxlen=history)
         self._consecutive_failures = 0
-        self._window: deque[tuple[float, bool]] = deque()
+        # the window of the failure rate: when each call (and each failure) in it ended,
+        # oldest first (two deques of times: a success is then a float appended, no tuple)
+        self._calls: deque[float] = deque()
+        self._failures: deque[float] = deque()
         self._opened_at = 0.0
         self._episode_started = 0.0
         self._probes_admitted = 0
@@ -144,11 +147,10 @@ class Breaker:
 
     def record_success(self, now: float) -> BreakerTransition | None:
         self._consecutive_failures = 0
-        window = self._window  # _note, inlined (asked after every call that answered)
-        window.append((now, True))
-        horizon = now - self.policy.window_s
-        while window[0][0] < horizon:
-            window.popleft()
+        calls = self._calls  # asked after every call that answered
+        calls.append(now)
+        if calls[0] < now - self.policy.window_s:  # the failures are no older than the calls
+            self._trim(now)
         if self.state is _HALF_OPEN:
             self._probe_successes += 1
             if self._probe_successes >= self.policy.half_open_successes:
@@ -157,15 +159,17 @@ class Breaker:
 
     def record_failure(self, now: float) -> BreakerTransition | None:
         self._consecutive_failures += 1
-        self._note(now, False)
+        self._calls.append(now)
+        self._failures.append(now)
+        self._trim(now)
         if self.state is _HALF_OPEN:
             return self._open(now, "probe failed")
         if self.state is _CLOSED:
             if self._consecutive_failures >= self.policy.failure_threshold:
                 return self._open(now, f"{self._consecutive_failures} consecutive failures")
-            calls = len(self._window)
+            calls = len(self._calls)
             if calls >= self.policy.min_calls:
-                failures = sum(1 for _, ok in self._window if not ok)
+                failures = len(self._failures)
                 if failures / calls >= self.policy.failure_rate:
                     return self._open(
                         now, f"failure rate {failures}/{calls} in {self.policy.window_s:g}s"
@@ -175,23 +179,27 @@ class Breaker:
     def reset(self, now: float) -> BreakerTransition | None:
         """Operator action: close the breaker and forget the failures."""
         self._consecutive_failures = 0
-        self._window.clear()
+        self._calls.clear()
+        self._failures.clear()
         if self.state is _CLOSED:
             return None
         return self._move(_CLOSED, now, "reset")
 
     # -- internals -----------------------------------------------------------------------
-    def _note(self, now: float, ok: bool) -> None:
-        window = self._window
-        window.append((now, ok))
+    def _trim(self, now: float) -> None:
+        """Forget the calls that ended before the window."""
         horizon = now - self.policy.window_s
-        while window and window[0][0] < horizon:
-            window.popleft()
+        calls, failures = self._calls, self._failures
+        while calls and calls[0] < horizon:
+            calls.popleft()
+        while failures and failures[0] < horizon:
+            failures.popleft()
 
     def _open(self, now: float, reason: str) -> BreakerTransition:
         self._opened_at = now
         self._consecutive_failures = 0
-        self._window.clear()
+        self._calls.clear()
+        self._failures.clear()
         return self._move(_OPEN, now, reason)
 
     def _to_half_open(self, now: float, reason: str) -> BreakerTransition:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -37,7 +37,12 @@ from gateway.core.breaker import (
     refusal,
 )
 from gateway.core.call_stats import CallStats
-from gateway.core.errors import CircuitOpenError, PermanentError, TransientError
+from gateway.core.errors import (
+    CircuitOpenError,
+    PermanentError,
+    ServiceError,
+    TransientError,
+)
 from gateway.core.saga import StepKind, StepSpec
 from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
 from gateway.sagas.policy import Attempt, StepPolicy
@@ -151,9 +156,9 @@ class ServiceChain:
             deadline_s = cut if cut > 0.0 else 0.0
         primary = step.service
         # the primary's plan, as _plan_for finds it, by the step alone (a plan holds its
-        # step, so its id is not another's while it is kept)
+        # step, so its id is not another's while it is kept: the plan found is the step's)
         plan = self._primary_plans.get(id(step))
-        if plan is None or plan.step is not step or plan.policy is not policy or \
+        if plan is None or plan.policy is not policy or \
                 plan.service is not self.registry.remote.get(primary):
             plan = self._primary_plans[id(step)] = self._plan_for(primary, step, policy)
         use_cache, hedged = plan.use_cache, plan.hedged
@@ -167,35 +172,57 @@ class ServiceChain:
                 else:
                     last = self._refused(scope, plan, attempts)
             if last is None:
-                result = await self._try(scope, plan, payload, key, begin, attempts,
-                                         deadline_s, begin, admitted)
+                result: Json | TransientError
+                if deadline_s > 0.0:  # the first call, made here as _try makes it (one
+                    failed: ServiceError | None = None  # coroutine fewer per call)
+                    self.on_boundary(plan.before)
+                    try:
+                        call_deadline_s = plan.call_deadline_s
+                        result = await plan.service.call(
+                            step.operation, payload, idempotency_key=key,
+                            deadline_s=call_deadline_s if call_deadline_s < deadline_s
+                            else deadline_s)
+                        if plan.verifies:
+                            _answers_the_question(step, payload, result, primary)
+                    except (PermanentError, TransientError) as exc:
+                        failed = exc
+                    else:
+                        self.on_boundary(plan.after)
+                        result = self._answered(scope, plan, result, begin, attempts)
+                    if failed is not None:  # recorded there, and retried while it may be
+                        result = await self._try(scope, plan, payload, key, begin, attempts,
+                                                 deadline_s, begin, False, failed, begin)
+                else:  # no time left
+                    result = await self._try(scope, plan, payload, key, begin, attempts,
+                                             deadline_s, begin, admitted)
                 if not isinstance(result, TransientError):
                     if use_cache:
                         self._remember(scope, result, plan.source)
                     return result, plan.source
                 last = result
-        # the fallbacks: the alternatives registered, in order
-        names = [primary]
-        if policy.alternative_services:
-            remote = self.registry.remote
-            for a in policy.alternative_services:
-                if a in remote:
-                    names.append(a)
-        asked = not hedged  # the primary asked already
-        if hedged and len(names) > 1:
-            try:
-                return await self._hedged(scope, names[0], names[1], step, policy, payload,
-                                          begin, attempts, deadline_s=deadline_s)
-            except TransientError as exc:
-                last = exc
-                names = names[2:]
-                if use_cache:
-                    cached = await self._cached(scope, fresh_only=True)
-                    if cached is not None:
-                        return self._from_cache(scope, step, cached, attempts, last)
-        for position, name in enumerate(names):
-            if position == 0 and asked:
-                continue  # the primary, asked above
+        # the fallbacks: the alternatives registered, in order (``position`` counts the
+        # services asked, the primary first)
+        remote = self.registry.remote
+        names: Sequence[str] = policy.alternative_services
+        position = 0  # the primary, asked above
+        if hedged:
+            names = [primary, *(a for a in names if a in remote)]
+            position = -1  # the primary not asked yet
+            if len(names) > 1:
+                try:
+                    return await self._hedged(scope, names[0], names[1], step, policy,
+                                              payload, begin, attempts, deadline_s=deadline_s)
+                except TransientError as exc:
+                    last = exc
+                    names = names[2:]
+                    if use_cache:
+                        cached = await self._cached(scope, fresh_only=True)
+                        if cached is not None:
+                            return self._from_cache(scope, step, cached, attempts, last)
+        for name in names:
+            if name not in remote:
+                continue
+            position += 1
             if position == 1 and use_cache:
                 cached = await self._cached(scope, fresh_only=True)
                 if cached is not None:
@@ -336,14 +363,16 @@ class ServiceChain:
 
     async def _try(self, scope: CallScope, plan: _Plan, payload: Json, key: str | None,
                    begin: float, attempts: list[Attempt], deadline_s: float,
-                   now: float | None, admitted: bool) -> Json | TransientError:
+                   now: float | None, admitted: bool, failed: ServiceError | None = None,
+                   t0: float = 0.0) -> Json | TransientError:
         """One service (``plan``'s), retried with backoff while the step's deadline
         (``deadline_s`` from ``begin``) allows; each call has the service's own deadline,
         cut to what is left of the step's. Returns the answer, or the last transient
         failure (returned, not raised: the caller moves on to its next fallback); raises
         ``PermanentError``. ``now``: the clock's reading, when the caller has just read it;
         ``admitted``: the caller asked the chain's breaker at ``now`` and it let the call
-        through (it is asked once per call: in half-open each ``allow`` reserves a probe).
+        through (it is asked once per call: in half-open each ``allow`` reserves a probe);
+        ``failed``: the caller made the first call (started at ``t0``) and it failed so.
 
         A refusal by a breaker moves on at once, with no backoff: the chain's own breaker
         for the service, or the service's own breakers (the central pool's
@@ -360,79 +389,93 @@ class ServiceChain:
         if now is None:
             now = clock.monotonic()
         while True:
-            remaining = deadline_s - (now - begin)
-            if remaining <= 0:
-                return last or TransientError(f"{name}: no time left", service=name)
-            if admitted:
-                admitted = False
-            elif breaker is not None and not breaker.allow(now):
-                return self._refused(scope, plan, attempts)
-            self.on_boundary(plan.before)
-            t0 = now
-            try:
-                call_deadline_s = plan.call_deadline_s
-                result = await plan.service.call(
-                    plan.step.operation, payload, idempotency_key=key,
-                    deadline_s=call_deadline_s if call_deadline_s < remaining else remaining)
-                if plan.verifies:
-                    _answers_the_question(plan.step, payload, result, name)
-            except PermanentError as exc:
+            if failed is None:  # a call
+                remaining = deadline_s - (now - begin)
+                if remaining <= 0:
+                    return last or TransientError(f"{name}: no time left", service=name)
+                if admitted:
+                    admitted = False
+                elif breaker is not None and not breaker.allow(now):
+                    return self._refused(scope, plan, attempts)
+                # the call as ServiceChain.call makes the first one
+                self.on_boundary(plan.before)
+                t0 = now
+                try:
+                    call_deadline_s = plan.call_deadline_s
+                    result = await plan.service.call(
+                        plan.step.operation, payload, idempotency_key=key,
+                        deadline_s=call_deadline_s if call_deadline_s < remaining
+                        else remaining)
+                    if plan.verifies:
+                        _answers_the_question(plan.step, payload, result, name)
+                except (PermanentError, TransientError) as exc:
+                    failed = exc
+                else:
+                    self.on_boundary(plan.after)
+                    return self._answered(scope, plan, result, t0, attempts)
+            # the call failed: recorded, then given up, moved on from, or tried again
+            error, failed = failed, None
+            stats = plan.stats
+            if isinstance(error, PermanentError):
                 end = clock.monotonic()
-                stats = plan.stats
                 if stats is not None:
                     stats.record(t0, end - t0, True)
-                attempts.append(Attempt(name, "permanent", (end - t0) * 1000, str(exc)))
+                attempts.append(Attempt(name, "permanent", (end - t0) * 1000, str(error)))
                 if breaker is not None:
                     breaker.record_success(end)  # it answered
                 self._report(scope, plan.take, breaker)
-                raise
-            except TransientError as exc:
-                if plan.take is not None and isinstance(exc, CircuitOpenError):
-                    # the service's own breakers refused it (the central pool's, every one
-                    # open): as the chain's own refusing, recorded and moved on from at once
-                    attempts.append(Attempt(name, "circuit_open", 0.0, str(exc)))
-                    self._report(scope, plan.take, breaker)
-                    return exc
-                end = clock.monotonic()
-                stats = plan.stats
-                if stats is not None:
-                    stats.record(t0, end - t0, False, str(exc))
-                last = exc
-                failures += 1
-                if key is not None and may_have_landed(exc):
-                    scope.maybe_sent = True  # a write not answered: outcome unknown
-                attempts.append(Attempt(name, "transient", (end - t0) * 1000, str(exc)))
-                if breaker is not None:
-                    breaker.record_failure(end)
+                raise error
+            assert isinstance(error, TransientError)
+            if plan.take is not None and isinstance(error, CircuitOpenError):
+                # the service's own breakers refused it (the central pool's, every one
+                # open): as the chain's own refusing, recorded and moved on from at once
+                attempts.append(Attempt(name, "circuit_open", 0.0, str(error)))
                 self._report(scope, plan.take, breaker)
-                if schedule.deadline_s != deadline_s:  # this step's deadline, once
-                    schedule = replace(schedule, deadline_s=deadline_s)
-                delay = schedule.next_delay(failures, end - begin, self.rng.random())
-                if delay is None:
-                    return exc
-                await clock.sleep(delay)
-                now = clock.monotonic()
-                continue
-            self.on_boundary(plan.after)
-            end = clock.monotonic()  # one reading for the statistics, record, breaker
-            stats = plan.stats
+                return error
+            end = clock.monotonic()
             if stats is not None:
-                stats.record(t0, end - t0, True)
-            instance = result.pop("_instance", None)
-            # Attempt(...) without its generated __new__ (half of its cost; at every call)
-            attempts.append(_new_attempt(Attempt, (f"{name}@{instance}" if instance else name,
-                                                   "ok", (end - t0) * 1000, "")))
-            take = plan.take
-            if take is not None and plan.moves != Breaker.moves:  # no breaker moved: none
-                plan.moves = Breaker.moves
-                for t in take():
-                    _emit_transition(scope, t)
+                stats.record(t0, end - t0, False, str(error))
+            last = error
+            failures += 1
+            if key is not None and may_have_landed(error):
+                scope.maybe_sent = True  # a write not answered: outcome unknown
+            attempts.append(Attempt(name, "transient", (end - t0) * 1000, str(error)))
             if breaker is not None:
-                breaker.record_success(end)
-                if breaker.unreported:
-                    for t in breaker.take_transitions():
-                        _emit_transition(scope, t)
-            return result
+                breaker.record_failure(end)
+            self._report(scope, plan.take, breaker)
+            if schedule.deadline_s != deadline_s:  # this step's deadline, once
+                schedule = replace(schedule, deadline_s=deadline_s)
+            delay = schedule.next_delay(failures, end - begin, self.rng.random())
+            if delay is None:
+                return error
+            await clock.sleep(delay)
+            now = clock.monotonic()
+
+    def _answered(self, scope: CallScope, plan: _Plan, result: Json, t0: float,
+                  attempts: list[Attempt]) -> Json:
+        """A call that began at ``t0`` answered: the statistics, the attempt, the breakers
+        (one clock reading for all)."""
+        end = self.clock.monotonic()
+        stats = plan.stats
+        if stats is not None:
+            stats.record(t0, end - t0, True)
+        instance = result.pop("_instance", None)
+        name = plan.name
+        # Attempt(...) without its generated __new__ (half of its cost; at every call)
+        attempts.append(_new_attempt(Attempt, (f"{name}@{instance}" if instance else name,
+                                               "ok", (end - t0) * 1000, "")))
+        take = plan.take
+        if take is not None and plan.moves != Breaker.moves:  # no breaker moved: none
+            plan.moves = Breaker.moves
+            for t in take():
+                _emit_transition(scope, t)
+        breaker = plan.breaker
+        if breaker is not None:
+            breaker.record_success(end)
+            if breaker.unreported:
+                for t in breaker.take_transitions():
+                    _emit_transition(scope, t)
+        return result
 
     def _from_cache(self, scope: CallScope, step: StepSpec, cached: Json,
                     attempts: list[Attempt], last: Exception | None) -> tuple[Json, str]:
