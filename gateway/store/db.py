@@ -245,6 +245,30 @@ def _statements(script: str) -> Iterator[str]:
         yield buf
 
 
+def _probe(p: Path) -> tuple[int, int, int, str]:
+    """application_id, user_version, the number of tables and quick_check, read-only."""
+    probe = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+    try:
+        app_id = probe.execute("PRAGMA application_id").fetchone()[0]
+        version = probe.execute("PRAGMA user_version").fetchone()[0]
+        tables = probe.execute("SELECT count(*) FROM sqlite_master WHERE type='table'"
+                               ).fetchone()[0]
+        check = probe.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        probe.close()
+    return int(app_id), int(version), int(tables), str(check)
+
+
+def _roll_back_hot_journal(p: Path) -> None:
+    log.warning("%s: a write interrupted before its commit (a hot rollback journal) is "
+                "rolled back", p)
+    conn = sqlite3.connect(str(p), isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read
+    finally:
+        conn.close()
+
+
 def _open_checked(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
     """Open ``path`` and refuse, without writing anything, a file that is not ours."""
     p = Path(path)
@@ -255,16 +279,17 @@ def _open_checked(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
         # Read-only probe first: a foreign or corrupt file must not be touched (not even
         # turned into WAL mode).
         if existed:
-            probe = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
             try:
-                app_id = probe.execute("PRAGMA application_id").fetchone()[0]
-                version = probe.execute("PRAGMA user_version").fetchone()[0]
-                tables = probe.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type='table'"
-                ).fetchone()[0]
-                check = probe.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                probe.close()
+                app_id, version, tables, check = _probe(p)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
+                    raise
+                # A write cut off before its commit left a hot rollback journal (a crash
+                # while the file was created, before it was switched to WAL): a read-only
+                # connection may not roll it back. Any read-write open does exactly that,
+                # restoring the last committed state, and nothing else; then look again.
+                _roll_back_hot_journal(p)
+                app_id, version, tables, check = _probe(p)
             if app_id != APPLICATION_ID and (app_id != 0 or tables):
                 raise ForeignDatabaseError(
                     f"{path}: not a parking gateway database (application_id {app_id:#x}, "

@@ -2,7 +2,10 @@
 
 import hashlib
 import multiprocessing
+import signal
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +51,40 @@ def test_foreign_database_is_refused_untouched(tmp_path):
         Database(path)
     assert digest(path) == before
     assert not (tmp_path / "other.sqlite3-wal").exists()
+
+
+# A write cut off before its commit on a file still in rollback-journal mode (the daemon
+# killed while it creates its database, before the switch to WAL): the journal is hot.
+_INTERRUPTED_WRITE = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")  # pages spill to the file: the journal is needed
+conn.execute("BEGIN")
+conn.execute("CREATE TABLE half_made (x)")
+for _ in range(2000):
+    conn.execute("INSERT INTO half_made VALUES (randomblob(500))")
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_write_cut_off_by_a_kill_is_rolled_back_and_the_database_opens(tmp_path):
+    path = tmp_path / "g.sqlite3"
+    writer = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_WRITE, str(path)],
+                              stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    assert (tmp_path / "g.sqlite3-journal").exists()
+    # the read-only probe alone cannot roll it back (SQLITE_READONLY_ROLLBACK): the
+    # gateway refused to start, telling the operator to move the database away
+    db = open_db(path)
+    assert db.version == LATEST_VERSION
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_made'"
+                           ).fetchone()[0] == 0
+    assert not (tmp_path / "g.sqlite3-journal").exists()
+    db.close()
 
 
 def test_garbage_file_is_refused_untouched(tmp_path):
