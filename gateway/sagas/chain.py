@@ -165,13 +165,9 @@ class ServiceChain:
         last: TransientError | None = None
         if not hedged:  # the primary, asked at once (``begin`` is its start)
             breaker = plan.breaker
-            admitted = False  # the chain's breaker asked here (a refusal costs no coroutine)
-            if breaker is not None and deadline_s > 0.0:
-                if breaker.allow(begin):
-                    admitted = True
-                else:
-                    last = self._refused(scope, plan, attempts)
-            if last is None:
+            if breaker is not None and deadline_s > 0.0 and not breaker.allow(begin):
+                last = self._refused(scope, plan, attempts)
+            else:
                 result: Json | TransientError
                 if deadline_s > 0.0:  # the first call, made here as _try makes it (one
                     failed: ServiceError | None = None  # coroutine fewer per call)
@@ -189,12 +185,16 @@ class ServiceChain:
                     else:
                         self.on_boundary(plan.after)
                         result = self._answered(scope, plan, result, begin, attempts)
-                    if failed is not None:  # recorded there, and retried while it may be
-                        result = await self._try(scope, plan, payload, key, begin, attempts,
-                                                 deadline_s, begin, False, failed, begin)
+                    if failed is not None:
+                        if plan.take is not None and isinstance(failed, CircuitOpenError):
+                            result = self._service_refused(scope, plan, failed, attempts)
+                        else:  # recorded there, and retried while it may be
+                            result = await self._try(scope, plan, payload, key, begin,
+                                                     attempts, deadline_s, begin, failed,
+                                                     begin)
                 else:  # no time left
                     result = await self._try(scope, plan, payload, key, begin, attempts,
-                                             deadline_s, begin, admitted)
+                                             deadline_s, begin)
                 if not isinstance(result, TransientError):
                     if use_cache:
                         self._remember(scope, result, plan.source)
@@ -228,7 +228,7 @@ class ServiceChain:
                 if cached is not None:
                     return self._from_cache(scope, step, cached, attempts, last)
             result = await self._try(scope, self._plan_for(name, step, policy), payload, key,
-                                     begin, attempts, deadline_s, None, False)
+                                     begin, attempts, deadline_s, None)
             if isinstance(result, TransientError):
                 last = result
                 continue
@@ -305,7 +305,7 @@ class ServiceChain:
                    attempts: list[Attempt], *, deadline_s: float) -> Json:
         """:meth:`_try`, its failure raised (for the hedged calls, run as tasks)."""
         result = await self._try(scope, self._plan_for(name, step, policy), payload, key,
-                                 begin, attempts, deadline_s, None, False)
+                                 begin, attempts, deadline_s, None)
         if isinstance(result, TransientError):
             raise result
         return result
@@ -361,18 +361,29 @@ class ServiceChain:
             self._report(scope, plan.take, breaker)
         return refusal(TransientError, plan.refused, plan.name)
 
+    def _service_refused(self, scope: CallScope, plan: _Plan, error: CircuitOpenError,
+                         attempts: list[Attempt]) -> TransientError:
+        """The service's own breakers refused the call (the central pool's, every one open):
+        as the chain's own breaker refusing, recorded and moved on from at once."""
+        attempts.append(_new_attempt(Attempt, (plan.name, "circuit_open", 0.0, str(error))))
+        take = plan.take
+        if take is not None and plan.moves != Breaker.moves:
+            plan.moves = Breaker.moves
+            for t in take():
+                _emit_transition(scope, t)
+        return error
+
     async def _try(self, scope: CallScope, plan: _Plan, payload: Json, key: str | None,
                    begin: float, attempts: list[Attempt], deadline_s: float,
-                   now: float | None, admitted: bool, failed: ServiceError | None = None,
+                   now: float | None, failed: ServiceError | None = None,
                    t0: float = 0.0) -> Json | TransientError:
         """One service (``plan``'s), retried with backoff while the step's deadline
         (``deadline_s`` from ``begin``) allows; each call has the service's own deadline,
         cut to what is left of the step's. Returns the answer, or the last transient
         failure (returned, not raised: the caller moves on to its next fallback); raises
         ``PermanentError``. ``now``: the clock's reading, when the caller has just read it;
-        ``admitted``: the caller asked the chain's breaker at ``now`` and it let the call
-        through (it is asked once per call: in half-open each ``allow`` reserves a probe);
-        ``failed``: the caller made the first call (started at ``t0``) and it failed so.
+        ``failed``: the caller made the first call (started at ``t0``, its breaker asked)
+        and it failed so.
 
         A refusal by a breaker moves on at once, with no backoff: the chain's own breaker
         for the service, or the service's own breakers (the central pool's
@@ -393,9 +404,7 @@ class ServiceChain:
                 remaining = deadline_s - (now - begin)
                 if remaining <= 0:
                     return last or TransientError(f"{name}: no time left", service=name)
-                if admitted:
-                    admitted = False
-                elif breaker is not None and not breaker.allow(now):
+                if breaker is not None and not breaker.allow(now):
                     return self._refused(scope, plan, attempts)
                 # the call as ServiceChain.call makes the first one
                 self.on_boundary(plan.before)
@@ -427,11 +436,7 @@ class ServiceChain:
                 raise error
             assert isinstance(error, TransientError)
             if plan.take is not None and isinstance(error, CircuitOpenError):
-                # the service's own breakers refused it (the central pool's, every one
-                # open): as the chain's own refusing, recorded and moved on from at once
-                attempts.append(Attempt(name, "circuit_open", 0.0, str(error)))
-                self._report(scope, plan.take, breaker)
-                return error
+                return self._service_refused(scope, plan, error, attempts)
             end = clock.monotonic()
             if stats is not None:
                 stats.record(t0, end - t0, False, str(error))

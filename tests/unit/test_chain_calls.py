@@ -15,7 +15,7 @@ import pytest
 
 from gateway.core.balancing import Balancer
 from gateway.core.breaker import BreakerPolicy
-from gateway.core.errors import TransientError
+from gateway.core.errors import PermanentError, TransientError
 from gateway.core.saga import StepKind, StepSpec
 from gateway.core.steps import ALTERNATIVE_LICENSE_PLATE_SERVICE, LICENSE_PLATE_SERVICE
 from gateway.sagas.chain import CallScope, ServiceChain
@@ -218,3 +218,27 @@ async def test_central_pool_every_breaker_open_answers_from_the_cache_at_once(st
     assert source == "cache" and result["authorized"] is True
     assert clock.slept == []
     assert [a.outcome for a in attempts] == ["circuit_open", "cache"]
+
+
+class Refusing(Flaky):
+    """Answers definitively no (a 4xx)."""
+
+    async def call(self, operation: str, payload: dict[str, Any], *,
+                   idempotency_key: str | None, deadline_s: float) -> dict[str, Any]:
+        self.deadlines.append(deadline_s)
+        self.clock.t += 0.01
+        raise PermanentError("HTTP 409 duplicate", service=self.name, status=409)
+
+
+async def test_a_definitive_answer_is_raised_at_once_and_counts_as_answered(store):
+    clock = Clock()
+    service = Refusing(clock, failures=0)
+    chain = chain_for(store, service, clock, [])
+    attempts: list[Attempt] = []
+    with pytest.raises(PermanentError, match="409"):
+        await chain.call(scope(), STEP, POLICY, {}, "k", attempts)
+    assert [(a.outcome, a.error) for a in attempts] == [("permanent", "HTTP 409 duplicate")]
+    assert attempts[0].duration_ms == pytest.approx(10.0)
+    assert clock.slept == [] and len(service.deadlines) == 1
+    assert [c.answered for c in chain.stats["svc"].calls] == [True]
+    assert chain.breakers["svc"].state == "closed"
