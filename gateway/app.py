@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import signal
 import time
@@ -743,6 +744,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     try:
         await gateway.start()
         started = True
+        # What start-up made (modules, settings, the app) lives as long as the daemon:
+        # kept out of the collector's full passes, which took up to 150 ms under traffic
+        # (bench/lane_latency.py's tails) scanning it again and again.
+        gc.freeze()
         sd_notify(settings.notify_socket, f"READY=1\nSTATUS=serving {len(gateway.lanes)} lane(s)")
         if settings.watchdog_s > 0:
             watchdog = asyncio.create_task(_watchdog(gateway, settings.watchdog_s / 2))
