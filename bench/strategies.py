@@ -21,8 +21,8 @@ Ours, in this process (.venv):
     breaker events), once around a plain remote service behind the chain's own breaker, and
     once around the central pool (``CentralPool``: the balancer, a breaker per instance,
     pool statistics) with one no-op instance. Refused: the chain's breaker open, and the pool
-    with every instance's breaker open (``CentralPool.call`` on its own: after that refusal
-    the chain backs off and asks again, which is a wait, not a per-call cost).
+    with every instance's breaker open (``CentralPool.call`` on its own; the chain then
+    records the refusal and moves on to its next fallback at once).
 
 The peers, in their own process under .venv-bench (bench/peers/strategy_peers.py, which
 says how each library is used): each library alone, and "stacked" (a retry decorator over
@@ -185,7 +185,7 @@ class Ours:
 
             if path == "ok":
                 out["pool_ok"] = Case(pool_call, arm=pool_arm)
-            else:  # the pool's refusal on its own (the chain then backs off and retries)
+            else:  # the pool's refusal on its own (the chain then moves on to its fallback)
                 out["pool_open"] = Case(partial(pool.call, "create_entry_record", {},
                                                 idempotency_key="k", deadline_s=0.8),
                                         arm=pool_arm)
