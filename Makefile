@@ -21,8 +21,11 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# Two worker processes (pytest-xdist): most tests wait on processes, brokers and sockets, so
+# two cores run the suite in about 8 minutes instead of 13.
+PYTEST_WORKERS ?= 2
 pytest: venv
-	$(PY) -m pytest -m "not privileged and not soak and not container"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not privileged and not soak and not container"
 
 # The container test (tests/container, not part of make test): podman builds the image from
 # a Debian base made here by mmdebstrap (no registry needed) and runs the demo container and
