@@ -39,7 +39,6 @@ half a minute on a quiet two-core machine).
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import shutil
 import subprocess
@@ -54,6 +53,7 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.peers.timing import timed_async, timed_sync  # noqa: E402
 from bench.report import Report, parser  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.core.balancing import Balancer  # noqa: E402
@@ -194,8 +194,8 @@ class Ours:
     def run_once(self, case: Case, n: int) -> float:
         case.arm()
         if case.sync:
-            return timed_sync(case.call, n)
-        return self.loop.run_until_complete(timed_async(case.call, n))
+            return timed_sync(case.call, n, TransientError)
+        return self.loop.run_until_complete(timed_async(case.call, n, TransientError))
 
     def calibrate(self, loop_s: float) -> None:
         for case in self.cases.values():
@@ -219,35 +219,6 @@ def core_sync(breaker: Breaker) -> None:
         raise CircuitOpenError(f"circuit {breaker.name} is open", service=breaker.name)
     noop_sync()
     breaker.record_success(time.monotonic())
-
-
-async def timed_async(call: Callable[[], Awaitable[Any]], n: int) -> float:
-    """Seconds per call over ``n`` calls (a refusal is caught, as a caller would)."""
-    gc.disable()  # as timeit does (a full collection per loop would cost more than it)
-    try:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            try:  # noqa: SIM105 (suppress() would add its enter and exit to each call)
-                await call()
-            except TransientError:
-                pass
-        return (time.perf_counter() - t0) / n
-    finally:
-        gc.enable()
-
-
-def timed_sync(call: Callable[[], Any], n: int) -> float:
-    gc.disable()  # as timeit does (a full collection per loop would cost more than it)
-    try:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            try:  # noqa: SIM105 (suppress() would add its enter and exit to each call)
-                call()
-            except TransientError:
-                pass
-        return (time.perf_counter() - t0) / n
-    finally:
-        gc.enable()
 
 
 class Peers:

@@ -24,20 +24,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import aiobreaker
 import pybreaker
 import stamina
 import tenacity
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path, in .venv-bench
+
+from bench.peers.timing import timed_async, timed_sync
 
 ATTEMPTS = 3
 INITIAL_S = 0.05
@@ -130,40 +133,11 @@ def cases() -> dict[str, Case]:
     return out
 
 
-async def timed_async(call: Callable[[], Awaitable[Any]], n: int) -> float:
-    """Seconds per call over ``n`` calls (a refusal is caught, as a caller would)."""
-    gc.disable()  # as timeit does (a full collection per loop would cost more than it)
-    try:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            try:  # noqa: SIM105 (suppress() would add its enter and exit to each call)
-                await call()
-            except REFUSED:
-                pass
-        return (time.perf_counter() - t0) / n
-    finally:
-        gc.enable()
-
-
-def timed_sync(call: Callable[[], Any], n: int) -> float:
-    gc.disable()  # as timeit does (a full collection per loop would cost more than it)
-    try:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            try:  # noqa: SIM105 (suppress() would add its enter and exit to each call)
-                call()
-            except REFUSED:
-                pass
-        return (time.perf_counter() - t0) / n
-    finally:
-        gc.enable()
-
-
 def run_once(loop: asyncio.AbstractEventLoop, case: Case, n: int) -> float:
     case.arm()
     if case.sync:
-        return timed_sync(case.call, n)
-    return loop.run_until_complete(timed_async(case.call, n))
+        return timed_sync(case.call, n, REFUSED)
+    return loop.run_until_complete(timed_async(case.call, n, REFUSED))
 
 
 def calibrate(loop: asyncio.AbstractEventLoop, all_cases: dict[str, Case],
