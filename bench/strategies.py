@@ -53,7 +53,7 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.peers.timing import timed_async, timed_sync  # noqa: E402
+from bench.peers.timing import Case, timed_async, timed_sync  # noqa: E402
 from bench.report import Report, parser  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.core.balancing import Balancer  # noqa: E402
@@ -100,15 +100,6 @@ class NoopService:
     async def call(self, operation: str, payload: Json, *, idempotency_key: str | None,
                    deadline_s: float) -> Json:
         return {}
-
-
-class Case:
-    def __init__(self, call: Callable[[], Any], *, sync: bool = False,
-                 arm: Callable[[], None] | None = None) -> None:
-        self.call = call
-        self.sync = sync
-        self.arm = arm or (lambda: None)
-        self.n = 200
 
 
 def trip(breaker: Breaker) -> None:

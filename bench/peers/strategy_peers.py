@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from importlib.metadata import version
@@ -40,7 +39,7 @@ import tenacity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path, in .venv-bench
 
-from bench.peers.timing import timed_async, timed_sync
+from bench.peers.timing import Case, timed_async, timed_sync
 
 ATTEMPTS = 3
 INITIAL_S = 0.05
@@ -74,18 +73,6 @@ def stamina_kw() -> dict[str, Any]:
 def aio_breaker() -> aiobreaker.CircuitBreaker:
     return aiobreaker.CircuitBreaker(fail_max=FAIL_MAX,
                                      timeout_duration=timedelta(seconds=RESET_S))
-
-
-class Case:
-    """One contender: ``call`` is awaited (or called, when ``sync``) once per call;
-    ``arm`` puts its breaker in the state the path needs before each timed loop."""
-
-    def __init__(self, call: Callable[[], Any], *, sync: bool = False,
-                 arm: Callable[[], None] | None = None) -> None:
-        self.call = call
-        self.sync = sync
-        self.arm = arm or (lambda: None)
-        self.n = 200
 
 
 def cases() -> dict[str, Case]:

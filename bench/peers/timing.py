@@ -1,5 +1,6 @@
-"""The timed loops of bench/strategies.py, shared by its two processes (ours under .venv,
-the peers under .venv-bench): nothing here imports ``gateway`` or a peer library."""
+"""The contenders and timed loops of bench/strategies.py, shared by its two processes
+(ours under .venv, the peers under .venv-bench): nothing here imports ``gateway`` or a
+peer library."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+
+class Case:
+    """One contender: ``call`` is awaited (or called, when ``sync``) once per call;
+    ``arm`` puts its breaker in the state the path needs before each timed loop."""
+
+    def __init__(self, call: Callable[[], Any], *, sync: bool = False,
+                 arm: Callable[[], None] | None = None) -> None:
+        self.call = call
+        self.sync = sync
+        self.arm = arm or (lambda: None)
+        self.n = 200
+
 
 Refused = type[BaseException] | tuple[type[BaseException], ...]
 
