@@ -4,7 +4,10 @@ the DBOS contender runs this under ``.venv-bench``).
 - ``SqlCount``: every SQL statement a contender's SQLite connections execute, counted with
   ``sqlite3.Connection.set_trace_callback``; commits of a write transaction are told apart
   from the others, and those made on a connection whose setting syncs at commit
-  (``synchronous=FULL``, or a rollback journal) are the durable, fsyncing ones.
+  (``synchronous=FULL``, or a rollback journal) are the durable, fsyncing ones. Only in a
+  process started with ``BENCH_COUNT_SQL=1`` (the benchmark's counting pass): the callback
+  costs the contender about 5 µs a statement (sqlite3 expands each statement's text for
+  it), which would be charged to whoever runs the most statements.
 - ``AppDb``: the application's space table (the product's columns and indexes), one
   connection on one thread of its own (``synchronous=FULL``, WAL: the product's setting), and
   the allocation as the product does it (the space a saga holds, else the lowest free one,
@@ -55,6 +58,7 @@ class SqlCount:
     connection (any thread)."""
 
     def __init__(self) -> None:
+        self.enabled = os.environ.get("BENCH_COUNT_SQL") == "1"
         self.statements = 0
         self.commits = 0
         self.write_commits = 0
@@ -63,7 +67,10 @@ class SqlCount:
 
     def watch(self, conn: Any, *, syncs: bool) -> None:
         """Count ``conn``'s statements (a ``sqlite3.Connection``, or the DBAPI connection a
-        SQLAlchemy ``connect`` event is given). ``syncs``: its commits fsync."""
+        SQLAlchemy ``connect`` event is given). ``syncs``: its commits fsync. Nothing is
+        watched in a process not started to count (``enabled``)."""
+        if not self.enabled:
+            return
         # in a transaction; it wrote; savepoints open (one that began the transaction
         # counts: its RELEASE commits it)
         state = {"txn": False, "dirty": False, "savepoints": 0, "by_savepoint": False}
