@@ -273,10 +273,10 @@ class Gateway:
             self.sim.start(self._parked_plates)
         await self.check_occupancy()
         self._tasks.append(self.supervisor.spawn("housekeeping", self._housekeeping))
-        if self.publisher is not None and self.mqtt is not None:  # once a day, after 00:05 UTC
+        if self.publisher is not None and self.mqtt is not None:  # daily, after 00:05 there
             self._tasks.append(self.supervisor.spawn("daily summary", partial(
                 publish_daily_summaries, self.store, self.mqtt, self.clock,
-                gate_id=s.gate.id, prefix=s.mqtt.topic_prefix)))
+                gate_id=s.gate.id, prefix=s.mqtt.topic_prefix, timezone=s.gate.timezone)))
         await self._start_web()
         log.info("gateway %s started: %d lane(s), web on http://%s:%s", s.gate.id,
                  len(self.lanes), s.web.host, self.web_port)

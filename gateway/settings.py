@@ -63,6 +63,9 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class GateSettings(_Section, frozen=True):
     id: Ident = "gate-01"
     data_dir: str = "/var/lib/parking-gateway"
+    # the zone of the gate's days (the daily summary, "today" on the page): an IANA name
+    # ("Europe/Istanbul"); records stay stamped in UTC whatever it is
+    timezone: str = "UTC"
 
 
 class CentralSettings(_Section, frozen=True):
@@ -552,6 +555,7 @@ def _cross_checks(s: Settings) -> list[str]:
         if getattr(s.simulation, key) and not s.simulation.enabled:
             problems.append(f"simulation.{key}: only with simulation.enabled = true")
     problems += _images_checks(s)
+    problems += _timezone_checks(s)
     if s.central.deadline_s > s.central.decision_deadline_s:
         problems.append("central.deadline_s: must not exceed central.decision_deadline_s "
                         f"({s.central.deadline_s} > {s.central.decision_deadline_s})")
@@ -566,6 +570,16 @@ def _images_checks(s: Settings) -> list[str]:
     if d and Path(d) == s.data_dir:
         return ["images.dir: must not be gate.data_dir itself: the images need a directory "
                 f"of their own (leave it out for {s.data_dir / 'images'})"]
+    return []
+
+
+def _timezone_checks(s: Settings) -> list[str]:
+    from gateway.core.timezones import zone
+
+    try:
+        zone(s.gate.timezone)
+    except ValueError as exc:
+        return [f"gate.timezone: {exc}"]
     return []
 
 

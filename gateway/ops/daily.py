@@ -1,10 +1,12 @@
 """The daily summary: vehicles in and out, decisions by where they came from, denials by
 reason, faults, for one day, from the events the gate recorded that day.
 
-Days are UTC days. Every record the gate keeps is stamped in UTC, an export's dates are UTC
-dates (so the summary of a day and the export of that day agree), central monitoring adds
-gates in several time zones up, and a Pi's time zone is often whatever its image shipped
-with. A gate that wants local days can be given them later as a setting.
+Days are the gate's days in ``gate.timezone`` (default "UTC"; an operator sets the zone of
+the lot, e.g. "Europe/Istanbul", so that "today" starts at the lot's midnight). It is a
+setting, not the Pi's own zone, which is often whatever its image shipped with. Every
+record stays stamped in UTC; the summary says its zone and its bounds as instants
+(``from``/``to``, RFC 3339 with the zone's offset), so central monitoring can add gates in
+several zones up; an export's dates are UTC dates.
 
 - ``summarise`` is pure: a day and its event rows in, the summary out (tested without a
   database).
@@ -14,7 +16,7 @@ with. A gate that wants local days can be given them later as a setting.
   makes sure the summary of the day before is recorded (a ``daily_summary`` event, once per
   day: through the durable outbox to the events topic, never lost while the broker is
   down; not for a quiet day) and publishes it retained on ``{p}/gates/{gate}/daily``
-  (QoS 1), then sleeps until ``after_midnight_s`` past the next UTC midnight. After a
+  (QoS 1), then sleeps until ``after_midnight_s`` past the gate's next midnight. After a
   restart it publishes the day before again (the retained message is the same). A broker
   that refuses the topic is logged, not a fault of the gate: the next try is the next day.
 """
@@ -26,14 +28,15 @@ import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
 
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from gateway.clock import Clock, iso
+from gateway.core.timezones import day_span, local_day, zone
 from gateway.store import events, reports
 from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, PublishRefused
@@ -78,13 +81,13 @@ class DailySagas(_Reply):
 
 
 class DailySummary(_Reply):
-    """One UTC day at a gate."""
+    """One day at a gate, in its zone (``gate.timezone``)."""
 
     gate_id: str
     day: str  # YYYY-MM-DD
-    timezone: Literal["UTC"]
-    from_: str = msgspec.field(name="from")  # RFC 3339, included
-    to: str  # RFC 3339, the next midnight, excluded
+    timezone: str  # "UTC" or the IANA name of the gate's zone
+    from_: str = msgspec.field(name="from")  # RFC 3339 in the zone: its midnight, included
+    to: str  # RFC 3339 in the zone: the next midnight, excluded
     vehicles: DailyVehicles
     decisions: DailyDecisions
     denials: DailyDenials
@@ -101,13 +104,19 @@ def encode_summary(summary: Json) -> bytes:
     return msgspec.json.encode(msgspec.convert(summary, DailySummary))
 
 
-def day_bounds(day: date) -> tuple[str, str]:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return iso(start.timestamp()), iso((start + timedelta(days=1)).timestamp())
+def day_bounds(day: date, tz: tzinfo | None = None) -> tuple[str, str]:
+    """The day's first instant and the next day's, in UTC (what records are stamped in and
+    compared with)."""
+    start, end = day_span(day, tz or zone("UTC"))
+    return iso(start), iso(end)
+
+
+def _in_zone(wall: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(wall, tz).isoformat(timespec="milliseconds")
 
 
 def utc_day(wall: float) -> date:
-    return datetime.fromtimestamp(wall, UTC).date()
+    return local_day(wall, zone("UTC"))
 
 
 def _top(counts: Counter[str], limit: int = MAX_REASONS) -> dict[str, int]:
@@ -116,10 +125,13 @@ def _top(counts: Counter[str], limit: int = MAX_REASONS) -> dict[str, int]:
     return {**kept, "other": rest} if rest else kept
 
 
-def summarise(day: date, rows: Iterable[Json], gate_id: str = "") -> Json:
-    """The summary of ``day`` from its event rows (``type``, ``lane_id``, ``wall_synced``,
-    ``data``; as ``reports.summary_events`` yields them), in one pass."""
-    start, end = day_bounds(day)
+def summarise(day: date, rows: Iterable[Json], gate_id: str = "", timezone: str = "UTC",
+              ) -> Json:
+    """The summary of ``day`` in the zone named ``timezone`` from its event rows (``type``,
+    ``lane_id``, ``wall_synced``, ``data``; as ``reports.summary_events`` yields them), in
+    one pass."""
+    tz = zone(timezone)
+    start_s, end_s = day_span(day, tz)
     counts: Counter[str] = Counter()
     by_lane: dict[str, Counter[str]] = {}
     sources: Counter[str] = Counter()
@@ -145,8 +157,8 @@ def summarise(day: date, rows: Iterable[Json], gate_id: str = "") -> Json:
     granted = counts["entry_granted"] + counts["exit_granted"]
     denied = counts["entry_denied"] + counts["exit_denied"]
     return {
-        "gate_id": gate_id, "day": day.isoformat(), "timezone": "UTC", "from": start,
-        "to": end,
+        "gate_id": gate_id, "day": day.isoformat(), "timezone": timezone,
+        "from": _in_zone(start_s, tz), "to": _in_zone(end_s, tz),
         "vehicles": {"in": counts["vehicle_entered"], "out": counts["vehicle_exited"],
                      "by_lane": {k: dict(v) for k, v in sorted(by_lane.items())}},
         "decisions": {"granted": granted, "denied": denied, "by_source": dict(sources)},
@@ -160,31 +172,34 @@ def summarise(day: date, rows: Iterable[Json], gate_id: str = "") -> Json:
     }
 
 
-async def daily_summary(store: Store, day: date, gate_id: str) -> Json:
+async def daily_summary(store: Store, day: date, gate_id: str, timezone: str = "UTC") -> Json:
     """Read and count on the database thread, streaming the day's events."""
-    start, end = day_bounds(day)
+    start, end = day_bounds(day, zone(timezone))
     return await store.read(lambda conn: summarise(
-        day, reports.summary_events(conn, start, end), gate_id))
+        day, reports.summary_events(conn, start, end), gate_id, timezone))
 
 
 FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 async def daily_summary_handler(request: web.Request) -> web.Response:
-    """``GET /api/summary/daily?day=YYYY-MM-DD``: one UTC day's summary (default today)."""
+    """``GET /api/summary/daily?day=YYYY-MM-DD``: one day's summary in the gate's zone
+    (default: today there)."""
     from gateway.web.http import GATEWAY, error
 
     gw = request.app[GATEWAY]
+    timezone = gw.settings.gate.timezone
     text = request.query.get("day")
     try:
         if text is not None and not FULL_DATE.fullmatch(text):  # RFC 3339 full-date only
             raise ValueError(text)
-        day = date.fromisoformat(text) if text is not None else utc_day(gw.clock.wall())
-        day_bounds(day)  # 9999-12-31 has no next midnight
+        day = date.fromisoformat(text) if text is not None else local_day(
+            gw.clock.wall(), zone(timezone))
+        day_bounds(day, zone(timezone))  # 9999-12-31 has no next midnight
     except (ValueError, OverflowError):
         return error(400, f"day: expected a date YYYY-MM-DD before 9999-12-31, got "
                           f"{(text or '')[:40]!r}")
-    body = await daily_summary(gw.store, day, gw.settings.gate.id)
+    body = await daily_summary(gw.store, day, gw.settings.gate.id, timezone)
     return web.Response(body=encode_summary(body), content_type="application/json")
 
 
@@ -199,14 +214,15 @@ def _quiet(summary: Json) -> bool:
                 or summary["faults"]["total"] or any(summary["sagas"].values()))
 
 
-async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date) -> Json:
+async def recorded_summary(store: Store, clock: Clock, gate_id: str, day: date,
+                           timezone: str = "UTC") -> Json:
     """The summary of ``day`` as recorded (a ``daily_summary`` event, written once: looked
     for and written in one transaction); a quiet day is published but not recorded (a new
     gate's first start adds no event)."""
     found = await store.read(lambda c: reports.daily_summary_event(c, day.isoformat()))
     if found is not None:
         return found
-    summary = await daily_summary(store, day, gate_id)
+    summary = await daily_summary(store, day, gate_id, timezone)
     summary["made_at"] = ts = iso(clock.wall())
     if _quiet(summary):
         return summary
@@ -256,16 +272,19 @@ async def _until_wall(clock: Clock, target: float, every_s: float) -> None:
 
 
 async def publish_daily_summaries(store: Store, mqtt: MqttConnection, clock: Clock, *,
-                                  gate_id: str, prefix: str, after_midnight_s: float = 300.0,
+                                  gate_id: str, prefix: str, timezone: str = "UTC",
+                                  after_midnight_s: float = 300.0,
                                   check_every_s: float = 60.0) -> None:
     """The supervised task (see the module's docstring); runs until cancelled."""
     topic = daily_topic(prefix, gate_id)
+    tz = zone(timezone)
     while True:
         while not clock.wall_synced():  # a 1970 clock has no "yesterday"
             await clock.sleep(check_every_s)
         now = clock.wall()
-        today = utc_day(now)
-        summary = await recorded_summary(store, clock, gate_id, today - timedelta(days=1))
+        today = local_day(now, tz)
+        summary = await recorded_summary(store, clock, gate_id, today - timedelta(days=1),
+                                         timezone)
         await _publish_retained(mqtt, topic, encode_summary(summary))
-        midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
-        await _until_wall(clock, midnight.timestamp() + after_midnight_s, check_every_s)
+        _, midnight = day_span(today, tz)
+        await _until_wall(clock, midnight + after_midnight_s, check_every_s)

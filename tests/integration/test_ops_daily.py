@@ -192,3 +192,45 @@ async def test_a_broker_that_refuses_the_topic_is_told_in_the_log_not_a_fault(
         await mqtt.stop()
         await store.close()
         await broker.stop()
+
+
+async def test_a_gate_in_a_zone_publishes_its_day_after_its_own_midnight(
+        tmp_path: Path) -> None:
+    """A gate in Tokyo (UTC+9, ``gate.timezone``): a vehicle at 16:00 UTC on 13 March is at
+    01:00 on the 14th there, so it is counted in the gate's 14 March; that day is published
+    just after Tokyo's midnight (15:00 UTC on the 14th), not after UTC's."""
+    tokyo_midnight = datetime(2031, 3, 14, 15, tzinfo=UTC).timestamp()  # 15 March 00:00 JST
+    broker = Broker(tmp_path)
+    await broker.start()
+    store = await Store.open(tmp_path / "g.sqlite3")
+    clock = OffsetClock()
+    set_wall(clock, datetime(2031, 3, 13, 16, tzinfo=UTC).timestamp())
+    await store.record_event(clock, "g", "vehicle_entered", {"saga_id": "s1"}, "entry-1")
+    set_wall(clock, tokyo_midnight - 1.0)
+    got: list[dict[str, Any]] = []
+    watcher = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="monitoring"))
+    watcher.subscribe(daily_topic("parking", "g"), lambda m: got.append(json.loads(m.payload)))
+    watcher.start()
+    mqtt = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="g"))
+    mqtt.start()
+    await watcher.wait_connected()
+    task = asyncio.create_task(publish_daily_summaries(
+        store, mqtt, clock, gate_id="g", prefix="parking", timezone="Asia/Tokyo",
+        after_midnight_s=0.5, check_every_s=0.05))
+    try:
+        await until(lambda: [p for p in got if p["day"] == "2031-03-14"], 15,
+                    "Tokyo's 14 March, after Tokyo's midnight")
+        assert [p["day"] for p in got] == ["2031-03-13", "2031-03-14"]
+        assert got[0]["vehicles"]["in"] == 0  # the UTC day of the vehicle is not Tokyo's
+        day = got[1]
+        assert day["timezone"] == "Asia/Tokyo" and day["vehicles"]["in"] == 1
+        assert (day["from"], day["to"]) == ("2031-03-14T00:00:00.000+09:00",
+                                            "2031-03-15T00:00:00.000+09:00")
+        assert tokyo_midnight + 0.5 <= clock.wall() < MIDNIGHT
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await mqtt.stop()
+        await watcher.stop()
+        await store.close()
+        await broker.stop()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
+
+from gateway.core.errors import ConfigError
+from gateway.core.timezones import day_span, local_day, zone
 from gateway.ops.daily import MAX_REASONS, day_bounds, encode_summary, summarise, utc_day
+from gateway.settings import parse_settings
 
 DAY = date(2026, 12, 1)
 
@@ -68,3 +73,40 @@ def test_days_are_utc_days() -> None:
     assert utc_day(1764633599.999) == date(2025, 12, 1)  # 23:59:59.999 UTC
     assert utc_day(1764633600.0) == date(2025, 12, 2)
     assert day_bounds(date(2024, 2, 28))[1] == "2024-02-29T00:00:00.000+00:00"
+
+
+def test_a_gate_in_a_zone_counts_its_own_days() -> None:
+    """Istanbul is UTC+3 all year: its 1 December runs from 21:00 UTC on 30 November, so
+    an event at 22:00 UTC on 30 November is of the gate's 1 December, not of the 30th."""
+    start, end = day_bounds(DAY, zone("Europe/Istanbul"))
+    assert (start, end) == ("2026-11-30T21:00:00.000+00:00", "2026-12-01T21:00:00.000+00:00")
+    s = summarise(DAY, [ev("vehicle_entered")], "gate-07", "Europe/Istanbul")
+    assert s["timezone"] == "Europe/Istanbul"
+    assert (s["from"], s["to"]) == ("2026-12-01T00:00:00.000+03:00",
+                                    "2026-12-02T00:00:00.000+03:00")
+    assert json.loads(encode_summary(s)) == s
+    late_evening_utc = datetime(2026, 11, 30, 22, tzinfo=UTC).timestamp()
+    assert local_day(late_evening_utc, zone("Europe/Istanbul")) == DAY
+    assert utc_day(late_evening_utc) == date(2026, 11, 30)
+
+
+def test_days_a_clock_change_moves_are_23_and_25_hours() -> None:
+    berlin = zone("Europe/Berlin")
+    spring, autumn = day_span(date(2026, 3, 29), berlin), day_span(date(2026, 10, 25), berlin)
+    assert spring[1] - spring[0] == 23 * 3600 and autumn[1] - autumn[0] == 25 * 3600
+    s = summarise(date(2026, 3, 29), [], timezone="Europe/Berlin")
+    assert (s["from"], s["to"]) == ("2026-03-29T00:00:00.000+01:00",
+                                    "2026-03-30T00:00:00.000+02:00")
+
+
+def test_a_zone_that_is_none_is_refused_with_what_to_write() -> None:
+    for name in ("Europe/Atlantis", "", "../../etc/passwd", "/etc/localtime", "UTC+3"):
+        with pytest.raises(ValueError, match="IANA name"):
+            zone(name)
+    with pytest.raises(ConfigError) as caught:
+        parse_settings('[gate]\ntimezone = "Europe/Atlantis"\n', "/etc/parking-gateway/x.toml")
+    (problem,) = caught.value.problems
+    assert problem.startswith("/etc/parking-gateway/x.toml: gate.timezone: 'Europe/Atlantis'")
+    assert "Europe/Istanbul" in problem
+    assert parse_settings('[gate]\ntimezone = "Europe/Istanbul"\n').gate.timezone \
+        == "Europe/Istanbul"
