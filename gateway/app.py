@@ -24,11 +24,11 @@ from gateway.clock import Clock, SystemClock, iso
 from gateway.core.errors import DeviceError, GatewayError
 from gateway.core.fault_fixes import fix_for
 from gateway.core.service_words import describe, outbox_words, queue_advice
-from gateway.notify import sd_notify
+from gateway.notify import reloading, sd_notify
 from gateway.ops.daily import publish_daily_summaries
 from gateway.ops.vehicle_log import VehicleLog
 from gateway.plates.reader import PlateReader
-from gateway.reloading import reload, set_log_level
+from gateway.reloading import reload, set_log_level, status_after
 from gateway.sagas.factory import build_registry, build_runner, central_session
 from gateway.sagas.permit_sync import PermitSync
 from gateway.sagas.runner import SagaRunner
@@ -595,6 +595,18 @@ class Gateway:
                             f"{store.last_write_error}")
         return problems
 
+    def health_warnings(self) -> list[str]:
+        """What the operator must hear of while the gate still works: on the page and in
+        /api/status's problems, not a failing /healthz (a restart or a rolled-back upgrade
+        would not fix it), like the storage report's low free space."""
+        if self.clock.wall_synced():
+            return []
+        return ["clock: the time is not synchronised, so the times on records and events "
+                "may be wrong (vehicles are still let in and out): check the time service "
+                "(timedatectl status should say 'System clock synchronized: yes'; "
+                "systemd-timesyncd or chrony running), the network to the NTP server, and "
+                "the RTC and its battery if the board has one"]
+
     async def metrics(self) -> dict[str, Any]:
         counts = await self.store.read(saga_log.status_counts)  # kept counters, no count(*)
         stages: dict[str, dict[str, float]] = {}
@@ -674,7 +686,7 @@ class Gateway:
                    "fault_fixes": {"lane": fix_for("lane", why)}, "vehicle": None}
                   for lane, why in self.lane_errors.items()]
         storage_report = self._storage_report()
-        problems = self.health_problems()
+        problems = self.health_problems() + self.health_warnings()
         if storage_report["problem"]:
             problems.append(storage_report["problem"])
         return {
@@ -729,14 +741,21 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         if not started:
             log.warning("reload: ignored, the gateway is still starting")
         elif not reloads:
+            # systemd shows the unit "reloading" until the READY=1 of _reload_done
+            sd_notify(settings.notify_socket, reloading())
             task = asyncio.ensure_future(reload(gateway))
             reloads.add(task)
             task.add_done_callback(_reload_done)
 
     def _reload_done(task: asyncio.Task[Any]) -> None:
         reloads.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():  # the daemon is stopping: no READY=1 after its STOPPING=1
+            return
+        if task.exception() is not None:
             log.error("reload failed", exc_info=task.exception())
+        data = None if task.exception() is not None else task.result()
+        sd_notify(settings.notify_socket,
+                  "READY=1\nSTATUS=" + status_after(len(gateway.lanes), data))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)  # not the default: SIGHUP would kill
 

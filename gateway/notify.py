@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 
 def sd_notify(socket_path: str, message: str) -> bool:
@@ -17,3 +18,10 @@ def sd_notify(socket_path: str, message: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def reloading() -> str:
+    """``RELOADING=1``, which a daemon follows with ``READY=1`` once the reload is done: the
+    unit shows "reloading" meanwhile. ``MONOTONIC_USEC=`` (CLOCK_MONOTONIC) beside it is what
+    systemd 253's ``Type=notify-reload`` requires; systemd 252 ignores it."""
+    return f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}"

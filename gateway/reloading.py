@@ -68,3 +68,17 @@ async def reload(gw: Gateway) -> dict[str, Any]:
     data = {"source": source, "applied": p.applied, "needs_restart": p.needs_restart}
     await gw.record("config_reloaded", data)
     return data
+
+
+def status_after(lanes: int, data: dict[str, Any] | None) -> str:
+    """The unit's status line (``systemctl status``) after a reload that gave ``data``
+    (``None``: it failed)."""
+    status = f"serving {lanes} lane(s)"
+    if data is None:
+        return status + "; the last reload failed (see the journal)"
+    if data.get("problems"):
+        return status + "; the last reload changed nothing, the configuration has problems"
+    if data.get("needs_restart"):
+        return status + "; reloaded, a restart is needed for " + ", ".join(
+            data["needs_restart"])
+    return status

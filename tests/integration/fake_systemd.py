@@ -6,13 +6,19 @@ systemd would, with every path of the unit taken under the root: ``ExecStartPre=
 failure fails the start), ``ExecStart=`` with ``NOTIFY_SOCKET`` (``start`` returns once the
 daemon sent ``READY=1``, or fails when it exits first, as for ``Type=notify``),
 ``EnvironmentFile=``, ``Environment=``, ``WorkingDirectory=``; ``stop`` sends SIGTERM
-(SIGKILL after ``TimeoutStopSec=``) and then runs ``ExecStopPost=``, as after any exit.
+(SIGKILL after ``TimeoutStopSec=``) and then runs ``ExecStopPost=``, as after any exit;
+``reload`` as systemd 252 does it for ``Type=notify``: refused without ``ExecReload=``
+("Job type reload is not applicable"), else ``ExecReload=`` run with ``$MAINPID`` and
+done when it exits (not waiting for the daemon); a ``RELOADING=1`` from the daemon makes
+the unit "reloading" until its ``READY=1``. Notifications are logged as ``notify …``.
 Not modelled: ``Restart=`` (an exit leaves the unit failed) and so the start limit
 (``reset-failed`` is accepted and does nothing), users, sandboxing, the watchdog's kill.
 Every ``systemctl`` call and every command run is appended to ``run/fake-systemd/calls``,
 commands with the release their executable resolved to.
 
 ``analyze_verify(root)`` runs the real ``systemd-analyze verify`` over such a root.
+Commands outside /opt, /etc and /var (``/bin/kill``) are the base system's: taken from the
+host. Without ``systemd-analyze`` (Debian package systemd) the calling test fails saying so.
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ def analyze_verify(root: Path, unit: str = "parking-gateway.service") -> str:
     """``systemd-analyze verify`` of ``root/etc/systemd/system/unit`` with ``root`` as the
     root (systemd's own units copied in, so that its dependencies resolve); what it printed
     (a unit it has nothing to say about gives "")."""
+    if shutil.which("systemd-analyze") is None:
+        import pytest  # only the tests call this; the systemctl stand-in has no pytest
+
+        pytest.fail("systemd-analyze is not installed: install the Debian package systemd "
+                    "(make system-deps does), it verifies the unit file", pytrace=False)
+    _host_commands(root / "etc" / "systemd" / "system" / unit, root)
     units = Path("/usr/lib/systemd/system")
     target = root / "usr" / "lib" / "systemd" / "system"
     if not target.exists():
@@ -52,6 +64,24 @@ def analyze_verify(root: Path, unit: str = "parking-gateway.service") -> str:
                           capture_output=True, text=True, timeout=60, check=False)
     return (proc.stdout + proc.stderr).strip() + (f"\n(exit {proc.returncode})"
                                                   if proc.returncode else "")
+
+
+def _host_commands(unit: Path, root: Path) -> None:
+    """The base system's commands the unit names (``ExecReload=/bin/kill``), copied from
+    the host into ``root``: verify checks each command exists, and the installer lays down
+    only what is under /opt, /etc and /var."""
+    if not unit.exists():
+        return  # verify says so itself
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if not key.startswith("Exec") or not value.strip():
+            continue
+        command = shlex.split(value.lstrip("-@:+!"))[0]
+        target = root / command.lstrip("/")
+        if not command.startswith(MAPPED) and not target.exists() \
+                and Path(command).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(command, target)
 
 
 def _log(line: str) -> None:
@@ -133,8 +163,10 @@ def supervise(unit: str) -> None:
     watchdog_s = float(service.get("WatchdogSec", ["0"])[0])
     child = subprocess.Popen(argv, cwd=cwd, env={
         **env, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": str(int(watchdog_s * 1e6))})
+    (RUN / f"{unit}.mainpid").write_text(f"{child.pid}\n")
     stop_s = float(service.get("TimeoutStopSec", ["90"])[0])
     _watch(unit, child, sock, stopped, stop_s)
+    (RUN / f"{unit}.mainpid").unlink(missing_ok=True)
     sock.close()
     shutil.rmtree(notify.parent)
     _stop_post(service, env, cwd)
@@ -148,9 +180,7 @@ def _watch(unit: str, child: subprocess.Popen[bytes], sock: socket.socket,
     kill_at: float | None = None
     while child.poll() is None:
         for _ in selector.select(0.05):
-            message = sock.recv(4096).decode(errors="replace")
-            if "READY=1" in message.split("\n") and _state(unit) == "activating":
-                _set_state(unit, "active")
+            _notified(unit, sock.recv(4096).decode(errors="replace").split("\n"))
         if stopped["asked"] and kill_at is None:
             _set_state(unit, "deactivating")
             child.send_signal(signal.SIGTERM)
@@ -159,6 +189,20 @@ def _watch(unit: str, child: subprocess.Popen[bytes], sock: socket.socket,
             child.kill()
     _log(f"exited {child.returncode}")
     selector.close()
+
+
+def _notified(unit: str, tags: list[str]) -> None:
+    """A notification as systemd 252 takes it (the watchdog's and STATUS= aside)."""
+    state = _state(unit)
+    if "RELOADING=1" in tags:
+        _log("notify " + " ".join(t for t in tags if t.startswith(("RELOADING=", "MONOTONIC"))))
+        if state == "active":
+            _set_state(unit, "reloading")
+    if "READY=1" in tags:
+        if state != "activating":  # (every start says READY=1: not logged)
+            _log(" ".join(["notify READY=1", *(t for t in tags if t.startswith("STATUS="))]))
+        if state in ("activating", "reloading"):
+            _set_state(unit, "active")
 
 
 def _stop_post(service: dict[str, list[str]], env: dict[str, str], cwd: Path) -> None:
@@ -174,7 +218,7 @@ def _wait_state(unit: str, done: set[str], within_s: float) -> str:
 
 
 def _start(unit: str) -> int:
-    if _state(unit) in ("active", "activating"):
+    if _state(unit) in ("active", "activating", "reloading"):
         return 0
     if not (ROOT / "etc" / "systemd" / "system" / unit).exists():
         print(f"Failed to start {unit}: Unit {unit} not found.", file=sys.stderr)
@@ -192,12 +236,35 @@ def _start(unit: str) -> int:
 
 def _stop(unit: str) -> int:
     pid_file = RUN / f"{unit}.pid"
-    if _state(unit) in ("active", "activating", "deactivating") and pid_file.exists():
+    if _state(unit) in ("active", "activating", "reloading", "deactivating") \
+            and pid_file.exists():
         try:
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         except ProcessLookupError:
             _set_state(unit, "failed")
         _wait_state(unit, {"inactive", "failed"}, 60)
+    return 0
+
+
+def _reload(unit: str) -> int:
+    commands = _service(unit).get("ExecReload", []) if (
+        ROOT / "etc" / "systemd" / "system" / unit).exists() else []
+    if not commands:
+        print(f"Failed to reload {unit}: Job type reload is not applicable for unit {unit}.",
+              file=sys.stderr)
+        return 1
+    mainpid = RUN / f"{unit}.mainpid"
+    if _state(unit) not in ("active", "reloading") or not mainpid.exists():
+        print(f"Failed to reload {unit}: Unit {unit} is not active.", file=sys.stderr)
+        return 1
+    pid = mainpid.read_text().strip()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MAINPID": pid}
+    for value in commands:
+        argv = [token.replace("${MAINPID}", pid).replace("$MAINPID", pid)
+                for token in _command(value)]
+        if _run_logged("ExecReload", argv, env, Path("/")) != 0:
+            print(f"Job for {unit} failed.", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -212,11 +279,13 @@ def systemctl(args: list[str]) -> int:
         state = _state(unit)
         if "--quiet" not in args:
             print(state)
-        return 0 if state == "active" else 3
+        return 0 if state in ("active", "reloading") else 3
     if verb == "start":
         return _start(unit)
     if verb == "stop":
         return _stop(unit)
+    if verb == "reload":
+        return _reload(unit)
     if verb == "restart":
         _stop(unit)
         return _start(unit)

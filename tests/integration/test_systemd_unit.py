@@ -8,6 +8,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
+
 from tests.integration.fake_systemd import analyze_verify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,3 +52,11 @@ def test_a_command_that_is_not_there_is_reported(tmp_path):
     root = stub_root(tmp_path, unit)
     (root / "opt" / "parking-gateway" / "current" / "bin" / "parking-gateway").unlink()
     assert "is not executable: No such file or directory" in analyze_verify(root)
+
+
+def test_without_systemd_analyze_the_test_fails_naming_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to run on it
+    with pytest.raises(pytest.fail.Exception) as failed:
+        analyze_verify(stub_root(tmp_path / "root", (REPO / "systemd" / UNIT).read_text()))
+    assert "systemd-analyze is not installed: install the Debian package systemd" in str(
+        failed.value)
