@@ -3,11 +3,14 @@
 SIGHUP reads the file again: what can change while the gate runs is applied (a policy
 changes who is let in at once), what cannot is said in the log and an event, and a file
 with errors changes nothing. SIGTERM lets a saga that is writing a record to the central
-service get its answer and commit it, lets no new vehicle in, and exits 0 promptly."""
+service get its answer and commit it, lets no new vehicle in (one arriving meanwhile is
+refused before anything is done for it), de-energises the relays (no ``relays-off``
+needed) and exits 0 promptly."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import time
@@ -18,7 +21,12 @@ import aiohttp
 from aiohttp import web
 
 from gateway.sim.central import SimCentralState, make_app
+from hardware.build import SIM_PINS
+from hardware.sim import board_path
 from tests.e2e.daemon import Daemon, e2e_config, get, until
+
+OPEN = f"GPIO{SIM_PINS.open_relay}"
+CLOSE = f"GPIO{SIM_PINS.close_relay}"
 
 
 async def _events(http: aiohttp.ClientSession, daemon: Daemon, type_: str) -> list[Any]:
@@ -115,6 +123,25 @@ async def _central(state: SimCentralState) -> _Central:
     return central
 
 
+def _with_second_entry(text: str) -> str:
+    """``text`` (an ``e2e_config``) with a lane entry-2 like entry-1."""
+    start, end = text.index('[[lanes]]\nid = "entry-1"'), text.index('[[lanes]]\nid = "exit-1"')
+    return text[:end] + text[start:end].replace('"entry-1"', '"entry-2"') + text[end:]
+
+
+def _saga(db: Path, plate: str) -> tuple[str, str, int]:
+    """(status, reason, barrier_opened events) of ``plate``'s one saga."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        [(saga_id, status, reason)] = conn.execute(
+            "SELECT saga_id, status, reason FROM sagas WHERE plate = ?", (plate,)).fetchall()
+        opened = conn.execute("SELECT count(*) FROM events WHERE type = 'barrier_opened' "
+                              "AND data LIKE ?", (f"%{saga_id}%",)).fetchone()[0]
+        return status, reason, opened
+    finally:
+        conn.close()
+
+
 def _steps(db: Path, plate: str) -> dict[str, str]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -131,7 +158,7 @@ async def test_sigterm_lets_a_record_being_written_get_its_answer_and_commit_it(
     config = tmp_path / "gateway.toml"
     data_dir = tmp_path / "data"
     # deadlines long enough that the held record is answered, not timed out
-    config.write_text(e2e_config(data_dir, central.url).replace(
+    config.write_text(_with_second_entry(e2e_config(data_dir, central.url)).replace(
         "deadline_s = 0.5", "deadline_s = 5.0\ndecision_deadline_s = 6.0"))
     daemon = Daemon(config)
     await daemon.start()
@@ -147,6 +174,16 @@ async def test_sigterm_lets_a_record_being_written_get_its_answer_and_commit_it(
             daemon.proc.send_signal(signal.SIGTERM)
             await until(lambda: any("stopping" in line for line in daemon.log), 5,
                         "the daemon saying it is stopping")
+            # a new vehicle while the stop waits for that answer (up to STOP_DRAIN_S, 3 s;
+            # a vehicle's saga starts ~0.1 s after it is sent): refused, nothing done
+            async with http.post(f"{daemon.url}/api/sim/lanes/entry-2/vehicles",
+                                 json={"plate": "34STP02"}) as r:
+                assert r.status == 202
+                late = (await r.json())["vehicle_id"]
+            await until(lambda: _events(http, daemon, "saga_refused_stopping"), 2.5,
+                        "the vehicle arriving during the stop refused")
+            vehicle = await get(http, f"{daemon.url}/api/sim/vehicles/{late}")
+            assert vehicle["status"] != "passed", vehicle
             started = time.monotonic()
             central.release.set()  # the service answers while the daemon stops
             code = await asyncio.wait_for(daemon.proc.wait(), 20)
@@ -162,7 +199,12 @@ async def test_sigterm_lets_a_record_being_written_get_its_answer_and_commit_it(
     steps = _steps(data_dir / "gateway.sqlite3", "34STP01")
     assert steps["create_entry_record:forward"] == "succeeded", steps
     assert "open_barrier:forward" not in steps
-    assert len(state.entries) == 1
+    assert len(state.entries) == 1  # none for the vehicle that came during the stop
+    # finished, undone before any step did anything: nothing left for recovery
+    assert _saga(data_dir / "gateway.sqlite3", "34STP02") == (
+        "compensated", "the gateway is stopping", 0)
+    assert "succeeded" not in _steps(data_dir / "gateway.sqlite3", "34STP02").values()
+    assert json.loads(board_path(data_dir, "entry-2").read_text())[OPEN] is False
     # the next start compensates it: the car never got through
     central2 = await _central(state)
     config.write_text(config.read_text().replace(central.url, central2.url))
@@ -180,3 +222,28 @@ async def test_sigterm_lets_a_record_being_written_get_its_answer_and_commit_it(
     finally:
         assert await daemon.stop() == 0
         await central2.runner.cleanup()
+
+
+async def test_sigterm_de_energises_a_relay_that_is_on(tmp_path):
+    central = await _central(SimCentralState())
+    config = tmp_path / "gateway.toml"
+    # an open pulse far longer than the test: the relay is energised when SIGTERM comes
+    config.write_text(e2e_config(tmp_path / "data", central.url).replace(
+        "[lanes.camera]", "[lanes.barrier]\nkind = \"sim\"\npulse_s = 60.0\n[lanes.camera]"))
+    board = board_path(tmp_path / "data", "entry-1")
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{daemon.url}/api/sim/lanes/entry-1/vehicles",
+                json={"plate": "34REL01"}) as resp:
+            assert resp.status == 202
+        # the board keeps its outputs after the process, as a Pi's kernel does: what it
+        # shows after the exit is what the daemon itself drove
+        await until(lambda: json.loads(board.read_text()).get(OPEN), 15, "the open relay on")
+    finally:
+        code = await daemon.stop()
+        await central.runner.cleanup()
+    assert code == 0, "\n".join(daemon.log[-30:])
+    levels = json.loads(board.read_text())
+    assert levels[OPEN] is False and levels[CLOSE] is False, levels
