@@ -1,9 +1,12 @@
 """The demo shows everything: the embedded demo configuration, run as a process (its data
 dir in a temporary directory, the web page on a free port, the sim central on a free
 port), starts a private Mosquitto and the sim backup service on it, so every service is
-online; then the README's walk-through (central in blackhole: the backup decides and the
-breaker opens; the backup silent too: the cache decides and the record is queued; both
-back: the queue drains); a stop leaves neither the broker running nor a relay energised."""
+online; then the README's walk-through (everything online: the gate reads the plate itself
+and central decides; central in blackhole: the backup decides and the breaker opens; the
+backup silent too: the cache decides and the record is queued, a new plate at the entry is
+refused; both back: the queue drains and central decides again); what the gate did reaches
+central monitoring on the private broker (the events, Home Assistant's discovery); a stop
+leaves neither the broker running nor a relay energised."""
 
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ import pytest
 from gateway.core.errors import ConfigError
 from gateway.settings import parse_settings
 from gateway.sim.private_broker import PrivateBroker
+from gateway.telemetry.mqtt import MqttConnection, MqttOptions
 from hardware.sim import board_path
 from tests.e2e.daemon import Daemon, demo_config, get, until
 
 PLATE = "34KLM257"  # no O or I: the entry's reader may take them for 0 and 1
+FIRST, STRANGER, LAST = "06TRK742", "35DYZ918", "16VNH503"  # far from PLATE and each other
 
 
 
@@ -44,6 +49,13 @@ def broker_pid(daemon: Daemon) -> int:
     return int(m.group(1))
 
 
+def broker_port(daemon: Daemon) -> int:
+    m = next(re.search(r"mosquitto pid \d+\) on 127\.0\.0\.1:(\d+)", line)
+             for line in daemon.log if "mosquitto pid" in line)
+    assert m is not None
+    return int(m.group(1))
+
+
 def online(status: dict[str, Any]) -> bool:
     s = status["services"]
     return bool(s["central"]["circuit"] == "closed" and s["backup"]["circuit"] == "closed"
@@ -55,13 +67,48 @@ async def test_the_demo_starts_every_service_and_shows_each_fallback(
     daemon = Daemon(demo_config(tmp_path))
     await daemon.start()
     pid = 0
+    monitoring: MqttConnection | None = None
     try:
         pid = broker_pid(daemon)
         assert alive(pid)
         assert (tmp_path / "data" / "mosquitto" / "mosquitto.conf").exists()
+        # central monitoring and Home Assistant, as they would subscribe to the broker
+        published: dict[str, list[dict[str, Any]]] = {"events": [], "discovery": []}
+        monitoring = MqttConnection(MqttOptions("127.0.0.1", broker_port(daemon),
+                                                client_id="monitoring"))
+        monitoring.subscribe("parking/gates/demo-gate/events", lambda m: published[
+            "events"].append(json.loads(m.payload)))
+        monitoring.start()
+        await monitoring.wait_connected()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             await _walk_through(http, daemon.url)
+            mine = await until(lambda: [e for e in published["events"] if e["type"]
+                                        in ("vehicle_entered", "vehicle_exited")
+                                        and e["data"].get("license_plate") == PLATE]
+                               if len(published["events"]) else None, 15)
+            # what monitoring got is what the gate recorded, in its order
+            recorded = {e["seq"]: e for e in await get(http, f"{daemon.url}/api/events"
+                                                       "?limit=1000")}
+            # Home Assistant, started later, finds the gate's entities (retained configs)
+            hass = MqttConnection(MqttOptions("127.0.0.1", broker_port(daemon),
+                                              client_id="home-assistant"))
+            hass.subscribe("homeassistant/+/+/+/config", lambda m: published[
+                "discovery"].append({"topic": m.topic, "retained": bool(m.retain)}))
+            hass.start()
+            try:
+                await until(lambda: len(published["discovery"]) >= 4, 10, "discovery")
+            finally:
+                await hass.stop()
+        assert [e["type"] for e in mine][:2] == ["vehicle_entered", "vehicle_exited"]
+        assert all(recorded[e["seq"]]["event_id"] == e["event_id"] for e in mine)
+        seqs = [e["seq"] for e in published["events"]]
+        assert seqs == sorted(set(seqs)), "events out of order or twice"
+        found = published["discovery"]
+        assert found and all(d["retained"] for d in found), found
+        assert any("/demo-gate" in d["topic"] or "demo_gate" in d["topic"] for d in found)
     finally:
+        if monitoring is not None:
+            await monitoring.stop()
         code = await daemon.stop()
     assert code == 0, "\n".join(daemon.log[-30:])
     assert pid and not alive(pid), "the private broker outlived the daemon"
@@ -71,9 +118,10 @@ async def test_the_demo_starts_every_service_and_shows_each_fallback(
 
 
 async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
-    """The README's steps: every service online; central in blackhole, the backup decides
-    and the breaker opens; the backup silent too, a parked car leaves on the cache and its
-    record is queued; both back, the queue drains."""
+    """The README's steps: every service online, the gate reads the plate and central
+    decides; central in blackhole, the backup decides and the breaker opens; the backup
+    silent too, a parked car leaves on the cache and its record is queued, a new plate at
+    the entry is refused; both back, the queue drains and central decides again."""
     # the entry's camera gives frames only: wait for the gate's own reader, or the plate
     # goes to the services as an image that the backup cannot read
     status = await until(lambda: _status_if(
@@ -81,6 +129,13 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
     assert status["sim_backup"]["mode"] == "ok"
     assert not [p for p in status["problems"] if "private broker" in p]
     after = max((e["seq"] for e in await get(http, f"{url}/api/events?limit=1000")), default=0)
+    # step 2: the gate reads the plate from the camera's frames, central decides
+    await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": FIRST}, 202)
+    first = await until(lambda: _next_entry(http, url, after), 20, every_s=0.1)
+    assert first["type"] == "saga_completed", first
+    assert first["data"]["sources"]["verify_license_plate"] == "central", first
+    verify = await _verify_step(http, url, first["data"]["saga_id"])
+    assert verify["result"]["reading"]["source"] == "local", verify
     await _post(http, f"{url}/api/sim/central/fault", {"mode": "blackhole"})
     await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": PLATE}, 202)
     entry = await until(lambda: _saga_of(http, url, after, "entry"), 20, every_s=0.1)
@@ -95,11 +150,21 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
     assert exit_["type"] == "saga_completed", exit_
     assert exit_["data"]["sources"]["verify_license_plate"] == "cache", exit_
     assert exit_["data"]["sources"]["create_exit_record"] == "queue", exit_
+    # a plate nobody can verify is refused at the entry (entry_when_unverifiable = "deny")
+    mark = max(e["seq"] for e in await get(http, f"{url}/api/events?limit=1000"))
+    await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": STRANGER}, 202)
+    refused = await until(lambda: _denied(http, url, mark), 30, every_s=0.1)
+    assert refused["data"]["reason"].startswith("unverifiable"), refused
     await _post(http, f"{url}/api/sim/backup/fault", {"mode": "ok"})
     await _post(http, f"{url}/api/sim/central/fault", {"mode": "ok"})
     await until(lambda: _status_if(http, url, lambda s: s["offline_queue"]["pending"] == 0
                                    and s["services"]["central"]["circuit"] == "closed"),
                 20, every_s=0.1)
+    # step 5: the next vehicle is decided by central again
+    mark = max(e["seq"] for e in await get(http, f"{url}/api/events?limit=1000"))
+    await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": LAST}, 202)
+    last = await until(lambda: _next_entry(http, url, mark), 30, every_s=0.1)
+    assert last["data"]["sources"]["verify_license_plate"] == "central", last
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
@@ -108,17 +173,39 @@ async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
         assert resp.status == expect, await resp.text()
 
 
-async def _saga_of(http: aiohttp.ClientSession, url: str, after: int,
-                   kind: str) -> dict[str, Any] | None:
-    """The finished saga of ``kind`` that let the test's plate in or out, after event
-    ``after``."""
+async def _saga_of(http: aiohttp.ClientSession, url: str, after: int, kind: str,
+                   plate: str = PLATE) -> dict[str, Any] | None:
+    """The finished saga of ``kind`` that let ``plate`` in or out, after event ``after``."""
     found = await get(http, f"{url}/api/events?after_seq={after}&limit=1000")
     sagas = {e["data"].get("saga_id") for e in found
              if e["type"] in ("vehicle_entered", "vehicle_exited")
-             and e["data"].get("license_plate") == PLATE}
+             and e["data"].get("license_plate") == plate}
     return next((e for e in found if e["type"].startswith("saga_")
                  and e["data"].get("saga") == kind and e["data"].get("saga_id") in sagas),
                 None)
+
+
+async def _next_entry(http: aiohttp.ClientSession, url: str,
+                      after: int) -> dict[str, Any] | None:
+    """The first entry saga that let a vehicle in after event ``after``, whatever plate the
+    gate read (the demo's own traffic may come first: it is decided the same way)."""
+    found = await get(http, f"{url}/api/events?after_seq={after}&limit=1000")
+    return next((e for e in found if e["type"] == "saga_completed"
+                 and e["data"].get("saga") == "entry"), None)
+
+
+async def _denied(http: aiohttp.ClientSession, url: str, after: int) -> dict[str, Any] | None:
+    """The first vehicle turned away at the entry after event ``after`` (a new plate, or the
+    demo's own traffic: none can be verified now)."""
+    found = await get(http, f"{url}/api/events?after_seq={after}&limit=1000")
+    return next((e for e in found if e["type"] == "entry_denied"), None)
+
+
+async def _verify_step(http: aiohttp.ClientSession, url: str, saga_id: str) -> dict[str, Any]:
+    saga = await get(http, f"{url}/api/sagas/{saga_id}")
+    step: dict[str, Any] = next(s for s in saga["steps"]
+                                if s["name"] == "verify_license_plate")
+    return step
 
 
 async def _status_if(http: aiohttp.ClientSession, url: str,
