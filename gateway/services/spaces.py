@@ -42,11 +42,14 @@ class ParkingService:
             )
             flags = []
             superseded = None
-            if spaces.inside(conn, plate, exclude_saga=saga_id):
+            inside = spaces.inside(conn, plate, exclude_saga=saga_id)
+            if inside:
                 superseded = _supersede(conn, plate, now)
             if superseded is not None:
                 flags.append("superseded")
-            if spaces.inside(conn, plate, exclude_saga=saga_id):
+                # still inside if another session holds the plate than the assumed one
+                inside = spaces.inside(conn, plate, exclude_saga=saga_id)
+            if inside:
                 if self.anti_passback == "deny":
                     raise PermanentError(f"anti_passback: {plate} is already inside",
                                          service=self.name)
