@@ -102,8 +102,9 @@ def render_plate(text: str, style: PlateStyle, height: int = 110) -> np.ndarray:
 def _car(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, tuple[int, int]]:
     """A road, a car body with windows and lights; returns the frame and the plate centre."""
     top = rng.integers(60, 140)
-    ground = np.linspace(top, top + 60, height, dtype=np.float32)[:, None]
-    img = np.repeat(np.repeat(ground, width, axis=1)[:, :, None], 3, axis=2).astype(np.uint8)
+    ground = np.linspace(top, top + 60, height, dtype=np.float32).astype(np.uint8)
+    img = np.empty((height, width, 3), np.uint8)  # no float copy of the frame: see _noise
+    img[:] = ground[:, None, None]
     colour = tuple(int(c) for c in rng.integers(20, 230, 3))
     cx = int(width * rng.uniform(0.4, 0.6))
     cw, ch = int(width * rng.uniform(0.5, 0.7)), int(height * rng.uniform(0.55, 0.7))
@@ -148,9 +149,19 @@ def _motion_blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.filter2D(img, -1, tilted)
 
 
+NOISE_ROWS = 64  # rows of a frame given their noise at a time
+
+
 def _noise(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape).astype(np.float32)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    """``img`` with Gaussian noise, a band of rows at a time: the whole 720p frame's noise
+    at once was ~60 MB of float temporaries, at every vehicle, in the daemon that runs the
+    sim's camera. The generator draws the same numbers in the same order either way."""
+    out = np.empty_like(img)
+    for y in range(0, img.shape[0], NOISE_ROWS):
+        band = img[y:y + NOISE_ROWS]
+        noisy = band.astype(np.float32) + rng.normal(0, sigma, band.shape).astype(np.float32)
+        out[y:y + NOISE_ROWS] = np.clip(noisy, 0, 255)
+    return out
 
 
 def _night_ir(img: np.ndarray, box: tuple[int, int, int, int] | None,
@@ -210,8 +221,9 @@ def _degrade(scene: np.ndarray, condition: str, box: tuple[int, int, int, int] |
     if condition == "blurred":
         return _noise(_motion_blur(scene, rng), rng, 3)
     if condition == "low_light":
-        dark = (scene.astype(np.float32) / 255.0) ** 1.8 * rng.uniform(70, 110)
-        return _noise(dark.astype(np.uint8), rng, 4)
+        # per grey level, not per pixel (a float copy of the frame)
+        levels = (np.arange(256, dtype=np.float32) / 255.0) ** 1.8 * rng.uniform(70, 110)
+        return _noise(levels.astype(np.uint8)[scene], rng, 4)
     if condition == "night_ir":
         return _night_ir(scene, box, rng)
     if condition == "noisy":
