@@ -1,5 +1,6 @@
 """``GET /api/sagas/{saga_id}/images/{name}``: a decision's camera images (``crop.jpg``, the
-plate; ``frame.jpg``, the whole scene), from the image store (``gateway/store/images.py``).
+plate; ``frame.jpg``, the whole scene), from the image store (``gateway/store/images.py``);
+``GET /api/lanes/{lane_id}/plate.jpg``: the crop a lane's tile shows (``lane_crop``).
 
 Who may see what is ``[images] public``: a frame shows people and other cars, so it needs
 the admin token unless ``public = "all"``; a crop needs it when ``public = "none"``. The
@@ -14,12 +15,13 @@ changes once written, so it is served with ``immutable`` caching and an ETag (``
 from __future__ import annotations
 
 import asyncio
+import zlib
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.store.images import ImageWriter
+from gateway.store.images import ImageWriter, Stored
 from gateway.web.http import GATEWAY, require_admin
 
 if TYPE_CHECKING:
@@ -37,6 +39,66 @@ def images_for(gateway: Gateway, saga_id: str) -> list[dict[str, Any]]:
     return [{"name": e.name, "kind": e.kind, "url": f"/api/sagas/{saga_id}/images/{e.name}",
              "bytes": e.bytes, "public": writer.store.public(e.kind)}
             for e in writer.store.images(saga_id)]
+
+
+def crop_public(gateway: Gateway) -> bool:
+    """May a viewer without the token see a crop? ``[images] public`` decides, for the
+    stored crops and for the lane's last reading alike (the same plate, the same car),
+    whether or not the images are kept."""
+    writer: ImageWriter | None = gateway.images
+    if writer is not None:
+        return writer.store.public("crop")
+    return gateway.settings.images.public in ("crops", "all")
+
+
+def lane_crop(gateway: Gateway, lane_id: str) -> dict[str, Any] | None:
+    """The crop a lane's tile shows: that of the lane's last decision (of the vehicle in the
+    lane once decided), from the image store, once it is on disk; until then (or with the
+    images off) the gate reader's last crop.
+    ``key`` changes with the image, so the page fetches it again only then."""
+    found = _lane_image(gateway, lane_id)
+    if found is None:
+        return None
+    public = crop_public(gateway)
+    if isinstance(found, Stored):
+        return {"of": "decision", "url": f"/api/sagas/{found.saga_id}/images/crop.jpg",
+                "key": f"{found.saga_id}:{found.etag}", "public": public}
+    return {"of": "reading", "url": f"/api/lanes/{lane_id}/plate.jpg",
+            "key": f"reading:{zlib.crc32(found):08x}", "public": public}
+
+
+def _lane_image(gateway: Gateway, lane_id: str) -> Stored | bytes | None:
+    controller = gateway.lanes.get(lane_id)
+    if controller is None:
+        return None
+    # the vehicle in the lane once decided (its images are written at its decision), else
+    # the lane's last; the reader's crop is of the vehicle in the lane once read
+    saga_id = str(controller.lane.saga_id or controller.last.get("saga_id") or "")
+    writer: ImageWriter | None = gateway.images
+    entry = writer.store.find(saga_id, "crop.jpg") if writer is not None and saga_id else None
+    return entry if entry is not None else controller.last_crop
+
+
+async def lane_plate_crop(request: web.Request) -> web.Response:
+    """``GET /api/lanes/{id}/plate.jpg``: the crop of the lane's tile (``lane_crop``), under
+    the same token rule as the stored crops (checked before the look-up)."""
+    gateway = request.app[GATEWAY]
+    if not crop_public(gateway):
+        require_admin(request)
+    lane_id = request.match_info["lane_id"]
+    found = _lane_image(gateway, lane_id)
+    if isinstance(found, Stored):
+        try:
+            found = await asyncio.to_thread(found.path.read_bytes)
+        except FileNotFoundError:  # pruned since the look-up: the reading's, if any
+            controller = gateway.lanes.get(lane_id)
+            found = controller.last_crop if controller is not None else None
+    if found is None:
+        raise web.HTTPNotFound(text='{"error": "no crop on this lane yet"}',
+                               content_type="application/json")
+    return web.Response(body=found, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, no-store",
+                                 "X-Content-Type-Options": "nosniff"})
 
 
 def _not_found() -> web.HTTPNotFound:
@@ -68,7 +130,9 @@ async def saga_image(request: web.Request) -> web.StreamResponse:
 
 
 def add_image_routes(app: web.Application) -> None:
-    """The image route, and the saga view's list of images (``Gateway.saga_images``)."""
+    """The image routes (a decision's images, a lane's last crop), and the saga view's list
+    of images (``Gateway.saga_images``)."""
     gateway = app[GATEWAY]
     gateway.image_lister = partial(images_for, gateway)
     app.router.add_get("/api/sagas/{saga_id}/images/{name}", saga_image)
+    app.router.add_get("/api/lanes/{lane_id}/plate.jpg", lane_plate_crop)

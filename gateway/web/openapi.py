@@ -98,7 +98,8 @@ ROUTES: tuple[Route, ...] = (
           query=(Query("day", "a UTC day, YYYY-MM-DD (default: today so far)",
                        {"type": "string", "format": "date"}),),
           errors={400: "not a date, or 9999-12-31"}),
-    Route("GET", "/api/latency", "The stage timings of the last vehicles let through",
+    Route("GET", "/api/latency", "The stage timings of the last vehicles (refused ones up to "
+          "their decision)",
           s.Latency, query=(LIMIT,)),
     Route("GET", "/api/admin/check", "200 when the token is valid (the page checks it)",
           s.AdminCheck, admin=True),
@@ -111,8 +112,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/spaces/{space_id}/state", "Set a space free or out of service",
           s.SpaceStateReply, body=s.SpaceStateRequest, admin=True,
           errors={404: "no such space", 409: "the space is allocated"}),
-    Route("GET", "/api/lanes/{lane_id}/plate.jpg", "The plate crop of the lane's last local "
-          "reading", media=("image/jpeg",), errors={404: "no such lane, or no crop yet"}),
+    Route("GET", "/api/lanes/{lane_id}/plate.jpg", "The plate crop the lane's tile shows: "
+          "its last decision's, else the gate reader's last; needs the admin token when "
+          "[images] public = \"none\"", media=("image/jpeg",), token_for_some=True,
+          errors={404: "no such lane, or no crop yet"}),
     Route("GET", "/api/permits", "The local permit list: the central service's (synced) and "
           "the gate's own", s.PermitList),
     Route("PUT", "/api/permits/{plate}", "Enter or change a permit at this gate", s.PermitSet,

@@ -121,7 +121,8 @@ def _lane_tile(lane_id: str, direction: str) -> str:
 <dl class="facts">
 <div><dt>In the lane</dt><dd data-f="vehicle">—</dd></div>
 <div><dt>Last plate</dt><dd class="plate-line"><span class="plate" data-f="plate">—</span>
-<img class="crop" data-f="crop" alt="camera crop of the last plate" hidden></dd></div>
+<img class="crop" data-f="crop" alt="camera crop of the last plate" hidden>
+<small class="hint" data-f="crop-note" hidden></small></dd></div>
 <div><dt>Outcome</dt><dd data-f="outcome">—</dd></div>
 <div><dt>Decided by</dt><dd data-f="source">—</dd></div>
 </dl>

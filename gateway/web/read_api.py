@@ -1,5 +1,5 @@
 """The read-only routes: health, status, metrics, events (and their stream), spaces,
-sagas, vehicles, latencies, permits, the lane's last crop."""
+sagas, vehicles, latencies, permits (a lane's crop is with the images: image_routes.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from gateway.ops.daily import daily_summary_handler
 from gateway.store import events, permits, saga_log, spaces, vehicles
 from gateway.web import schemas as s
 from gateway.web.http import GATEWAY, LATENCIES, error, int_param, reply
+from gateway.web.image_routes import lane_crop
 from gateway.web.openapi import OPENAPI
 from gateway.web.prometheus import STAGES, render
 
@@ -44,7 +45,6 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/api/vehicles", list_vehicles)
     r.add_get("/api/latency", latency)
     r.add_get("/api/summary/daily", daily_summary_handler)
-    r.add_get("/api/lanes/{lane_id}/plate.jpg", lane_plate_crop)
     r.add_get("/api/permits", list_permits)
 
 
@@ -55,13 +55,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return reply(await request.app[GATEWAY].status(), s.Status)
+    """The snapshot, each lane with the crop its tile shows (which image, under which token
+    rule): the page's, not the telemetry's, so it is added here."""
+    gw = request.app[GATEWAY]
+    snapshot = await gw.status()
+    lanes = [{**lane, "crop": lane_crop(gw, lane["id"])} for lane in snapshot["lanes"]]
+    return reply({**snapshot, "lanes": lanes}, s.Status)
 
 
 async def prometheus(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     body = render(await gw.status(), await gw.metrics(), request.app[LATENCIES],
-                  {lane.id: lane.latencies for lane in gw.lanes.values()})
+                  {lane.id: lane.latencies for lane in gw.lanes.values()},
+                  {lane.id: lane.refusals for lane in gw.lanes.values()})
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -194,11 +200,14 @@ async def list_vehicles(request: web.Request) -> web.Response:
 
 
 async def latency(request: web.Request) -> web.Response:
-    """The stage timings of the last vehicles let through (all lanes, oldest first)."""
+    """The stage timings of the last vehicles (all lanes, oldest first): those let through,
+    and those refused up to their decision (``opened`` false)."""
     limit = int_param(request, "limit", 100, 1000)
     gw = request.app[GATEWAY]
-    rows: list[dict[str, Any]] = [{"lane_id": lane.id, **record} for lane in gw.lanes.values()
-            for record in lane.latencies]
+    rows: list[dict[str, Any]] = [
+        {"lane_id": lane.id, **record, "opened": opened} for lane in gw.lanes.values()
+        for opened, records in ((True, lane.latencies), (False, lane.refusals))
+        for record in records]
     rows.sort(key=lambda r: float(r.get("at", 0.0)))
     return reply({"stages": [stage for stage in STAGES if stage != "total"],
                   "vehicles": rows[-limit:]}, s.Latency)
@@ -208,12 +217,3 @@ async def list_permits(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     return reply({"permits": await gw.store.read(permits.list_all),
                   "as_of": await gw.store.read(permits.as_of)}, s.PermitList)
-
-
-async def lane_plate_crop(request: web.Request) -> web.Response:
-    """The plate crop of the lane's last local reading (JPEG), for the page."""
-    lane = request.app[GATEWAY].lanes.get(request.match_info["lane_id"])
-    if lane is None or lane.last_crop is None:
-        return error(404, "no local reading with a crop on this lane")
-    return web.Response(body=lane.last_crop, content_type="image/jpeg",
-                        headers={"Cache-Control": "no-store"})

@@ -192,6 +192,17 @@ class LaneVehicle(Reply, kw_only=True):
     saga_id: str
 
 
+class LaneCrop(Reply, kw_only=True):
+    """The plate crop the lane's tile shows (``GET /api/status`` only)."""
+
+    of: Annotated[Literal["decision", "reading"], msgspec.Meta(
+        description="decision: the stored crop of the lane's last decision; reading: the "
+                    "gate reader's last crop, until the decision's is on disk")]
+    url: str
+    key: Annotated[str, msgspec.Meta(description="changes when the image changes")]
+    public: Annotated[bool, msgspec.Meta(description="false: fetch it with the admin token")]
+
+
 class LaneStatus(Reply, kw_only=True):
     """One lane. A lane that could not start has only id, direction "", state "fault",
     barrier "unknown", empty loops and last, and its fault."""
@@ -209,6 +220,7 @@ class LaneStatus(Reply, kw_only=True):
     last: LastDecision
     reading: LocalReading | UnsetType = UNSET
     vehicle: LaneVehicle | UnsetType | None = UNSET
+    crop: LaneCrop | UnsetType | None = UNSET
 
 
 Circuit = Literal["closed", "open", "half_open", "unknown", "disabled"]
@@ -515,14 +527,16 @@ class VehicleList(Reply, kw_only=True):
 
 
 class LatencyRow(Stages, kw_only=True):
-    """One vehicle let through: its stage timings (ms)."""
+    """One vehicle: its stage timings (ms); a refused one has none after the decision."""
 
     lane_id: str
     at: float | UnsetType = UNSET
+    opened: Annotated[bool | UnsetType, msgspec.Meta(
+        description="false: decided without the arm opening (frame, plate, decision)")] = UNSET
 
 
 class Latency(Reply, kw_only=True):
-    """The stage timings of the last vehicles let through, oldest first."""
+    """The stage timings of the last vehicles, let through or refused, oldest first."""
 
     stages: list[str]
     vehicles: list[LatencyRow]

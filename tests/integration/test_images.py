@@ -15,6 +15,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -24,6 +25,7 @@ from gateway.app import Gateway
 from gateway.settings import Settings, parse_settings
 from gateway.store import events
 from gateway.store.images import INCOMING
+from gateway.web.app import make_app
 from gateway.web.http import GATEWAY
 from gateway.web.image_routes import add_image_routes, images_for
 from tests.e2e.daemon import ADMIN_TOKEN, e2e_config, until
@@ -206,3 +208,41 @@ async def test_a_hung_disk_never_holds_a_vehicle(tmp_path, sim_central):
     assert usage["write_failures"] == 1 and usage["last_error"] is None  # and mended
     assert counts == [1, 2]  # the image in the FIFO is lost, the three others kept
     assert not fifo.exists()
+
+
+async def test_every_crop_route_obeys_the_public_setting(tmp_path, sim_central, aiohttp_client):
+    """``[images] public`` for each of its values on one gate (the rule is read per
+    request): "none", a crop needs the token, the lane tile's crop
+    (``/api/lanes/{id}/plate.jpg``) as much as the stored one; "crops", a crop is public
+    and a frame is not; "all", both are public. The lane's tile shows its last decision's
+    stored crop, and says under which rule."""
+    s = settings(tmp_path, sim_central.url, 'public = "none"')
+    async with running(s) as gw:
+        assert gw.images is not None
+        saga_id = await drive(gw, "entry-1", "34PUB001")
+        await until(lambda: kept(gw, saga_id) == {"crop", "frame"}, 5, "both images on disk")
+        client = await aiohttp_client(make_app(gw))
+        urls = {"crop": f"/api/sagas/{saga_id}/images/crop.jpg",
+                "frame": f"/api/sagas/{saga_id}/images/frame.jpg",
+                "tile": "/api/lanes/entry-1/plate.jpg"}
+        seen: dict[str, dict[str, tuple[int, int]]] = {}
+        tiles = {}
+        for public in ("none", "crops", "all"):
+            gw.images.store.bounds = replace(gw.images.store.bounds, public=public)
+            seen[public] = {name: ((await client.get(url)).status,
+                                   (await client.get(url, headers=TOKEN)).status)
+                            for name, url in urls.items()}
+            status = await (await client.get("/api/status")).json()
+            tiles[public] = status["lanes"][0]["crop"]
+        stored = gw.images.store.find(saga_id, "crop.jpg")
+        assert stored is not None
+        tile_body = await (await client.get(urls["tile"], headers=TOKEN)).read()
+        wrong = (await client.get(urls["tile"], headers={"Authorization": "Bearer x"})).status
+    assert seen["none"] == {"crop": (401, 200), "frame": (401, 200), "tile": (401, 200)}
+    assert seen["crops"] == {"crop": (200, 200), "frame": (401, 200), "tile": (200, 200)}
+    assert seen["all"] == {"crop": (200, 200), "frame": (200, 200), "tile": (200, 200)}
+    assert wrong == 200  # "all" by then: no token asked, none checked
+    assert tile_body == stored.path.read_bytes()  # the decision's crop, from the store
+    assert tiles["none"] == {"of": "decision", "url": urls["crop"],
+                             "key": f"{saga_id}:{stored.etag}", "public": False}
+    assert tiles["crops"]["public"] is True and tiles["all"]["public"] is True

@@ -152,6 +152,9 @@
   // -- lanes ------------------------------------------------------------------------------
   const laneStages = {}; // lane id -> stages_ms of its last barrier_opened event
   const laneVehicle = {}; // lane id -> the plate being handled (from the event stream)
+  // lane id -> the decision of the vehicle in the lane, from its *_granted or *_denied event:
+  // shown at once, not when its saga ends (after the vehicle has driven through)
+  const laneDecision = {};
   const ON_LANE = new Set(["arriving", "waiting", "passing"]);
   function armAngle(l, world) {
     const w = world && world.arm && world.arm[l.id];
@@ -190,6 +193,36 @@
     box.querySelector(".stage-words").textContent =
       `camera ${ms(stages.frame || 0)} · plate ${ms(stages.plate || 0)} · decision ${ms(stages.decision || 0)} · relay ${ms(stages.relay || 0)} · total ${ms(stages.total)}`;
   }
+  // The tile's crop: its last decision's stored crop, else the gate reader's last (the
+  // status's lane.crop says which, its URL and whether it needs the token, fetched then
+  // with the token in a header into a blob: an <img src> cannot send one).
+  const cropBlobs = {};
+  function renderCrop(tile, l, plate) {
+    const img = field(tile, "crop"), note = field(tile, "crop-note");
+    const c = l.crop !== undefined ? l.crop : (l.reading && l.reading.license_plate
+      ? {url: `/api/lanes/${encodeURIComponent(l.id)}/plate.jpg`, public: true,
+        key: `${l.reading.latency_ms}:${(l.last || {}).saga_id || ""}`} : null);
+    const token = store(TOKEN_KEY);
+    const key = c ? `${plate}:${c.key}:${c.public || token ? "shown" : "locked"}` : "";
+    if (img.dataset.key === key) return;
+    img.dataset.key = key;
+    if (cropBlobs[l.id]) { URL.revokeObjectURL(cropBlobs[l.id]); delete cropBlobs[l.id]; }
+    note.hidden = !(c && !c.public && !token);
+    note.textContent = "Crop shown with the admin token (Operator actions).";
+    if (!c || (!c.public && !token)) { img.hidden = true; img.removeAttribute("src"); return; }
+    img.alt = `camera crop of ${plate || "the last vehicle"}`;
+    img.hidden = false;
+    const url = c.of === "decision" ? c.url : `${c.url}?r=${encodeURIComponent(c.key)}`;
+    if (c.public) { img.src = url; return; }
+    fetch(url, {headers: {Authorization: "Bearer " + token}}).then((r) => {
+      if (!r.ok) throw new HttpError(r.status, String(r.status));
+      return r.blob();
+    }).then((b) => {
+      if (img.dataset.key !== key) return; // a newer crop came meanwhile
+      cropBlobs[l.id] = URL.createObjectURL(b);
+      img.src = cropBlobs[l.id];
+    }).catch(() => { img.hidden = true; note.hidden = false; note.textContent = "Crop not shown: the admin token was refused."; });
+  }
   function renderLane(l, world) {
     const tile = document.querySelector(`.lane[data-lane="${CSS.escape(l.id)}"]`);
     if (!tile) return;
@@ -225,22 +258,21 @@
     const vehicle = l.vehicle !== undefined ? l.vehicle : (["idle", "fault"].includes(l.state) ? null : laneVehicle[l.id]);
     field(tile, "vehicle").textContent = vehicle || (loops.arming || loops.safety ? "a vehicle (plate not read yet)" : "none");
     const reading = l.reading || {};
-    const plate = last.license_plate || reading.license_plate || "";
-    field(tile, "plate").textContent = plate || (last.saga_id ? "not read" : "—");
-    const crop = field(tile, "crop");
-    if (reading.license_plate) {
-      const key = `${reading.license_plate}:${reading.latency_ms}:${last.saga_id || ""}`;
-      if (crop.dataset.key !== key) {
-        crop.dataset.key = key;
-        crop.src = `/api/lanes/${encodeURIComponent(l.id)}/plate.jpg?r=${encodeURIComponent(key)}`;
-        crop.alt = `camera crop of ${reading.license_plate}`;
-      }
-      crop.hidden = false;
-    } else crop.hidden = true;
+    // the vehicle in the lane once decided, before its saga ends; else the last one
+    const pend = laneDecision[l.id];
+    const cur = pend && l.vehicle && l.vehicle.saga_id === pend.saga_id && pend.saga_id !== last.saga_id ? pend : null;
+    const plate = cur ? cur.license_plate || "" : last.license_plate || reading.license_plate || "";
+    field(tile, "plate").textContent = plate || (cur || last.saga_id ? "not read" : "—");
+    renderCrop(tile, l, plate);
     const out = field(tile, "outcome");
-    out.textContent = last.status ? outcomeWords(l.direction, last.status) : "—";
-    if (last.reason && last.status !== "completed") out.append(el("small", "", last.reason));
-    const src = decisionOf(last);
+    if (cur) {
+      out.textContent = cur.granted ? outcomeWords(l.direction, "completed") : "refused";
+      if (!cur.granted && cur.reason) out.append(el("small", "", cur.reason));
+    } else {
+      out.textContent = last.status ? outcomeWords(l.direction, last.status) : "—";
+      if (last.reason && last.status !== "completed") out.append(el("small", "", last.reason));
+    }
+    const src = cur ? cur.source : decisionOf(last);
     field(tile, "source").textContent = src ? sourceWords(src) : "—";
     // the gateway's own stages of this vehicle (null: it never reached the arm), else those
     // of the last barrier_opened event seen on the stream
@@ -321,12 +353,19 @@
     if (pm) items.push(svcItem("Permit list", pm.last_error ? "warn" : "ok",
       `${pm.central} from central, ${pm.local} entered here`,
       pm.last_error ? `last sync failed: ${pm.last_error}` : (pm.as_of ? `as of ${clock(pm.as_of)}` : "")));
-    const st = s.store || {};
+    const st = s.store || {}, sg = s.storage;
+    const used = sg ? `Using ${sg.summary}.` : "";
     items.push(st.disk_full
-      ? svcItem("Storage", "bad", "disk full", st.last_write_error || "",
+      ? svcItem("Storage", "bad", "disk full", [used, st.last_write_error].filter(Boolean).join(" "),
         "Free space on the data disk (journalctl --vacuum-size, old exports); the gate retries its writes and goes on once there is room.")
-      : svcItem("Storage", "ok", "writing normally",
-        st.write_failures ? `${st.write_failures} failed write(s) since the start; last: ${st.last_write_error || "?"}` : ""));
+      : svcItem("Storage", sg && sg.problem ? "warn" : "ok", sg && sg.problem ? "nearly full" : "writing normally",
+        [used, st.write_failures ? `${st.write_failures} failed write(s) since the start; last: ${st.last_write_error || "?"}` : ""].filter(Boolean).join(" "),
+        sg && sg.problem ? `What to do: ${sg.problem}.` : ""));
+    const ck = s.clock || (s.wall_synced !== undefined ? {synced: s.wall_synced} : null);
+    if (ck) items.push(ck.synced ? svcItem("Clock", "ok", "synchronised")
+      : svcItem("Clock", "bad", "not synchronised: the times shown and recorded may be wrong",
+        "Vehicles are still let in and out.",
+        "Check the time service (timedatectl status should say “System clock synchronized: yes”; systemd-timesyncd or chrony running), the network to the NTP server, and the board's RTC battery if it has one."));
     for (const [name, t] of Object.entries(s.tasks || {})) {
       if (t.failing) items.push(svcItem(name, "warn", t.retry_in_s ? `failing, retrying in ${Math.round(t.retry_in_s)} s` : "failing", t.last_error || ""));
     }
@@ -573,7 +612,7 @@
     const sorted = [...totals].sort((a, b) => a - b);
     const pct = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
     $("latency-words").textContent = rows.length
-      ? `The last ${Math.min(rows.length, 100)} vehicle(s), from the camera to the arm: median ${ms(pct(0.5))}, slowest ${ms(sorted[sorted.length - 1])}.`
+      ? `The last ${Math.min(rows.length, 100)} vehicle(s), from the camera to the arm (to the decision for those refused): median ${ms(pct(0.5))}, slowest ${ms(sorted[sorted.length - 1])}.`
       : "The last 100 vehicles, from the camera to the arm: none yet.";
   }
 
@@ -633,11 +672,14 @@
       want.latency = true;
     }
     if (e.lane_id && d.license_plate && ["plate_read", "local_reading"].includes(e.type)) laneVehicle[e.lane_id] = d.license_plate;
+    const decided = /^(entry|exit)_(granted|denied)$/.test(e.type) && e.lane_id && d.saga_id;
+    if (decided) laneDecision[e.lane_id] = {saga_id: d.saga_id, license_plate: d.license_plate, source: d.source, granted: e.type.endsWith("_granted"), reason: d.reason};
     if (FINISH.has(e.type) || e.type === "plate_read") want.vehicles = true;
     if (FINISH.has(e.type) || e.type === "hardware_fault") want.today = true;
     if (e.type === "permit_changed") want.permits = true;
     want.status = true;
-    schedule(FINISH.has(e.type) ? 0 : 150, FINISH.has(e.type));
+    const now = FINISH.has(e.type) || decided;
+    schedule(now ? 0 : 150, now);
   }
 
   // a daemon restarted on a new release serves a new page: say so, offer to load it
