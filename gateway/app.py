@@ -622,8 +622,10 @@ class Gateway:
         stages: dict[str, dict[str, float]] = {}
         for controller in self.lanes.values():
             for stage in ("frame", "plate", "decision", "relay", "total"):
-                stages[f"{controller.id}.{stage}"] = summary(
-                    x.get(stage, 0.0) for x in controller.latencies)
+                # a refused vehicle's stages up to its decision count too (it has no relay)
+                rows = [*controller.latencies, *controller.refusals] if stage in (
+                    "frame", "plate", "decision") else controller.latencies
+                stages[f"{controller.id}.{stage}"] = summary(x.get(stage, 0.0) for x in rows)
         central = self.runner.registry.remote.get("license_plate_service")
         return {
             "gate_id": self.settings.gate.id, "time": iso(self.clock.wall()),

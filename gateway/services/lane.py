@@ -93,6 +93,9 @@ class LaneController:
         self.images = images  # the decisions' images on disk ([images]); None: not kept
         self._shot_images: tuple[str, dict[Kind, bytes]] = ("", {})  # the last capture's
         self.latencies: deque[dict[str, float]] = deque(maxlen=1000)
+        # the same of the vehicles decided without the arm opening (denied, refused, failed):
+        # the stages up to the decision; kept apart, as they have no relay and no total
+        self.refusals: deque[dict[str, float]] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,6 +275,22 @@ class LaneController:
             self.latencies.append({**out, "at": c["open"]})  # "at" orders lanes together
         return out
 
+    def _refused_stages(self) -> None:
+        """The stages of a vehicle whose saga ended without the arm opening for it: its
+        decision took as long as any other's, and a slow denial is as slow for the driver."""
+        c = self._cycle
+        if "loop" not in c or "open" in c:
+            return  # opened (counted at barrier_opened), or not this vehicle's cycle
+        c.setdefault("decision", self.clock.monotonic())
+        out: dict[str, float] = {}
+        prev = c["loop"]
+        for name in ("frame", "plate", "decision"):
+            if name in c:
+                out[name] = round((c[name] - prev) * 1000, 3)
+                prev = c[name]
+        self.refusals.append({**out, "at": c["decision"]})
+        self._cycle = {}  # counted once; an open by hand later is no vehicle's decision
+
     async def _relay(self, action: Awaitable[None], device: str) -> None:
         try:
             await action
@@ -368,6 +387,8 @@ class LaneController:
             return
         finally:
             self._decision_made(cmd.saga_id)  # denied, failed or done
+        if self.lane.saga_id == cmd.saga_id:  # the lane still has this saga's vehicle
+            self._refused_stages()
         self.last = {"saga_id": outcome.saga_id, "license_plate": cmd.plate,
                      "status": outcome.status, "reason": outcome.reason,
                      "sources": outcome.sources, "duration_ms": round(outcome.duration_ms, 1)}

@@ -1,9 +1,10 @@
 """``GET /metrics``: the gateway's state in the Prometheus text format, built per scrape
 from the same snapshots as the status page and the MQTT metrics (prometheus_client).
 
-The loop-to-open stage latencies (the decision's among them) are histograms, not quantile
-gauges: quantiles of one gate cannot be combined with another's, bucket counts can
-(``histogram_quantile(0.99, sum by (le, stage) (rate(..._bucket[5m])))`` over every gate).
+The stage latencies from the loop (the decision's among them, refused vehicles' too) are
+histograms, not quantile gauges: quantiles of one gate cannot be combined with another's,
+bucket counts can (``histogram_quantile(0.99, sum by (le, stage) (rate(..._bucket[5m])))``
+over every gate).
 A histogram's counts must only grow, while a lane keeps only its last 1000 vehicles: each
 scrape folds in the vehicles recorded since the previous one (``StageLatencies``)."""
 
@@ -36,19 +37,22 @@ class StageLatencies:
     still never go down."""
 
     def __init__(self) -> None:
-        self._last: dict[str, dict[str, float]] = {}
+        self._last: dict[tuple[str, str], dict[str, float]] = {}
         self._buckets: dict[tuple[str, str], list[int]] = {}  # per bucket, not cumulative
         self._sums: dict[tuple[str, str], float] = {}
 
-    def fold(self, lane_id: str, recorded: Sequence[dict[str, float]]) -> None:
-        last = self._last.get(lane_id)
+    def fold(self, lane_id: str, recorded: Sequence[dict[str, float]],
+             series: str = "opened") -> None:
+        """``series``: which of the lane's deques (the vehicles let through, those refused)
+        ``recorded`` is; each is followed on its own."""
+        last = self._last.get((lane_id, series))
         new: list[dict[str, float]] = []
         for record in reversed(recorded):
             if record is last:
                 break
             new.append(record)
         if recorded:
-            self._last[lane_id] = recorded[-1]
+            self._last[(lane_id, series)] = recorded[-1]
         for record in reversed(new):
             for stage in STAGES:
                 if stage in record:
@@ -62,7 +66,8 @@ class StageLatencies:
     def family(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
             "parking_stage_latency_seconds",
-            "Loop-to-open stage latency per vehicle (frame, plate, decision, relay, total)",
+            "Stage latency per vehicle from the loop (frame, plate, decision, relay, total); "
+            "decision counts every decided vehicle, refused ones too",
             labels=["lane", "stage"])
         for (lane_id, stage), counts in sorted(self._buckets.items()):
             cumulative, total = [], 0
@@ -161,11 +166,16 @@ def _counters(m: dict[str, Any]) -> Iterator[Metric]:
 
 
 def render(status: dict[str, Any], metrics: dict[str, Any], latencies: StageLatencies,
-           recorded: Mapping[str, Sequence[dict[str, float]]]) -> bytes:
-    """The text of one scrape; ``recorded``: each lane's recent stage latencies, folded
-    into ``latencies`` (kept by the caller from one scrape to the next)."""
+           recorded: Mapping[str, Sequence[dict[str, float]]],
+           refused: Mapping[str, Sequence[dict[str, float]]] | None = None) -> bytes:
+    """The text of one scrape; ``recorded``: each lane's recent stage latencies of the
+    vehicles let through, ``refused``: of those decided without an open (frame, plate and
+    decision only), folded into ``latencies`` (kept by the caller from one scrape to the
+    next)."""
     for lane_id, records in recorded.items():
         latencies.fold(lane_id, records)
+    for lane_id, records in (refused or {}).items():
+        latencies.fold(lane_id, records, "refused")
     registry = CollectorRegistry()
     registry.register(_Snapshot(status, metrics, latencies))
     return bytes(generate_latest(registry))

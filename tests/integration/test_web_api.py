@@ -562,3 +562,29 @@ async def test_the_sim_central_in_the_daemon_switches_its_fault_mode(
         assert "mode" in (await checked(resp, 400, s.Error)).error
     finally:
         await gw.stop()
+
+
+async def test_a_refused_vehicle_counts_for_the_decision_stage(client: Client,
+                                                               sim_central: Any,
+                                                               gateway: Gateway) -> None:
+    """A denial is a decision too, and a slow one is as slow for the driver: /metrics'
+    decision histogram and /api/latency (the page's chart) count it, up to its decision
+    (it has no relay and no total), beside the vehicle let through."""
+    sim_central.state.blocked.add("66BAD66")
+    assert (await drive(client, "entry-1", "66BAD66")).status == "left"  # turned away
+    assert (await drive(client, "entry-1", "34ABC123")).status == "passed"
+    await settled(client)
+    latency = await checked(await client.get("/api/latency"), 200, s.Latency)
+    metrics = await (await client.get("/metrics")).text()
+    counts = dict(re.findall(r'parking_stage_latency_seconds_count\{lane="entry-1",'
+                             r'stage="([a-z]+)"\} ([0-9.]+)', metrics))
+    refused, opened = latency.vehicles
+    assert refused.opened is False and opened.opened is True
+    assert isinstance(refused.decision, float) and refused.decision > 0
+    assert refused.relay is msgspec.UNSET and refused.total is msgspec.UNSET
+    assert counts == {"frame": "2.0", "plate": "2.0", "decision": "2.0", "relay": "1.0",
+                      "total": "1.0"}, counts
+    # the JSON metrics (and the MQTT summaries made of them) likewise
+    stages = (await gateway.metrics())["latency_ms"]
+    assert {k: stages[f"entry-1.{k}"]["count"] for k in ("decision", "relay", "total")} \
+        == {"decision": 2, "relay": 1, "total": 1}
