@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import DESKTOP, PHONE, Gate, open_page
@@ -141,6 +141,7 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
     w = await open_page(browser, gate.url)
     page = w.page
     plate = "34KLM257"  # no O or I: the reader may take them for 0 and 1
+    await watch_decision(page, plate)
     await send(page, "entry-1", plate)
     tile = "#lane-entry-1"
     shown = await explained(page, tile, f"""() => {{
@@ -153,13 +154,18 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
           && crop.dataset.key.startsWith("{plate}:") && Date.now(); }}""")
     row = await until(lambda: vehicle(gate, plate, "entry"), 5, "the vehicle's saga finished")
     assert row["status"] == "completed" and row["source"] == "central"
-    finished_ms = _epoch_ms(row["created_at"]) + row["duration_ms"]
-    print(f"lane tile updated {await shown.json_value() - finished_ms:.0f} ms after the "
-          "saga finished")
+    # the issue's requirement: within 1 s of the decision being committed (its event on the
+    # stream, seen by the same browser), the tile shows the plate, its crop and its source
+    decided = await page.evaluate("window.__decided")
+    assert decided is not None, "the decision's event never came"
+    delay_ms = await shown.json_value() - decided
+    print(f"lane tile updated {delay_ms:.0f} ms after the decision's event")
+    assert delay_ms <= 1000, f"the tile took {delay_ms:.0f} ms after the decision"
     # the vehicle list has it, newest first, with its outcome and source
     first = page.locator("#vehicles button.vehicle").first
     await first.locator(f".plate:text-is('{plate}')").wait_for()
-    assert "let in" in await first.inner_text()
+    # the tile shows the decision at once; the list the outcome once the saga has ended
+    await expect(first).to_contain_text("let in")
     assert "decided by central service" in await first.inner_text()
     # today's summary (GET /api/summary/daily) counts it, its source in words
     await page.wait_for_function("""() => {
@@ -170,10 +176,37 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
     await page.close()
 
 
-def _epoch_ms(ts: str) -> float:
-    from datetime import datetime
+async def watch_decision(page: Page, plate: str) -> None:
+    """From now on, ``window.__decided`` is when this browser got the event of ``plate``'s
+    decision (``entry_granted`` and the like: committed with the decision) on a stream of
+    its own, so the tile's delay is measured on one clock."""
+    await page.evaluate("""(plate) => new Promise((opened) => {
+        window.__decided = null;
+        const es = new EventSource("/api/events/stream");
+        es.onopen = () => opened(true);
+        es.onmessage = (m) => {
+          const e = JSON.parse(m.data);
+          if (/_(granted|denied)$/.test(e.type) && e.data.license_plate === plate) {
+            window.__decided = Date.now();
+            es.close();
+          }
+        };
+      })""", plate)
 
-    return datetime.fromisoformat(ts).timestamp() * 1000
+
+async def no_sideways_scroll(page: Page) -> None:
+    """Nothing wider than the screen: the page, and an open dialog and what is in it."""
+    wide = await page.evaluate("""() => {
+        const out = [];
+        if (document.scrollingElement.scrollWidth > innerWidth)
+          out.push("page " + document.scrollingElement.scrollWidth);
+        for (const d of document.querySelectorAll("dialog[open]")) {
+          const r = d.getBoundingClientRect();
+          if (r.left < 0 || r.right > innerWidth || d.scrollWidth > d.clientWidth)
+            out.push(d.id + " " + r.left + ".." + r.right + " " + d.scrollWidth);
+        }
+        return out; }""")
+    assert wide == [], wide
 
 
 async def test_the_saga_view_of_a_vehicle_that_backed_out(gate: Gate,
@@ -191,6 +224,8 @@ async def test_the_saga_view_of_a_vehicle_that_backed_out(gate: Gate,
     await page.keyboard.press("Enter")  # a keyboard opens it as a tap does
     dialog = page.locator("dialog#saga")
     await dialog.locator("li.compensation").first.wait_for()
+    await page.locator("#events li").first.wait_for()  # with vehicles and events listed
+    await no_sideways_scroll(page)  # at 390 px, the saga dialog open
     assert await page.evaluate("document.querySelector('dialog#saga').contains("
                                "document.activeElement)")
     undone = await dialog.locator("li.compensation").all_inner_texts()
@@ -211,6 +246,7 @@ async def test_the_saga_view_of_a_vehicle_that_backed_out(gate: Gate,
             assert "shown with the admin token" in body
     await page.keyboard.press("Escape")
     await dialog.wait_for(state="hidden")
+    await no_sideways_scroll(page)  # and closed, the lists full
     assert await page.evaluate(f"document.activeElement.dataset.saga === '{row['saga_id']}'")
     await w.clean()
     await page.close()
@@ -306,6 +342,72 @@ async def test_admin_actions_need_the_token_and_are_recorded_with_who_and_why(
                    and lane["barrier"] == "closed" for lane in lanes)
     await until(exit_closed, 15, "the exit's arm down again after the manual open")
     await w.clean(allowed=(REFUSED,))
+    await page.close()
+
+
+async def test_a_plate_with_markup_is_shown_as_text(gate: Gate, browser: Browser) -> None:
+    """Every way a plate reaches the gate normalises it to letters and digits (the central
+    and backup replies are checked against the plate pattern, the gate's reader reads
+    letters and digits, the permit and simulation routes refuse anything else): the one
+    place a plate with markup is shown is where the operator typed it, the permit form's
+    confirmation and its refusal, and there it is text."""
+    plate = "<B>X</B>"  # within the field's 16 characters, upper case as the page makes it
+    for method, path, body in (("PUT", "/api/permits/%3CB%3EX%3C%2FB%3E", {}),
+                               ("POST", "/api/sim/lanes/entry-1/vehicles", {"plate": plate})):
+        async with gate.http.request(method, gate.url + path, json=body, headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            assert resp.status == 400, (path, resp.status)
+    w = await open_page(browser, gate.url, PHONE)
+    page = w.page
+    await page.fill("#token", ADMIN_TOKEN)
+    await page.click("#token-form button[type=submit]")
+    await page.wait_for_selector("#token-state:has-text('Token accepted')")
+    await page.fill("#permit-plate", "<b>x</b>")
+    await page.click("#permit-form button[type=submit]")
+    await page.wait_for_selector("dialog#ask[open]")
+    assert await text(page, "#ask-what") == f"add a permit for {plate}"
+    await page.fill("#ask-who", "op")
+    await page.fill("#ask-why", "markup")
+    await page.click("#ask button[type=submit]")
+    await page.wait_for_function(
+        "() => document.getElementById('admin-result').textContent.startsWith('Refused')")
+    assert "plate" in await text(page, "#admin-result")
+    assert await page.locator("#ask-what b, #admin-result b, #permits b").count() == 0
+    await w.clean(allowed=("status of 400",))
+    await page.close()
+
+
+async def test_the_page_shows_storage_and_the_clock(gate: Gate, browser: Browser) -> None:
+    """The status's storage (what the database and images use, the free space) and clock:
+    a clock not synchronised says so plainly, with what to check; back once it is."""
+    w = await open_page(browser, gate.url, PHONE)
+    page = w.page
+    storage = "#services li:has-text('Storage')"
+    await page.wait_for_selector(f"{storage}:has-text('Using database')")
+    status = await get(gate.http, f"{gate.url}/api/status")
+    assert status["storage"]["summary"] in await text(page, storage)
+    clock = "#services li:has-text('Clock')"
+    await page.wait_for_selector(f"{clock} .word:text-is('synchronised')")
+
+    async def wall_synced(on: bool) -> None:
+        async with gate.http.post(f"{gate.url}/api/sim/faults",
+                                  json={"wall_synced": on}, headers={
+                                      "Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            assert resp.status == 200, await resp.text()
+    # no event marks the change: a page sees it at its next slow refresh, or at once when
+    # (re)loaded, as here
+    await wall_synced(False)
+    try:
+        await page.reload()
+        await page.wait_for_selector(f"{clock}.bad:has-text('not synchronised')")
+        shown = await text(page, clock)
+        assert "timedatectl status" in shown and "NTP" in shown, shown
+        await no_sideways_scroll(page)
+    finally:
+        await wall_synced(True)
+    await page.reload()
+    await page.wait_for_selector(f"{clock}.ok .word:text-is('synchronised')")
+    await w.clean()
     await page.close()
 
 

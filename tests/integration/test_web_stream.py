@@ -139,7 +139,7 @@ async def test_a_stop_while_the_stream_reads_ends_it_at_once(sim_central):
                     await gw.stop()
                     took = time.monotonic() - started
             print(f"stop with a stream mid-read: {took:.2f} s")
-            assert took < 2.0
+            assert took < 1.0  # the issue: well under a second, every time
         finally:
             if not stopped:
                 await gw.stop()
@@ -225,7 +225,7 @@ async def test_a_stop_with_a_page_and_a_stream_connected_is_prompt(sim_central):
             print(f"stop {run + 1}/{STOP_RUNS}: {took:.2f} s")
             assert not [line for line in log if "Traceback" in line], "\n".join(log[-40:])
         print("stop times (s):", " ".join(f"{t:.2f}" for t in times))
-        assert max(times) < 2.0, times
+        assert max(times) < 1.0, times  # the issue: well under a second, every time
 
 
 async def _stalled_stream(port: int) -> socket.socket:
@@ -299,4 +299,4 @@ async def test_a_stop_with_a_stalled_stream_is_prompt(sim_central, monkeypatch):
             took = time.monotonic() - started
         stalled.close()
     print(f"stop with a stalled stream: {took:.2f} s")
-    assert took < 2.0
+    assert took < 1.0
