@@ -148,6 +148,7 @@ async def test_a_vehicle_sent_from_the_page_shows_its_crop_and_source(
         const t = document.querySelector("{tile}");
         const crop = t.querySelector("[data-f=crop]");
         return t.querySelector("[data-f=plate]").textContent === "{plate}"
+          && t.querySelector("[data-f=vehicle]").textContent === "{plate}"
           && t.querySelector("[data-f=source]").textContent === "central service"
           && t.querySelector("[data-f=outcome]").textContent === "let in"
           && !crop.hidden && crop.complete && crop.naturalWidth > 0

@@ -255,8 +255,11 @@
       return li;
     }));
     const last = l.last || {};
-    const vehicle = l.vehicle !== undefined ? l.vehicle : (["idle", "fault"].includes(l.state) ? null : laneVehicle[l.id]);
-    field(tile, "vehicle").textContent = vehicle || (loops.arming || loops.safety ? "a vehicle (plate not read yet)" : "none");
+    // l.vehicle: {license_plate, saga_id} while the lane handles one (null: none); an older
+    // daemon gives none, and the event stream's plate stands in
+    const inLane = l.vehicle !== undefined ? (l.vehicle && l.vehicle.license_plate)
+      : (["idle", "fault"].includes(l.state) ? null : laneVehicle[l.id]);
+    field(tile, "vehicle").textContent = inLane || (l.vehicle || loops.arming || loops.safety ? "a vehicle (plate not read yet)" : "none");
     const reading = l.reading || {};
     // the vehicle in the lane once decided, before its saga ends; else the last one
     const pend = laneDecision[l.id];
