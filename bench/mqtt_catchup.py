@@ -2,7 +2,9 @@
   the gate is connected; the broker stops; 500 events are recorded during the outage (they
   wait in the outbox); after the outage the broker starts again. Measured from the moment
   the broker accepts connections again:
-    - to the gate's CONNACK (the reconnect wait: the backoff's phase, at most the cap);
+    - to the gate's CONNACK (the reconnect wait: where the broker's return falls in the
+      gate's backoff; while the port is closed its connects are refused, and those are
+      retried at the short cap, ``reconnect_refused_max_s``, 1 s);
     - to the last of the events delivered (acknowledged by the broker: the outbox empty);
   and the link's connects/disconnects after the restart (1 and 0: no flapping), and that a
   persistent-session subscriber got every event (with no copy beyond the outbox's attempts).
@@ -188,7 +190,8 @@ async def main() -> None:
                   "", "disconnects after the broker's return", aim=("<=", 0))
     report.note(f"{len(gates)} gates, {args.outage:g} s outage, reconnect_max_s "
                 f"{args.reconnect_max:g}: the reconnect wait is random within the backoff, "
-                "so the catch-up is at most about reconnect_max_s plus the drain")
+                "and a refused connect is retried at the short cap (1 s), so the catch-up is "
+                "at most about that plus the drain")
     report.save(args.json)
 
 if __name__ == "__main__":

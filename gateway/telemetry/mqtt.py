@@ -11,7 +11,19 @@ TCP and never answers is a failed attempt). ``failures`` counts the attempts sin
 CONNACK (a lost connection is the first); the delay before the next attempt doubles from
 ``reconnect_initial_s`` up to ``reconnect_max_s``, each one jittered (up to
 ``reconnect_jitter`` of it taken off at random) so that gates that lost the same broker do
-not come back in lockstep.
+not come back in lockstep. After a TCP connect that was refused (nothing listens on the
+port: the broker is restarting, or its host is up without it) the cap is
+``reconnect_refused_max_s`` (1 s) instead: such an attempt costs the broker nothing, and a
+gate must not sleep through most of the broker's return. Every attempt that reached a
+listener and failed (no CONNACK in time, a CONNACK that refuses, a TLS failure, a timeout,
+an unreachable host) keeps the full backoff, so a broker that is up and struggling, or a
+peer that accepts TCP and never answers, is not hammered. With the broker down a gate makes
+about one attempt a second: a worker-thread hop, a new paho client and a refused connect.
+
+No more QoS 1 publishes are unacknowledged at once than the broker takes: the Receive
+Maximum of its CONNACK (Mosquitto's is 20; 65,535, no limit in practice, when it names
+none), which paho itself ignores. paho holds the rest back and sends them, in order, as
+acknowledgements come in.
 
 A QoS 1 publish that the connection loses fails with a ``ConnectionError``, and so does one
 made while not connected: nothing is queued or re-sent here (paho's own re-send of
@@ -48,6 +60,7 @@ from gateway.sim.planted import planted
 
 log = logging.getLogger(__name__)
 MessageHandler = Callable[[paho.MQTTMessage], None]
+RECEIVE_MAXIMUM = 65535  # MQTT v5's, when a CONNACK names none
 
 
 class PublishRefused(ConnectionError):
@@ -63,11 +76,13 @@ class PublishRefused(ConnectionError):
                          f"(0x{self.code:02X})")
 
 
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    # a publish nobody awaits (discovery, a backup request) must not end up as "exception
-    # never retrieved": a refusal is logged and counted here, a loss shows as the link's
-    if not fut.cancelled():
-        fut.exception()
+def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
+    # marked retrieved at once: a publish nobody awaits (discovery, a backup request) must
+    # not end up as "exception never retrieved" (a refusal is logged and counted here, a
+    # loss shows as the link's); whoever awaits it still gets the exception. (Not a done
+    # callback per publish: one more loop callback for every acknowledged event.)
+    fut.set_exception(exc)
+    fut.exception()
 
 
 @dataclass
@@ -85,6 +100,8 @@ class MqttOptions:
     will_reason: str = ""  # an MQTT v5 user property "reason" on the last will
     reconnect_initial_s: float = 0.5  # the first delay after a failed attempt or a loss
     reconnect_max_s: float = 5.0  # the cap on the delay between attempts
+    # the cap after a refused TCP connect (nothing listens: the broker is restarting)
+    reconnect_refused_max_s: float = 1.0
     reconnect_jitter: float = 0.5  # the part of each delay taken off at random
 
 
@@ -96,6 +113,7 @@ class MqttConnection:
         self.reconnects = 0  # attempts after the first
         self.failures = 0  # attempts failed since the last CONNACK (a loss counts as one)
         self.connects = 0  # CONNACKs that accepted the connection
+        self.receive_maximum = RECEIVE_MAXIMUM  # the broker's, by its last CONNACK
         self.disconnects = 0  # accepted connections lost
         self.refused: Counter[str] = Counter()  # refused publishes, by reason
         self.refusing: dict[str, str] = {}  # topic -> reason, until accepted again
@@ -111,6 +129,11 @@ class MqttConnection:
         self._backoff = BackoffSchedule(
             initial_s=options.reconnect_initial_s, max_delay_s=options.reconnect_max_s,
             retries=None, jitter=options.reconnect_jitter)
+        self._refused_backoff = BackoffSchedule(
+            initial_s=options.reconnect_initial_s,
+            max_delay_s=min(options.reconnect_refused_max_s, options.reconnect_max_s),
+            retries=None, jitter=options.reconnect_jitter)
+        self.refused_connects = 0  # TCP connects refused (nothing listening)
         self._lost = asyncio.Event()
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -195,9 +218,13 @@ class MqttConnection:
         while True:
             self._lost.clear()
             client = self._new_client()
+            refused = False
             try:
                 await self._loop.run_in_executor(None, self._connect, client)
             except (OSError, ssl.SSLError, ValueError) as exc:
+                # the port is closed: no broker spent anything on this attempt
+                refused = isinstance(exc, ConnectionRefusedError)
+                self.refused_connects += refused
                 self.last_error = f"cannot reach the broker {self.o.host}:{self.o.port}: {exc}"
             else:
                 self._misc = self._loop.create_task(self._misc_loop(client), name="mqtt misc")
@@ -207,8 +234,9 @@ class MqttConnection:
                     self._misc.cancel()
             self.failures += 1
             self.reconnects += 1
-            delay = self._backoff.next_delay(self.failures, 0.0, random.random())
-            await asyncio.sleep(self._backoff.max_delay_s if delay is None else delay)
+            backoff = self._refused_backoff if refused else self._backoff
+            delay = backoff.next_delay(self.failures, 0.0, random.random())
+            await asyncio.sleep(backoff.max_delay_s if delay is None else delay)
 
     async def _connected_until_lost(self, client: paho.Client) -> None:
         """The CONNACK within ``connect_timeout_s`` (else the attempt failed), then the
@@ -344,7 +372,7 @@ class MqttConnection:
         # acknowledgements that can no longer come: the outbox sends those again
         for _, fut in self._acks.values():
             if not fut.done():
-                fut.set_exception(ConnectionError(why))
+                _fail(fut, ConnectionError(why))
         self._acks.clear()
 
     # -- protocol callbacks (on the loop thread, from loop_read) -------------------------
@@ -357,6 +385,16 @@ class MqttConnection:
             log.warning("mqtt: %s", self.last_error)
             self._lose(self.last_error)
             return
+        # no more QoS 1 publishes unacknowledged than the broker takes (its Receive Maximum;
+        # 65,535 when it names none, as many as there are message ids): paho holds the rest
+        # back, in order, and sends each as an acknowledgement makes room
+        quota = getattr(properties, "ReceiveMaximum", RECEIVE_MAXIMUM)
+        self.receive_maximum = quota
+        # paho's own default (20) would hold back what the broker takes; "no limit" (0)
+        # spares paho a walk over every message in flight on each acknowledgement. Set
+        # behind paho's setter, which refuses once connected: this client has sent nothing
+        # yet (a new client per attempt), so nothing is in flight or held back to recount.
+        client._max_inflight_messages = 0 if quota >= RECEIVE_MAXIMUM else quota
         self.connected = True
         self.failures = 0  # counted from CONNACKs only
         self.connects += 1
@@ -404,7 +442,7 @@ class MqttConnection:
                 log.warning("mqtt: %s", refusal)  # once per topic and reason, not per message
             self.refusing[topic] = refusal.reason
             if not fut.done():
-                fut.set_exception(refusal)
+                _fail(fut, refusal)
             return
         self.refusing.pop(topic, None)
         if not fut.done():
@@ -424,9 +462,8 @@ class MqttConnection:
         queued for a later connection: the caller sends it again)."""
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        fut.add_done_callback(_retrieve)
         if not self.connected:
-            fut.set_exception(ConnectionError(
+            _fail(fut, ConnectionError(
                 f"not connected to the broker: {self.last_error or 'connecting'}"))
             return fut
         info = self.client.publish(topic, payload, qos=qos, retain=retain,
@@ -435,7 +472,7 @@ class MqttConnection:
             if info.rc == paho.MQTT_ERR_SUCCESS:
                 fut.set_result(None)
             else:
-                fut.set_exception(ConnectionError(paho.error_string(info.rc)))
+                _fail(fut, ConnectionError(paho.error_string(info.rc)))
             return fut
         self._acks[info.mid] = (topic, fut)
         return fut

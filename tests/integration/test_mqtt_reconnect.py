@@ -1,13 +1,17 @@
 """The MQTT link across outages, against a real Mosquitto (and small TCP peers that misbehave):
 after a broker restart the link connects once and stays up (no flapping); reconnect delays
-are jittered and capped at the configured maximum; the failure count resets only on a
-CONNACK (a peer that accepts TCP and never answers keeps the link backing off); and after an
+are jittered and capped at the configured maximum, a refused TCP connect (the broker's port
+closed while it restarts) at a short cap, so the link is back soon after the port reopens;
+the failure count resets only on a CONNACK (a peer that accepts TCP and never answers keeps
+the link backing off to the full cap); no more QoS 1 publishes are unacknowledged than the
+broker's Receive Maximum; and after an
 outage every outbox event reaches a subscriber once per delivery attempt of the outbox, with
 no extra copy from paho's own re-send of unacknowledged QoS 1 messages."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import statistics
@@ -256,6 +260,119 @@ async def test_the_failure_count_resets_only_on_a_connack(tmp_path):
     finally:
         await gate.stop()
         await peer.stop()
+
+
+def attempts(conn: MqttConnection) -> list[float]:
+    """When each connect attempt of ``conn`` starts (its TCP connect, in a worker thread)."""
+    started: list[float] = []
+    connect = conn._connect
+
+    def timed(client: paho.Client) -> None:
+        started.append(time.monotonic())
+        connect(client)
+
+    conn._connect = timed  # type: ignore[method-assign]
+    return started
+
+
+async def test_a_refused_connect_is_retried_at_the_short_cap(tmp_path):
+    # the broker restarts: its port is closed (connects refused) for longer than the full
+    # backoff takes to reach its cap; the gate keeps trying about once a second, so it is
+    # back within about that second of the port reopening, not up to reconnect_max_s later
+    broker = Broker(tmp_path)
+    await broker.start()
+    gate = MqttConnection(MqttOptions("127.0.0.1", broker.port, client_id="gate",
+                                      reconnect_initial_s=0.5, reconnect_max_s=5.0,
+                                      reconnect_refused_max_s=1.0))
+    started = attempts(gate)
+    gate.start()
+    try:
+        await asyncio.wait_for(gate.wait_connected(), 10)
+        await broker.stop()
+        await asyncio.wait_for(gate.wait_disconnected(), 10)
+        await asyncio.sleep(8.0)  # the full backoff would be at its 5 s cap by now
+        assert gate.refused_connects >= 6, gate.refused_connects
+        retries = started[2:]  # the refused ones (the first two: the connect, the loss's)
+        down = [b - a for a, b in itertools.pairwise(retries)]
+        assert max(down) <= 1.0 + 0.5, down  # the short cap, and a connect under load
+        await broker.start()  # returns once the port accepts
+        back = time.monotonic()
+        await until(lambda: gate.connected, 10, "connected again")
+        assert time.monotonic() - back <= 1.0 + 1.0  # the full cap's waits: 2.5 to 5 s
+        assert gate.failures == 0
+    finally:
+        await gate.stop()
+        await broker.stop()
+
+
+async def test_a_peer_that_accepts_and_never_answers_backs_off_to_the_full_cap(tmp_path):
+    peer = Peer("silent")  # TCP accepted: not a refused connect, whatever the short cap
+    await peer.start()
+    gate = MqttConnection(MqttOptions("127.0.0.1", peer.port, client_id="gate",
+                                      connect_timeout_s=0.2, reconnect_initial_s=0.1,
+                                      reconnect_max_s=1.2, reconnect_refused_max_s=0.2))
+    gate.start()
+    try:
+        await until(lambda: len(peer.accepted) >= 7, 20, "seven attempts")
+        gaps = [b - a for a, b in zip(peer.accepted, peer.accepted[1:], strict=False)]
+        # 0.1, 0.2, 0.4, 0.8, then 1.2: each at least half of that, after the 0.2 s wait
+        # for a CONNACK; at the short cap every gap would be under 0.2 + 0.2 + load
+        assert min(gaps[4:]) >= 0.2 + 1.2 * 0.5 - 0.05, gaps
+        assert gate.refused_connects == 0 and not gate.connected
+    finally:
+        await gate.stop()
+        await peer.stop()
+
+
+async def test_no_more_events_unacknowledged_than_the_broker_takes(tmp_path):
+    # the broker's CONNACK says how many QoS 1 publishes it takes unacknowledged (its
+    # Receive Maximum, here 5); with every PUBACK held back, that many reach it, and the
+    # rest wait (a broker that enforces it would disconnect a gate that sent more)
+    broker = Broker(tmp_path, persistent=True)
+    with broker.config.open("a") as conf:
+        conf.write("max_inflight_messages 5\n")  # Mosquitto's Receive Maximum, too
+    await broker.start()
+    proxy = Proxy(broker.port)
+    await proxy.start()
+    monitor = Monitor(broker.port)
+    store = await Store.open(tmp_path / "g.sqlite3")
+    gate = MqttConnection(MqttOptions("127.0.0.1", proxy.port, client_id="gate"))
+
+    async def state() -> dict[str, Any]:
+        return {"gate_id": GATE, "lanes": []}
+
+    publisher = TelemetryPublisher(gate, store, prefix=PREFIX, gate_id=GATE, state=state,
+                                   metrics=state, metrics_interval_s=3600)
+    store.on_commit.append(publisher.changed)
+    gate.start()
+    try:
+        await asyncio.wait_for(gate.wait_connected(), 10)
+        assert gate.receive_maximum == 5
+        await until(lambda: monitor.client.is_connected(), 10, "monitor connected")
+        await asyncio.sleep(0.5)  # the announce's publishes (state, online) answered
+        clock = SystemClock()
+        for i in range(30):
+            await store.record_event(clock, GATE, "vehicle_detected", {"n": i})
+        proxy.hold = True
+        publisher.start()
+        await until(lambda: len(monitor.seen()) >= 5, 10, "the first five at the monitor")
+        await asyncio.sleep(1.0)  # time for more, were more sent
+        assert monitor.seen() == {1, 2, 3, 4, 5}
+        proxy.hold = False
+        proxy.cut()  # the held PUBACKs are lost: the outbox sends them again
+
+        async def drained() -> bool:
+            return await store.read(events.outbox_pending) == 0
+
+        await until(drained, 15, "the outbox drained")
+        assert monitor.seen() == set(range(1, 31))
+    finally:
+        await publisher.stop()
+        await gate.stop()
+        monitor.stop()
+        await proxy.stop()
+        await store.close()
+        await broker.stop()
 
 
 async def test_after_an_outage_each_event_arrives_once_per_outbox_attempt(tmp_path):
