@@ -202,6 +202,26 @@ def outbox_batch(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[d
         "ORDER BY o.seq LIMIT ?", (after_seq, limit))]
 
 
+# The envelope of ``_envelope`` as its telemetry payload (contracts/mqtt.md), rendered by
+# SQLite: no row objects, no decoding of ``data`` to encode it again, and the work done with
+# the GIL released. ``data`` is written by ``append`` as compact JSON, and json() keeps its
+# text (numbers as written), so this is what msgspec makes of the envelope.
+_PAYLOAD = (
+    "json_object('seq', e.seq, 'event_id', e.event_id, 'gate_id', e.gate_id, 'type', e.type, "
+    "'ts', e.ts, 'lane_id', e.lane_id, 'data', json(e.data), "
+    "'wall_synced', json(iif(e.wall_synced, 'true', 'false')))")
+
+
+def outbox_payloads(conn: sqlite3.Connection, after_seq: int,
+                    limit: int) -> list[tuple[int, bytes]]:
+    """Unsent events after ``after_seq``, in ``seq`` order: (seq, its JSON envelope)."""
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples
+    return [(seq, text.encode()) for seq, text in cur.execute(
+        f"SELECT o.seq, {_PAYLOAD} FROM outbox o JOIN events e ON e.seq = o.seq "
+        "WHERE o.seq > ? ORDER BY o.seq LIMIT ?", (after_seq, limit))]
+
+
 def mark_published(conn: sqlite3.Connection, seqs: list[int]) -> None:
     """The broker acknowledged these: they leave the outbox (the events stay)."""
     conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])

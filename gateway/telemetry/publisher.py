@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NoReturn
@@ -39,7 +39,6 @@ Json = dict[str, Any]
 # how a supervisor starts a loop: spawn(name, factory) -> the task that runs it
 Spawn = Callable[[str, Callable[[], Awaitable[Any]]], "asyncio.Task[Any]"]
 VOLATILE = ("uptime_s", "time")  # not a change worth a new retained state
-ACK_BATCH = 100  # acknowledged events removed from the outbox per commit
 # how soon events the broker refused are sent again (the broker is not told to re-read its
 # ACL; someone fixes it): from a second, doubling, to half a minute
 REFUSAL_BACKOFF = BackoffSchedule(initial_s=1.0, max_delay_s=30.0, retries=None, jitter=0.3)
@@ -210,79 +209,129 @@ class TelemetryPublisher:
         await self.store.record_event(self.clock, self.gate_id, type_, data)
 
     async def _drain_connected(self) -> None:
-        """Publish in ``seq`` order with up to ``inflight`` unacknowledged; remove from the
-        outbox what the broker acknowledged, in order."""
-        flying: dict[int, asyncio.Future[None]] = {}
+        """Publish in ``seq`` order with up to ``inflight`` events unacknowledged or not yet
+        removed; remove from the outbox what the broker acknowledged, in order."""
+        flying: dict[int, asyncio.Future[None]] = {}  # by seq, oldest first
         pending_acks: list[int] = []
+        removal: list[asyncio.Future[int]] = []  # the commit under way, if any
         try:
-            await self._pump(flying, pending_acks)
+            await self._pump(flying, pending_acks, removal)
         finally:
-            if pending_acks:  # acknowledged before the connection went: not sent again
-                await self.store.write(partial(events.mark_published, seqs=pending_acks))
-                self.published += len(pending_acks)
+            # acknowledged before the connection went: removed before the outbox is read
+            # again from its start, so not sent again
+            if removal:
+                self.published += await removal.pop()
+            if pending_acks:
+                self.published += await self._remove(list(pending_acks))
 
-    async def _pump(self, flying: dict[int, asyncio.Future[None]],
-                    pending_acks: list[int]) -> None:
+    async def _remove(self, seqs: list[int]) -> int:
+        await self.store.write(partial(events.mark_published, seqs=seqs))
+        return len(seqs)
+
+    async def _pump(self, flying: dict[int, asyncio.Future[None]], pending_acks: list[int],
+                    removal: list[asyncio.Future[int]]) -> None:
+        """The pipeline, no stage waiting on another: the next events are read while the
+        last ones are in flight, and what the broker acknowledged is removed in one commit
+        per batch (one fsync per batch, not per event: whatever was acknowledged while the
+        last commit ran) while more are published. The commit under way stays in
+        ``removal`` for the caller."""
         cursor = 0
-        while self.mqtt.connected:
-            # while the broker refuses, one event at a time: what it accepts after one it
-            # refused would be sent again, and arrive out of order
-            window = 1 if self.refusing is not None else self.inflight
-            room = window - len(flying)
-            # refill in chunks, not one event per acknowledgement
-            refill = room > 0 and (room >= window // 4 or not flying)
-            batch = await self.store.read(partial(events.outbox_batch, after_seq=cursor,
-                                                  limit=room)) if refill else []
-            for event in batch:
-                payload = msgspec.json.encode({k: event[k] for k in (
-                    "seq", "event_id", "gate_id", "type", "ts", "lane_id", "data",
-                    "wall_synced")})
-                flying[event["seq"]] = self.mqtt.publish(self.topic_events, payload, qos=1)
-                cursor = event["seq"]
-            if not flying:
-                self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
-                lost = asyncio.ensure_future(self.mqtt.wait_disconnected())
-                try:
-                    await asyncio.wait({waiter, lost}, timeout=5.0,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                    lost.cancel()
-                continue
-            # QoS 1 acknowledgements come back in order on one connection: wait for the
-            # oldest, then take every one already done, and remove them in one commit
-            # (one fsync per batch, not per event)
-            await asyncio.wait([flying[min(flying)]])
-            acked: list[int] = []
-            for seq in sorted(flying):
-                fut = flying[seq]
-                if not fut.done():
-                    break
-                exc = fut.exception()
-                if isinstance(exc, PublishRefused):
-                    pending_acks.extend(acked)  # the ones before it were delivered
-                    if acked:
-                        self._refused_in_a_row = 0  # a new refusal, not another retry
-                    await self._refusal(seq, exc, flying)
-                if exc is not None:
-                    for other in flying.values():  # all lost with the connection
-                        if other.done():
-                            other.exception()
-                    raise ConnectionError(str(exc))
-                acked.append(seq)
-            pending_acks.extend(acked)
-            for seq in acked:
-                del flying[seq]
-            if acked:
-                self._refused_in_a_row = 0
-                if self.refusing is not None:
-                    await self._recovered()
-            if pending_acks and (len(pending_acks) >= ACK_BATCH or not flying):
-                done_seqs = list(pending_acks)
-                pending_acks.clear()
-                await self.store.write(partial(events.mark_published, seqs=done_seqs))
-                self.published += len(done_seqs)
+        ahead: deque[tuple[int, bytes]] = deque()  # read, not yet published
+        reading: asyncio.Future[list[tuple[int, bytes]]] | None = None
+        removing = 0  # events in the commit under way
+        exhausted = False  # the last read found nothing after the cursor
+        try:
+            while self.mqtt.connected:
+                # while the broker refuses, one event at a time: what it accepts after one it
+                # refused would be sent again, and arrive out of order
+                window = 1 if self.refusing is not None else self.inflight
+                room = window - len(flying)
+                if len(pending_acks) + removing >= window:
+                    room = 0  # acknowledged, not yet removed: a crash sends these again
+                while ahead and room > 0:
+                    seq, payload = ahead.popleft()
+                    flying[seq] = self.mqtt.publish(self.topic_events, payload, qos=1)
+                    room -= 1
+                if exhausted and self._wake.is_set():
+                    exhausted = False  # something new was committed
+                if reading is None and not exhausted and len(ahead) < max(1, window // 2):
+                    self._wake.clear()  # what is committed from now on: this read or the next
+                    reading = asyncio.ensure_future(self.store.read(partial(
+                        events.outbox_payloads, after_seq=cursor, limit=window - len(ahead))))
+                waits: set[asyncio.Future[Any]] = set(removal)
+                if reading is not None:
+                    waits.add(reading)
+                if flying:
+                    waits.add(next(iter(flying.values())))  # acknowledged in order
+                if not waits:
+                    await self._idle()
+                    exhausted = False  # read again, woken or not (every 5 s at least)
+                    continue
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if reading is not None and reading.done():
+                    batch = reading.result()
+                    reading = None
+                    if batch:
+                        ahead.extend(batch)
+                        cursor = batch[-1][0]
+                    else:
+                        exhausted = True
+                await self._take_acks(flying, pending_acks)
+                if removal and removal[0].done():
+                    self.published += removal.pop().result()
+                    removing = 0
+                if pending_acks and not removal:
+                    removing = len(pending_acks)
+                    removal.append(asyncio.ensure_future(self._remove(list(pending_acks))))
+                    pending_acks.clear()
+        finally:
+            if reading is not None:
+                reading.cancel()
+
+    async def _idle(self) -> None:
+        """Nothing to send: until something is committed, the link goes, or 5 s pass."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        lost = asyncio.ensure_future(self.mqtt.wait_disconnected())
+        try:
+            await asyncio.wait({waiter, lost}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            lost.cancel()
+
+    async def _take_acks(self, flying: dict[int, asyncio.Future[None]],
+                         pending_acks: list[int]) -> None:
+        """Move the acknowledged events at the head of ``flying`` to ``pending_acks``;
+        raises on the first one refused or lost (QoS 1 acknowledgements come back in order
+        on one connection)."""
+        acked = 0
+        for seq, fut in flying.items():
+            if not fut.done():
+                break
+            exc = fut.exception()
+            if isinstance(exc, PublishRefused):
+                if acked:
+                    self._refused_in_a_row = 0  # a new refusal, not another retry
+                self._drop(flying, acked, pending_acks)
+                await self._refusal(seq, exc, flying)
+            if exc is not None:
+                for other in flying.values():  # all lost with the connection
+                    if other.done():
+                        other.exception()
+                self._drop(flying, acked, pending_acks)
+                raise ConnectionError(str(exc))
+            acked += 1
+        if acked:
+            self._drop(flying, acked, pending_acks)
+            self._refused_in_a_row = 0
+            if self.refusing is not None:
+                await self._recovered()
+
+    @staticmethod
+    def _drop(flying: dict[int, asyncio.Future[None]], n: int, into: list[int]) -> None:
+        for _ in range(n):
+            seq = next(iter(flying))
+            del flying[seq]
+            into.append(seq)
 
     async def _refusal(self, seq: int, refusal: PublishRefused,
                        flying: dict[int, asyncio.Future[None]]) -> NoReturn:
