@@ -24,7 +24,8 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, workdir: Path, *, password: str | None = None,
-                 persistent: bool = False, acl: str | None = None) -> None:
+                 persistent: bool = False, acl: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
@@ -57,7 +58,7 @@ class Broker:
             # the test's temporary directory is not readable by the mosquitto user
             if os.geteuid() == 0 and "user root" not in lines:
                 lines.append("user root")
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join([*lines, *extra]) + "\n")
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
