@@ -305,6 +305,9 @@ class LaneController:
 
     async def _capture(self, presence: int) -> None:
         saga_id = str(uuid.uuid4())
+        # a new vehicle: the last one's crop no longer shows the car in the lane (on an ANPR
+        # lane the gate's own reading of this one comes only after its decision)
+        self.last_crop = None
         grabber = self.devices.camera
         if grabber is None:
             self.feed(PlateCaptured(None, saga_id, presence=presence))

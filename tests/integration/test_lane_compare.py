@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.app import Gateway
 from gateway.settings import parse_settings
 from gateway.store import events
+from gateway.web.image_routes import lane_crop
 from tests.conftest import RunningCentral
 from tests.e2e.daemon import e2e_config, until
 
@@ -40,7 +41,36 @@ async def test_an_anpr_lane_opens_before_the_gates_own_reading_is_taken(
         assert lane.last_reading["used"] == "camera"
         last = await until(lambda: lane.last.get("license_plate") == "34ABC123" and lane.last,
                            10, "the vehicle's saga")
-        assert last["status"] == "completed"
+        assert last["status"] == "completed", last
         assert last["sources"].get("verify_license_plate") == "central"
     finally:
+        await gw.stop()
+
+
+async def test_the_tile_never_shows_the_last_cars_crop_beside_the_next_car(
+        tmp_path: Path, sim_central: RunningCentral) -> None:
+    """On an ANPR lane the gate's own crop of a vehicle comes after its decision: while the
+    next vehicle is being decided, the tile's crop must not be the one before's (the page
+    showed the last plate's crop beside the new plate)."""
+    s = parse_settings(e2e_config(tmp_path, sim_central.url, camera="anpr", plates=True))
+    gw = Gateway(s)
+    await gw.start()
+    try:
+        assert gw.reader is not None and gw.sim is not None
+        await until(lambda: gw.reader is not None and (gw.reader.ready or gw.reader.fault),
+                    30, "the reader's model")
+        lane = gw.lanes["entry-1"]
+        gw.sim.add_vehicle("entry-1", "34ABC123", "pass")
+        await until(lambda: lane.last_crop is not None
+                    and lane.last.get("license_plate") == "34ABC123", 15, "the first car")
+        first = lane.last_crop
+        await until(lambda: lane.lane.state.value == "idle", 10, "the lane at rest")
+        sim_central.state.delay_s = 1.0  # the next decision takes a second
+        gw.sim.add_vehicle("entry-1", "06TRK742", "pass")
+        await until(lambda: lane.lane.saga_id is not None, 10, "the next car being decided")
+        crop = lane_crop(gw, "entry-1")
+        assert crop is None or crop["of"] == "decision", crop
+        assert lane.last_crop is not first
+    finally:
+        sim_central.state.delay_s = 0.0
         await gw.stop()
