@@ -574,7 +574,7 @@ def _images_checks(s: Settings) -> list[str]:
 
 
 def _timezone_checks(s: Settings) -> list[str]:
-    from gateway.core.timezones import zone
+    from gateway.timezones import zone
 
     try:
         zone(s.gate.timezone)

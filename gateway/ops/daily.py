@@ -36,10 +36,10 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from gateway.clock import Clock, iso
-from gateway.core.timezones import day_span, local_day, zone
 from gateway.store import events, reports
 from gateway.store.store import Store
 from gateway.telemetry.mqtt import MqttConnection, PublishRefused
+from gateway.timezones import day_span, local_day, zone
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]

@@ -70,7 +70,7 @@ enabled = true
 time_scale = 4.0
 reaction_s = 0.2
 arm_travel_s = 1.0
-patience_s = 2.4
+patience_s = 4.8
 stall_s = 4.0
 [[zones]]
 name = "A"
@@ -168,6 +168,13 @@ def demo_text(data_dir: Path, text: str | None = None) -> str:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     return text
+
+
+def long_pulse_config(data_dir: Path, central_url: str) -> str:
+    """``e2e_config`` with an open pulse far longer than a test: the open relay is still
+    energised when the test stops or kills the daemon."""
+    return e2e_config(data_dir, central_url).replace(
+        "[lanes.camera]", "[lanes.barrier]\nkind = \"sim\"\npulse_s = 60.0\n[lanes.camera]")
 
 
 def demo_config(tmp: Path, text: str | None = None) -> Path:

@@ -15,7 +15,7 @@ from gateway.sim.central import SimCentralState
 from hardware.build import SIM_PINS
 from hardware.sim import board_path
 from tests.conftest import start_central
-from tests.e2e.daemon import ROOT, Daemon, e2e_config, until
+from tests.e2e.daemon import ROOT, Daemon, long_pulse_config, until
 
 OPEN = f"GPIO{SIM_PINS.open_relay}"
 CLOSE = f"GPIO{SIM_PINS.close_relay}"
@@ -24,9 +24,7 @@ CLOSE = f"GPIO{SIM_PINS.close_relay}"
 async def test_relays_off_de_energises_what_a_killed_daemon_left_on(tmp_path):
     central = await start_central(SimCentralState())
     config = tmp_path / "gateway.toml"
-    # an open pulse far longer than the test: the relay is energised when the kill comes
-    config.write_text(e2e_config(tmp_path / "data", central.url).replace(
-        "[lanes.camera]", "[lanes.barrier]\nkind = \"sim\"\npulse_s = 60.0\n[lanes.camera]"))
+    config.write_text(long_pulse_config(tmp_path / "data", central.url))
     board = board_path(tmp_path / "data", "entry-1")
     daemon = Daemon(config)
     await daemon.start()

@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway.sim.central import SimCentralState, make_app
 from hardware.build import SIM_PINS
 from hardware.sim import board_path
-from tests.e2e.daemon import Daemon, e2e_config, get, until
+from tests.e2e.daemon import Daemon, e2e_config, get, long_pulse_config, until
 
 OPEN = f"GPIO{SIM_PINS.open_relay}"
 CLOSE = f"GPIO{SIM_PINS.close_relay}"
@@ -227,9 +227,7 @@ async def test_sigterm_lets_a_record_being_written_get_its_answer_and_commit_it(
 async def test_sigterm_de_energises_a_relay_that_is_on(tmp_path):
     central = await _central(SimCentralState())
     config = tmp_path / "gateway.toml"
-    # an open pulse far longer than the test: the relay is energised when SIGTERM comes
-    config.write_text(e2e_config(tmp_path / "data", central.url).replace(
-        "[lanes.camera]", "[lanes.barrier]\nkind = \"sim\"\npulse_s = 60.0\n[lanes.camera]"))
+    config.write_text(long_pulse_config(tmp_path / "data", central.url))
     board = board_path(tmp_path / "data", "entry-1")
     daemon = Daemon(config)
     await daemon.start()

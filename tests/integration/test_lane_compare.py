@@ -7,7 +7,10 @@ reader, the sim central on 127.0.0.1. About 6 s (the reader's model loads first)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from gateway.app import Gateway
 from gateway.settings import parse_settings
@@ -17,48 +20,48 @@ from tests.conftest import RunningCentral
 from tests.e2e.daemon import e2e_config, until
 
 
-async def test_an_anpr_lane_opens_before_the_gates_own_reading_is_taken(
-        tmp_path: Path, sim_central: RunningCentral) -> None:
-    s = parse_settings(e2e_config(tmp_path, sim_central.url, camera="anpr", plates=True))
-    gw = Gateway(s)
-    await gw.start()
+@pytest.fixture
+async def gw(tmp_path: Path, sim_central: RunningCentral) -> AsyncIterator[Gateway]:
+    """A gate with the simulated ANPR camera and its own reader, the model loaded."""
+    gate = Gateway(parse_settings(e2e_config(tmp_path, sim_central.url, camera="anpr",
+                                             plates=True)))
+    await gate.start()
     try:
-        assert gw.reader is not None and gw.sim is not None
-        await until(lambda: gw.reader is not None and (gw.reader.ready or gw.reader.fault),
+        await until(lambda: gate.reader is not None and (gate.reader.ready or gate.reader.fault),
                     30, "the reader's model")
-        assert gw.reader.ready, gw.reader.fault
-        lane = gw.lanes["entry-1"]
-        gw.sim.add_vehicle("entry-1", "34ABC123", "pass")
-
-        async def seen() -> list[tuple[str, dict[str, object]]]:
-            rows = await gw.store.read(lambda c: events.list_after(c, 0, 1000))
-            return [(e["type"], e["data"]) for e in rows if e["lane_id"] == "entry-1"]
-
-        await until(lambda: lane.last_reading, 15, "the gate's own reading")
-        kinds = [kind for kind, _ in await until(seen, 5, "the lane's events")]
-        assert "barrier_opened" in kinds and "local_reading" in kinds, kinds
-        assert kinds.index("barrier_opened") < kinds.index("local_reading"), kinds
-        assert lane.last_reading["used"] == "camera"
-        last = await until(lambda: lane.last.get("license_plate") == "34ABC123" and lane.last,
-                           10, "the vehicle's saga")
-        assert last["status"] == "completed", last
-        assert last["sources"].get("verify_license_plate") == "central"
+        assert gate.reader is not None and gate.reader.ready, gate.reader
+        yield gate
     finally:
-        await gw.stop()
+        await gate.stop()
+
+
+async def test_an_anpr_lane_opens_before_the_gates_own_reading_is_taken(gw: Gateway) -> None:
+    assert gw.sim is not None
+    lane = gw.lanes["entry-1"]
+    gw.sim.add_vehicle("entry-1", "34ABC123", "pass")
+
+    async def seen() -> list[tuple[str, dict[str, object]]]:
+        rows = await gw.store.read(lambda c: events.list_after(c, 0, 1000))
+        return [(e["type"], e["data"]) for e in rows if e["lane_id"] == "entry-1"]
+
+    await until(lambda: lane.last_reading, 15, "the gate's own reading")
+    kinds = [kind for kind, _ in await until(seen, 5, "the lane's events")]
+    assert "barrier_opened" in kinds and "local_reading" in kinds, kinds
+    assert kinds.index("barrier_opened") < kinds.index("local_reading"), kinds
+    assert lane.last_reading["used"] == "camera"
+    last = await until(lambda: lane.last.get("license_plate") == "34ABC123" and lane.last,
+                       10, "the vehicle's saga")
+    assert last["status"] == "completed", last
+    assert last["sources"].get("verify_license_plate") == "central"
 
 
 async def test_the_tile_never_shows_the_last_cars_crop_beside_the_next_car(
-        tmp_path: Path, sim_central: RunningCentral) -> None:
+        gw: Gateway, sim_central: RunningCentral) -> None:
     """On an ANPR lane the gate's own crop of a vehicle comes after its decision: while the
     next vehicle is being decided, the tile's crop must not be the one before's (the page
     showed the last plate's crop beside the new plate)."""
-    s = parse_settings(e2e_config(tmp_path, sim_central.url, camera="anpr", plates=True))
-    gw = Gateway(s)
-    await gw.start()
     try:
-        assert gw.reader is not None and gw.sim is not None
-        await until(lambda: gw.reader is not None and (gw.reader.ready or gw.reader.fault),
-                    30, "the reader's model")
+        assert gw.sim is not None
         lane = gw.lanes["entry-1"]
         gw.sim.add_vehicle("entry-1", "34ABC123", "pass")
         await until(lambda: lane.last_crop is not None
@@ -73,4 +76,3 @@ async def test_the_tile_never_shows_the_last_cars_crop_beside_the_next_car(
         assert lane.last_crop is not first
     finally:
         sim_central.state.delay_s = 0.0
-        await gw.stop()

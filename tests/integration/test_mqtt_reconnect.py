@@ -172,6 +172,18 @@ class Monitor:
         self.client.disconnect()
 
 
+def outbox_publisher(gate: MqttConnection, store: Store) -> TelemetryPublisher:
+    """The gateway's telemetry publisher over ``gate``, woken by ``store``'s commits (a bare
+    state and no metrics of its own to speak of)."""
+    async def state() -> dict[str, Any]:
+        return {"gate_id": GATE, "lanes": []}
+
+    publisher = TelemetryPublisher(gate, store, prefix=PREFIX, gate_id=GATE, state=state,
+                                   metrics=state, metrics_interval_s=3600)
+    store.on_commit.append(publisher.changed)
+    return publisher
+
+
 def slow_network(monkeypatch: Any, port: int, delay_s: float) -> None:
     """TCP connects to ``port`` take ``delay_s`` (a distant broker, a lost SYN sent again, a
     TLS handshake): connection set-up spans a tick of the misc loop (1 s)."""
@@ -338,12 +350,7 @@ async def test_no_more_events_unacknowledged_than_the_broker_takes(tmp_path):
     store = await Store.open(tmp_path / "g.sqlite3")
     gate = MqttConnection(MqttOptions("127.0.0.1", proxy.port, client_id="gate"))
 
-    async def state() -> dict[str, Any]:
-        return {"gate_id": GATE, "lanes": []}
-
-    publisher = TelemetryPublisher(gate, store, prefix=PREFIX, gate_id=GATE, state=state,
-                                   metrics=state, metrics_interval_s=3600)
-    store.on_commit.append(publisher.changed)
+    publisher = outbox_publisher(gate, store)
     gate.start()
     try:
         await asyncio.wait_for(gate.wait_connected(), 10)
@@ -394,12 +401,7 @@ async def test_after_an_outage_each_event_arrives_once_per_outbox_attempt(tmp_pa
 
     gate.publish = counting  # type: ignore[method-assign]
 
-    async def state() -> dict[str, Any]:
-        return {"gate_id": GATE, "lanes": []}
-
-    publisher = TelemetryPublisher(gate, store, prefix=PREFIX, gate_id=GATE, state=state,
-                                   metrics=state, metrics_interval_s=3600)
-    store.on_commit.append(publisher.changed)
+    publisher = outbox_publisher(gate, store)
     gate.start()
     try:
         await asyncio.wait_for(gate.wait_connected(), 10)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.core.timezones import day_span, local_day, zone
 from gateway.ops.daily import MAX_REASONS, day_bounds, encode_summary, summarise, utc_day
 from gateway.settings import parse_settings
+from gateway.timezones import day_span, local_day, zone
 
 DAY = date(2026, 12, 1)
 
