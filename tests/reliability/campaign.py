@@ -178,7 +178,7 @@ state_min_interval_s = 0.5
 entry_when_unverifiable = "allow"
 {extra}""")
     text = text.replace("[backup]\nenabled = false", "[backup]\nenabled = true\ndeadline_s = 0.5")
-    text = text.replace("patience_s = 2.4", "patience_s = 12.0")
+    text = text.replace("patience_s = 4.8", "patience_s = 12.0")
     return text.replace("time_scale = 4.0",
                         f"time_scale = 4.0\nplanted_faults = {json.dumps(list(planted))}")
 
