@@ -42,6 +42,7 @@ import itertools
 import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -60,6 +61,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from bench.report import Report, parser  # noqa: E402
+from gateway.plates.engine import REC_MODEL, packaged_model_dir  # noqa: E402
+from gateway.plates.slim_model import prepare  # noqa: E402
 from gateway.sim.traffic import random_plate  # noqa: E402
 from tests.broker import Broker, free_port  # noqa: E402
 
@@ -117,7 +120,7 @@ LANES = ("entry-1", "exit-1")
 # -- the process from outside -----------------------------------------------------------
 # What the README's table shows (every figure with an aim besides); the JSON has them all.
 _SETUPS = ("reader_broker", "reader_nobroker", "noreader_broker", "noreader_nobroker",
-           "reader_broker_anpr")
+           "reader_broker_anpr", "reader_broker_fullmodel")
 HEADLINES = frozenset({
     *(f"{s}.idle_rss_mb" for s in _SETUPS), *(f"{s}.traffic_rss_mb" for s in _SETUPS),
     "reader_broker.traffic_cpu_pct", "noreader_broker.traffic_cpu_pct",
@@ -370,23 +373,28 @@ class Setup:
     # gateway/plates/render.py, in the daemon: its memory counts here although no gate has
     # it) or "anpr" cameras (a simple frame; with the reader, it reads them too)
     camera: str = "plain"
+    # the recogniser: "cut" to plate characters, as a gate runs it after its first start
+    # (gateway/plates/slim_model.py), or the "full" one shipped (the baseline: 18,710 classes)
+    model: str = "cut"
 
     @property
     def key(self) -> str:
         return (f"{'reader' if self.reader else 'noreader'}_"
                 f"{'broker' if self.broker else 'nobroker'}"
-                f"{'_anpr' if self.reader and self.camera == 'anpr' else ''}")
+                f"{'_anpr' if self.reader and self.camera == 'anpr' else ''}"
+                f"{'_fullmodel' if self.reader and self.model == 'full' else ''}")
 
     @property
     def words(self) -> str:
         reader = ("reader on ANPR frames" if self.camera == "anpr" else "with reader") \
             if self.reader else "no reader"
-        return f"{reader}, {'with' if self.broker else 'no'} broker"
+        full = ", the full model" if self.reader and self.model == "full" else ""
+        return f"{reader}{full}, {'with' if self.broker else 'no'} broker"
 
 
 SETUPS = {s.key: s for s in [Setup(r, b, "plain" if r else "anpr")
                               for r, b in itertools.product((True, False), (True, False))]
-          + [Setup(True, True, "anpr")]}
+          + [Setup(True, True, "anpr"), Setup(True, True, model="full")]}
 
 
 @dataclass
@@ -397,10 +405,23 @@ class Args:
     quick: bool
 
 
+def seed_model(data: Path, setup: Setup, cut: Path) -> None:
+    """The data directory as a gate's after its first start: the cut recogniser in
+    ``models/``. For the full model, ``models`` is a file: the daemon cannot keep a cut one
+    and loads the full model (saying why), as a gate whose data directory refused it."""
+    data.mkdir(parents=True)
+    if setup.reader and setup.model == "full":
+        (data / "models").write_text("")
+    else:
+        (data / "models").mkdir()
+        shutil.copy2(cut, data / "models" / cut.name)
+
+
 async def measure(report: Report, setup: Setup, central: str, broker: Broker | None,
-                  a: Args) -> dict[str, Any]:
+                  a: Args, cut: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gateway-footprint-") as tmp_name:
         tmp = Path(tmp_name)
+        seed_model(tmp / "data", setup, cut)
         lanes = "".join(LANE.format(id=lane, direction=lane.split("-")[0],
                                     mode=setup.camera)
                         for lane in LANES)
@@ -544,11 +565,17 @@ async def main() -> None:
     runs: dict[Setup, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-footprint-broker-") as broker_dir, \
             sim_central_process() as (central, _):
+        t0 = time.monotonic()
+        cut = prepare(packaged_model_dir() / REC_MODEL, Path(broker_dir) / "models")
+        if not cut.slim:
+            raise SystemExit(f"the recogniser could not be cut: {cut.note}")
+        report.figure("model_cut_s", time.monotonic() - t0, "s", "cutting the recogniser to "
+                      "plate characters (once, a gate's first start)", detail=True)
         broker = Broker(Path(broker_dir))
         await broker.start()
         try:
             for setup in setups:
-                runs[setup] = await measure(report, setup, central, broker, a)
+                runs[setup] = await measure(report, setup, central, broker, a, cut.path)
         finally:
             await broker.stop()
     database_figures(report, runs)

@@ -235,7 +235,8 @@ class Gateway:
         # one reader for all lanes (one worker thread): its model loads in the background,
         # and until it is ready (or if it fails) the lanes go on without local readings
         cameras = any(lane.camera.kind != "none" for lane in s.lanes)
-        self.reader = PlateReader(s.plates) if s.plates.enabled and cameras else None
+        self.reader = PlateReader(s.plates, cache_dir=s.data_dir / "models") if (
+            s.plates.enabled and cameras) else None
         if self.reader is not None:
             self._tasks.append(self.supervisor.spawn("plate reader", self._load_reader,
                                                      once=True))
@@ -390,7 +391,9 @@ class Gateway:
         if self.reader.fault:
             log.error("%s; lanes go on without local readings", self.reader.fault)
         else:
-            log.info("plate reader ready (model loaded in %.2f s)", self.reader.load_s)
+            model = self.reader.model
+            log.info("plate reader ready (model loaded in %.2f s; %s)", self.reader.load_s,
+                     model.note if model else "model given by the caller")
 
     async def _recover(self) -> None:
         outcomes = await self.runner.recover()
@@ -718,7 +721,9 @@ class Gateway:
                               "advice": queue_advice(queue["pending"], queue["dead"])},
             "plate_reader": None if self.reader is None else {
                 "ready": self.reader.ready, "fault": self.reader.fault or None,
-                "load_s": round(self.reader.load_s, 2)},
+                "load_s": round(self.reader.load_s, 2),
+                "model": None if (m := self.reader.model) is None else {
+                    "slim": m.slim, "note": m.note}},
             "permits": {**db["permits"], "as_of": db["permits_as_of"],
                         "last_error": self.permit_sync.last_error or None},
             "images": self.images.usage() if self.images is not None else None,

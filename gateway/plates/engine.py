@@ -30,6 +30,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from gateway.plates.slim_model import Prepared, discard, prepare
+
 DET_MODEL = "PP-OCRv6_det_small.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 
@@ -137,15 +139,30 @@ class RapidEngine:
     """``Engine`` over the PP-OCR models, loaded eagerly from ``model_dir``: the
     recogniser alone on onnxruntime, or with ``detector`` rapidocr's whole pipeline."""
 
-    def __init__(self, model_dir: Path, threads: int, *, detector: bool = True) -> None:
+    def __init__(self, model_dir: Path, threads: int, *, detector: bool = True,
+                 cache_dir: Path | None = None) -> None:
         paths = [model_dir / DET_MODEL, model_dir / REC_MODEL] if detector else [
             model_dir / REC_MODEL]
         _check(paths)
-        self.model_paths = tuple(paths)
         self.detector = detector
         self._own: OnnxRecogniser | None = None
-        if not detector:
-            self._own = OnnxRecogniser(model_dir / REC_MODEL, threads)
+        # the recogniser cut to plate characters (slim_model.py), else the shipped one
+        prepared = prepare(model_dir / REC_MODEL, cache_dir)
+        try:
+            self._load(model_dir, prepared.path, threads)
+        except Exception:
+            if not prepared.slim:
+                raise
+            discard(prepared)  # made again at the next start
+            prepared = Prepared(model_dir / REC_MODEL, "full model: onnxruntime refused the "
+                                f"cut one ({prepared.path.name})", False)
+            self._load(model_dir, prepared.path, threads)
+        self.model = prepared
+        self.model_paths = (*paths[:-1], prepared.path)
+
+    def _load(self, model_dir: Path, rec_path: Path, threads: int) -> None:
+        if not self.detector:
+            self._own = OnnxRecogniser(rec_path, threads)
             self._own([np.full((48, 160, 3), 255, np.uint8)])  # its first run, not a car's
             return
         from rapidocr import RapidOCR
@@ -157,7 +174,7 @@ class RapidEngine:
             "Global.log_level": "error",
             "Global.model_root_dir": str(model_dir),
             "Det.model_path": str(model_dir / DET_MODEL),  # loaded only if detector
-            "Rec.model_path": str(model_dir / REC_MODEL),
+            "Rec.model_path": str(rec_path),
             "Rec.rec_batch_num": 1,  # one crop at a time: see the module's docstring
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
@@ -170,7 +187,7 @@ class RapidEngine:
         if det is None or rec is None:
             raise ModelMissing("rapidocr did not load its models at start-up")
         if not rec.session.have_key():
-            raise ModelMissing(f"{model_dir / REC_MODEL} carries no character list (rapidocr "
+            raise ModelMissing(f"{rec_path} carries no character list (rapidocr "
                                "would download one)")
         self._rec: Any = rec
 

@@ -35,6 +35,7 @@ from gateway.plates.engine import Engine, RapidEngine, packaged_model_dir
 from gateway.plates.formats import PlateFormat, compile_formats, parse_plate, repaired_confidence
 from gateway.plates.localise import propose
 from gateway.plates.roi import Roi
+from gateway.plates.slim_model import Prepared
 from gateway.plates.vote import vote
 
 if TYPE_CHECKING:
@@ -91,10 +92,12 @@ def prepare(frame: object) -> tuple[np.ndarray | None, str]:
 
 
 class PlateReader:
-    def __init__(self, settings: PlateSettings, *, model_dir: Path | None = None) -> None:
+    def __init__(self, settings: PlateSettings, *, model_dir: Path | None = None,
+                 cache_dir: Path | None = None) -> None:
         self.settings = settings
         self.formats: tuple[PlateFormat, ...] = compile_formats(settings.formats)
         self.model_dir = model_dir or packaged_model_dir()
+        self.cache_dir = cache_dir  # where the recogniser cut to plate characters is kept
         self.fault = ""
         self.load_s = 0.0
         self._engine: Engine | None = None
@@ -105,7 +108,15 @@ class PlateReader:
     def _load_engine(self) -> Engine:
         """The engine, built in the worker thread (tests override it)."""
         return RapidEngine(self.model_dir, self.settings.threads,
-                           detector=self.settings.localisation == "ocr")
+                           detector=self.settings.localisation == "ocr",
+                           cache_dir=self.cache_dir)
+
+    @property
+    def model(self) -> Prepared | None:
+        """Which recogniser was loaded and why (None before loading, or for an engine a
+        test hands over)."""
+        model = getattr(self._engine, "model", None)
+        return model if isinstance(model, Prepared) else None
 
     @property
     def ready(self) -> bool:

@@ -278,10 +278,16 @@ class OfflineQueue(Reply, kw_only=True):
     advice: str | UnsetType = UNSET
 
 
+class PlateModelStatus(Reply, kw_only=True):
+    slim: bool  # the recogniser cut to plate characters (gateway/plates/slim_model.py)
+    note: str  # which model was loaded and why, e.g. why the full one
+
+
 class PlateReaderStatus(Reply, kw_only=True):
     ready: bool
     fault: str | None
     load_s: float
+    model: PlateModelStatus | None = None  # None until the model is loaded
 
 
 class PermitCounts(Reply, kw_only=True):

@@ -128,6 +128,9 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
         http, url, lambda s: online(s) and bool(s["plate_reader"]["ready"])), 20)
     assert status["sim_backup"]["mode"] == "ok"
     assert not [p for p in status["problems"] if "private broker" in p]
+    # the demo's first start cut the recogniser to plate characters, in its data directory
+    model = status["plate_reader"]["model"]
+    assert model["slim"] and "made now" in model["note"], model
     after = max((e["seq"] for e in await get(http, f"{url}/api/events?limit=1000")), default=0)
     # step 2: the gate reads the plate from the camera's frames, central decides
     await _post(http, f"{url}/api/sim/lanes/entry-1/vehicles", {"plate": FIRST}, 202)

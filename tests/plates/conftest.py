@@ -1,8 +1,10 @@
-"""The plate tests' model: loaded once per session, shared by the readers the tests build."""
+"""The plate tests' model: loaded once per session, shared by the readers the tests build.
+It is the recogniser cut to plate characters, as the gate runs it (slim_model.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +16,16 @@ ALL_FORMATS = ["TR", "DE", "NL", "GB", "FR"]
 
 
 @pytest.fixture(scope="session")
-def engine() -> Engine:
-    return RapidEngine(packaged_model_dir(), threads=2, detector=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory's ``models``, shared by the session's tests (cut once)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def engine(model_cache: Path) -> Engine:
+    made = RapidEngine(packaged_model_dir(), threads=2, detector=True, cache_dir=model_cache)
+    assert made.model.slim, made.model.note
+    return made
 
 
 class SharedEngineReader(PlateReader):

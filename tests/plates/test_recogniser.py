@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,8 +24,9 @@ def crops() -> list[np.ndarray]:
     return out
 
 
-def test_it_reads_every_crop_as_rapidocr_does(engine: Engine) -> None:
-    own = RapidEngine(packaged_model_dir(), threads=2, detector=False)
+def test_it_reads_every_crop_as_rapidocr_does(engine: Engine, model_cache: Path) -> None:
+    # the same (cut) model through both: the fixture is rapidocr's pipeline
+    own = RapidEngine(packaged_model_dir(), threads=2, detector=False, cache_dir=model_cache)
     found = crops()
     assert len(found) >= 10
     got, want = own.recognise(found), engine.recognise(found)  # the fixture: rapidocr's

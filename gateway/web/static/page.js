@@ -350,7 +350,8 @@
       ob.dropped ? `${ob.dropped} dropped (the outbox was full)` : ""));
     const pr = s.plate_reader;
     if (pr) items.push(svcItem("Plate reader", pr.fault ? "bad" : pr.ready ? "ok" : "warn",
-      pr.fault ? "not working" : pr.ready ? "ready" : "loading", pr.fault || "",
+      pr.fault ? "not working" : pr.ready ? "ready" : "loading",
+      pr.fault || (pr.model && !pr.model.slim ? `${pr.model.note} (uses more memory)` : ""),
       pr.fault ? "The gate sends images to the services instead; check the log." : ""));
     const pm = s.permits;
     if (pm) items.push(svcItem("Permit list", pm.last_error ? "warn" : "ok",
