@@ -79,6 +79,20 @@ def make_vehicles(seed: int = 2026, vehicles: int = 12, burst: int = 3,
             yield Vehicle(normalised(printed) or None, printed, condition, fmt, font, frames)
 
 
+def plate_crops(seed: int, vehicles: int) -> list[np.ndarray]:
+    """The boxes contour localisation proposes in the first frame of each vehicle's burst:
+    what the recogniser is given at the gate."""
+    from gateway.plates.localise import propose
+    from gateway.plates.reader import prepare
+
+    out = []
+    for v in make_vehicles(seed=seed, vehicles=vehicles, burst=1):
+        image, _ = prepare(v.frames[0])
+        if image is not None:
+            out += propose(image)
+    return out
+
+
 def write(out: Path, vehicles: Iterator[Vehicle]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     labels = []

@@ -10,18 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from gateway.plates.engine import Engine, OnnxRecogniser, RapidEngine, packaged_model_dir
-from gateway.plates.localise import propose
-from gateway.plates.reader import prepare
-from tests.plates.make_scenes import make_vehicles
+from tests.plates.make_scenes import plate_crops
 
 
 def crops() -> list[np.ndarray]:
-    out = []
-    for v in make_vehicles(seed=11, vehicles=2, burst=1):
-        image, _ = prepare(v.frames[0])
-        if image is not None:
-            out += propose(image)
-    return out
+    return plate_crops(seed=11, vehicles=2)
 
 
 def test_it_reads_every_crop_as_rapidocr_does(engine: Engine, model_cache: Path) -> None:

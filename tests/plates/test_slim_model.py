@@ -12,10 +12,8 @@ import onnx
 import pytest
 
 from gateway.plates.engine import REC_MODEL, OnnxRecogniser, RapidEngine, packaged_model_dir
-from gateway.plates.localise import propose
-from gateway.plates.reader import prepare as prepare_frame
 from gateway.plates.slim_model import SlimError, kept_classes, prepare, verify
-from tests.plates.make_scenes import make_vehicles
+from tests.plates.make_scenes import plate_crops
 
 SOURCE = packaged_model_dir() / REC_MODEL
 
@@ -40,19 +38,10 @@ def test_the_cut_keeps_every_plate_character_and_no_ideograph(model_cache: Path)
     assert made.path.stat().st_size < SOURCE.stat().st_size * 0.65
 
 
-def crops() -> list[np.ndarray]:
-    out = []
-    for v in make_vehicles(seed=5, vehicles=3, burst=1):
-        image, _ = prepare_frame(v.frames[0])
-        if image is not None:
-            out += propose(image)
-    return out
-
-
 def test_it_reads_every_crop_as_the_full_model_does(model_cache: Path) -> None:
     full = OnnxRecogniser(SOURCE, threads=2)
     cut = OnnxRecogniser(prepare(SOURCE, model_cache).path, threads=2)
-    found = crops()
+    found = plate_crops(seed=5, vehicles=3)
     assert len(found) >= 15
     want, got = full(found), cut(found)
     assert [t for t, _ in got] == [t for t, _ in want]
