@@ -1,7 +1,9 @@
 """One MQTT v5 connection driven from the asyncio loop (no paho background thread): paho's
 socket callbacks register the socket with the loop, ``loop_read``/``loop_write``/
 ``loop_misc`` run on it. We track acknowledgements by message id. The blocking TCP connect
-runs in a worker thread so an unreachable broker never stalls the gate.
+runs in a worker thread so an unreachable broker never stalls the gate. The client is paho's
+with its reads, PUBACK decoding and writes done in bulk (gateway/telemetry/pahoclient.py);
+the publishes a burst of PUBACKs lets out are written in the same turn of the loop.
 
 We own the reconnects, and each attempt is its own paho client (clean start, no session):
 a callback, a socket or a misc tick of an attempt that is over cannot touch the next one,
@@ -57,6 +59,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.core.backoff import BackoffSchedule
 from gateway.sim.planted import planted
+from gateway.telemetry.pahoclient import Client
 
 log = logging.getLogger(__name__)
 MessageHandler = Callable[[paho.MQTTMessage], None]
@@ -152,9 +155,9 @@ class MqttConnection:
     def last_error(self, value: str) -> None:
         self._link_error = value
 
-    def _make_client(self) -> paho.Client:
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.o.client_id,
-                        protocol=paho.MQTTv5)
+    def _make_client(self) -> Client:
+        c = Client(CallbackAPIVersion.VERSION2, client_id=self.o.client_id,
+                   protocol=paho.MQTTv5)
         c.connect_timeout = self.o.connect_timeout_s
         c.max_queued_messages_set(0)  # paho never drops a publish (the outbox tracks acks)
         if self.o.username:
@@ -303,19 +306,29 @@ class MqttConnection:
         # attempt's) before the loop runs what is called from the connect's thread
         self._call(self._add_reader, client, sock.fileno())
 
-    def _add_reader(self, client: paho.Client, fd: int) -> None:
+    def _add_reader(self, client: Client, fd: int) -> None:
         assert self._loop is not None
         if not self._current(client):
             return  # retired meanwhile: its socket is closed
         self._fds.add(fd)
         self._loop.add_reader(fd, self._read, client)
 
-    def _read(self, client: paho.Client) -> None:
+    def _read(self, client: Client) -> None:
         if not self._current(client):
             return
         rc = client.loop_read()
         if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_NO_CONN):
             self._lose(f"read failed: {paho.error_string(rc)}")
+            return
+        if client.want_write():
+            # what the acknowledgements let out (paho sends the publishes it held back for
+            # the broker's Receive Maximum): now, not on the loop's next turn
+            self._write(client)
+        if client.buffered() and self._current(client):
+            # read from the socket, not yet by paho (it takes a bounded number of packets
+            # per call): the socket's readiness no longer says so
+            assert self._loop is not None
+            self._loop.call_soon(self._read, client)
 
     def _write(self, client: paho.Client) -> None:
         if self._current(client):

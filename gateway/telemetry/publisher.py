@@ -254,10 +254,14 @@ class TelemetryPublisher:
                     room -= 1
                 if exhausted and self._wake.is_set():
                     exhausted = False  # something new was committed
-                if reading is None and not exhausted and len(ahead) < max(1, window // 2):
+                # read ahead by two windows, refilled when one is left: a read waits on the
+                # store's thread behind the removal committing (an fsync), and the events
+                # read must not run out before it is answered
+                depth = 1 if self.refusing is not None else 2 * window
+                if reading is None and not exhausted and len(ahead) < max(1, depth // 2):
                     self._wake.clear()  # what is committed from now on: this read or the next
                     reading = asyncio.ensure_future(self.store.read(partial(
-                        events.outbox_payloads, after_seq=cursor, limit=window - len(ahead))))
+                        events.outbox_payloads, after_seq=cursor, limit=depth - len(ahead))))
                 waits: set[asyncio.Future[Any]] = set(removal)
                 if reading is not None:
                     waits.add(reading)

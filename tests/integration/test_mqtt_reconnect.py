@@ -3,10 +3,10 @@ after a broker restart the link connects once and stays up (no flapping); reconn
 are jittered and capped at the configured maximum, a refused TCP connect (the broker's port
 closed while it restarts) at a short cap, so the link is back soon after the port reopens;
 the failure count resets only on a CONNACK (a peer that accepts TCP and never answers keeps
-the link backing off to the full cap); no more QoS 1 publishes are unacknowledged than the
-broker's Receive Maximum; and after an
-outage every outbox event reaches a subscriber once per delivery attempt of the outbox, with
-no extra copy from paho's own re-send of unacknowledged QoS 1 messages."""
+the link backing off to the full cap); packets that arrive together are all handled at
+once; no more QoS 1 publishes are unacknowledged than the broker's Receive Maximum; and
+after an outage every outbox event reaches a subscriber once per delivery attempt of the
+outbox, with no extra copy from paho's own re-send of unacknowledged QoS 1 messages."""
 
 from __future__ import annotations
 
@@ -60,9 +60,29 @@ class LinkCounter:
         self._task.cancel()
 
 
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet: its first byte and its body."""
+    head = (await reader.readexactly(1))[0]
+    size = shift = 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return head, await reader.readexactly(size)
+
+
+def publish_packet(topic: bytes, payload: bytes) -> bytes:
+    """A v5 QoS 0 PUBLISH, no properties (short: one length byte)."""
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00" + payload
+    return bytes([0x30, len(body)]) + body
+
+
 class Peer:
     """A TCP server on 127.0.0.1 that records when each connection arrives and then either
-    closes it at once (``close``) or reads and never answers (no CONNACK)."""
+    closes it at once (``close``), reads and never answers (no CONNACK), or (``burst``)
+    accepts the connection, answers the first SUBSCRIBE with its SUBACK and two messages on
+    ``t`` in one write, and then says nothing more."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -79,6 +99,14 @@ class Peer:
         try:
             if self.mode == "close":
                 return
+            if self.mode == "burst":
+                await read_packet(reader)  # CONNECT
+                writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties
+                kind, body = await read_packet(reader)
+                assert kind == 0x82, kind  # SUBSCRIBE: its message id, then the rest
+                suback = body[:2] + b"\x00\x01"  # no properties, QoS 1 granted
+                writer.write(bytes([0x90, len(suback)]) + suback + publish_packet(b"t", b"m1")
+                             + publish_packet(b"t", b"m2"))
             while await reader.read(4096):
                 pass
         finally:
@@ -334,6 +362,31 @@ async def test_a_peer_that_accepts_and_never_answers_backs_off_to_the_full_cap(t
     finally:
         await gate.stop()
         await peer.stop()
+
+
+async def test_packets_that_arrive_together_are_all_handled():
+    """The link reads what the socket holds at once, and paho takes a bounded number of
+    packets from it per call (one, with nothing in flight): the rest is handled at once,
+    not when more data arrives (here none ever does)."""
+    peer = Peer("burst")
+    await peer.start()
+    conn = MqttConnection(MqttOptions("127.0.0.1", peer.port, client_id="gate"))
+    got: list[bytes] = []
+    both = asyncio.Event()
+
+    def handler(msg: paho.MQTTMessage) -> None:
+        got.append(bytes(msg.payload))
+        if len(got) == 2:
+            both.set()
+
+    conn.subscribe("t", handler)
+    conn.start()
+    try:
+        await asyncio.wait_for(both.wait(), 5)
+    finally:
+        await conn.stop()
+        await peer.stop()
+    assert got == [b"m1", b"m2"]
 
 
 async def test_no_more_events_unacknowledged_than_the_broker_takes(tmp_path):
