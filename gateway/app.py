@@ -392,8 +392,9 @@ class Gateway:
             log.error("%s; lanes go on without local readings", self.reader.fault)
         else:
             model = self.reader.model
-            log.info("plate reader ready (model loaded in %.2f s; %s)", self.reader.load_s,
-                     model.note if model else "model given by the caller")
+            log.log(logging.INFO if model is None or model.slim else logging.WARNING,
+                    "plate reader ready (model loaded in %.2f s; %s)", self.reader.load_s,
+                    model.note if model else "model given by the caller")
 
     async def _recover(self) -> None:
         outcomes = await self.runner.recover()

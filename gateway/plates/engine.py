@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,23 +141,25 @@ class RapidEngine:
     recogniser alone on onnxruntime, or with ``detector`` rapidocr's whole pipeline."""
 
     def __init__(self, model_dir: Path, threads: int, *, detector: bool = True,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, stop: threading.Event | None = None) -> None:
         paths = [model_dir / DET_MODEL, model_dir / REC_MODEL] if detector else [
             model_dir / REC_MODEL]
         _check(paths)
         self.detector = detector
         self._own: OnnxRecogniser | None = None
         # the recogniser cut to plate characters (slim_model.py), else the shipped one
-        prepared = prepare(model_dir / REC_MODEL, cache_dir)
+        prepared = prepare(model_dir / REC_MODEL, cache_dir, stop=stop)
         try:
             self._load(model_dir, prepared.path, threads)
-        except Exception:
+        except Exception as exc:
             if not prepared.slim:
                 raise
-            discard(prepared)  # made again at the next start
-            prepared = Prepared(model_dir / REC_MODEL, "full model: onnxruntime refused the "
-                                f"cut one ({prepared.path.name})", False)
-            self._load(model_dir, prepared.path, threads)
+            cut = prepared
+            prepared = Prepared(model_dir / REC_MODEL, f"full model: the cut one "
+                                f"({cut.path.name}) did not load: {type(exc).__name__}: "
+                                f"{str(exc)[:200]}", False)
+            self._load(model_dir, prepared.path, threads)  # raises if the full one fails too
+            discard(cut)  # only now: the full one loads, so the cut was at fault
         self.model = prepared
         self.model_paths = (*paths[:-1], prepared.path)
 

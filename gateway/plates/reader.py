@@ -98,6 +98,7 @@ class PlateReader:
         self.formats: tuple[PlateFormat, ...] = compile_formats(settings.formats)
         self.model_dir = model_dir or packaged_model_dir()
         self.cache_dir = cache_dir  # where the recogniser cut to plate characters is kept
+        self._closing = threading.Event()  # ends a first start's cut (slim_model.prepare)
         self.fault = ""
         self.load_s = 0.0
         self._engine: Engine | None = None
@@ -109,7 +110,7 @@ class PlateReader:
         """The engine, built in the worker thread (tests override it)."""
         return RapidEngine(self.model_dir, self.settings.threads,
                            detector=self.settings.localisation == "ocr",
-                           cache_dir=self.cache_dir)
+                           cache_dir=self.cache_dir, stop=self._closing)
 
     @property
     def model(self) -> Prepared | None:
@@ -230,6 +231,7 @@ class PlateReader:
 
     def close(self) -> None:
         """Stop the worker; a read still running is abandoned (its thread ends with it)."""
+        self._closing.set()
         for cancel in list(self._cancels):
             cancel.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

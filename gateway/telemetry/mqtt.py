@@ -316,19 +316,22 @@ class MqttConnection:
     def _read(self, client: Client) -> None:
         if not self._current(client):
             return
-        rc = client.loop_read()
-        if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_NO_CONN):
-            self._lose(f"read failed: {paho.error_string(rc)}")
-            return
-        if client.want_write():
-            # what the acknowledgements let out (paho sends the publishes it held back for
-            # the broker's Receive Maximum): now, not on the loop's next turn
-            self._write(client)
-        if client.buffered() and self._current(client):
-            # read from the socket, not yet by paho (it takes a bounded number of packets
-            # per call): the socket's readiness no longer says so
-            assert self._loop is not None
-            self._loop.call_soon(self._read, client)
+        try:
+            rc = client.loop_read()
+            if rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_NO_CONN):
+                self._lose(f"read failed: {paho.error_string(rc)}")
+                return
+            if client.want_write():
+                # what the acknowledgements let out (paho sends the publishes it held back
+                # for the broker's Receive Maximum): now, not on the loop's next turn
+                self._write(client)
+        finally:
+            if client.buffered() and self._current(client):
+                # read from the socket, not yet by paho (it takes a bounded number of
+                # packets per call): the socket's readiness no longer says so. Also after a
+                # callback raised: those bytes are in no socket to wake the reader again
+                assert self._loop is not None
+                self._loop.call_soon(self._read, client)
 
     def _write(self, client: paho.Client) -> None:
         if self._current(client):
