@@ -73,6 +73,10 @@ class _Run:
     results: dict[str, Json] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     batch: list[Op] = field(default_factory=list)
+    # the batch's events and step records, each written by one op of the batch (at the
+    # place of the first), in one statement or two, not one or two each
+    events: list[Json] | None = None
+    steps: list[StepWrite] | None = None
     durable_started: set[int] = field(default_factory=set)
     exists: bool = False
     # Entering compensation is committed before the first compensation runs: a crash must
@@ -379,9 +383,11 @@ class SagaRunner:
                                    now=now)
             w = self._write(run, i, step, "succeeded", key, started_at, t0, result=result,
                             source="local")
-            saga_log.write_step(conn, w)
             if announce and nxt is not None:
-                self._started(run, i + 1, nxt, f"{run.saga_id}:{nxt.name}", now)(conn)
+                saga_log.write_steps(conn, [w, self._started_write(
+                    run, i + 1, nxt, f"{run.saga_id}:{nxt.name}", now)])
+            else:
+                saga_log.write_step(conn, w)
             return result
 
         try:
@@ -591,12 +597,20 @@ class SagaRunner:
     def _log_step(self, run: _Run, i: int, step: StepSpec, status: str, key: str,
                   started_at: str, t0: float, **kw: Any) -> None:
         w = self._write(run, i, step, status, key, started_at, t0, **kw)
-        run.batch.append(lambda conn: saga_log.write_step(conn, w))
+        if run.steps is None:
+            steps = run.steps = []
+            run.batch.append(lambda conn: saga_log.write_steps(conn, steps))
+        run.steps.append(w)
 
     def _started(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str) -> Op:
-        w = StepWrite(run.saga_id, i, "forward", step.name, "started", service=step.service,
-                      idempotency_key=key, started_at=started_at)
+        w = self._started_write(run, i, step, key, started_at)
         return lambda conn: saga_log.write_step(conn, w)
+
+    @staticmethod
+    def _started_write(run: _Run, i: int, step: StepSpec, key: str,
+                       started_at: str) -> StepWrite:
+        return StepWrite(run.saga_id, i, "forward", step.name, "started", service=step.service,
+                         idempotency_key=key, started_at=started_at)
 
     def _scope(self, run: _Run, step_index: int | None = None) -> CallScope:
         deadline_at = None
@@ -616,9 +630,11 @@ class SagaRunner:
         ts = iso(self.clock.wall())
         synced = self.clock.wall_synced()
         lane = str(run.ctx.get("lane_id", "")) or None
-        run.batch.append(lambda conn: events.append(
-            conn, gate_id=self.gate_id, type=type_, ts=ts, data=data, lane_id=lane,
-            wall_synced=synced))
+        if run.events is None:
+            rows = run.events = []
+            run.batch.append(lambda conn: events.append_many(conn, rows))
+        run.events.append({"gate_id": self.gate_id, "type": type_, "ts": ts, "data": data,
+                           "lane_id": lane, "wall_synced": synced})
 
     def _step_event(self, run: _Run, step: StepSpec, result: Json | None,
                     error: str | None) -> None:
@@ -664,6 +680,7 @@ class SagaRunner:
             log.warning("saga %s: log written after %d failed attempt(s)", run.saga_id,
                         failures)
         run.batch.clear()
+        run.events = run.steps = None
         run.exists = True
         self.on_boundary(f"after commit {label}")
         return result

@@ -19,7 +19,11 @@ Retention (``prune``, hourly; so an SD card never fills) only ever deletes a pre
   the event's age). Such an event, and everything after it, waits for the overflow. No age
   cut at all while the gateway's own clock is not synchronised (``oldest_ts_kept=None``).
 
-``seq`` is ``AUTOINCREMENT``: never reused, even when every event has been pruned.
+``seq`` is never reused, even when every event has been pruned: an event takes the seq
+after both the table's newest and the high-water mark ``prune`` keeps in ``counters``
+(``events.last_seq``, written only by a pruning that deletes, so no page more in a saga's
+commits; schema migration 10, which replaced ``AUTOINCREMENT`` and its sqlite_sequence
+page in every commit).
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ def read_counter(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-# Event ids: unique (a random prefix drawn once per process, drawn again in a forked
-# child, then a counter) and in insert order within a process, so the UNIQUE index on
-# event_id grows at its right edge (one page per commit) instead of taking each id at a
-# random leaf, as random UUIDs did. Formatted as an RFC 9562 version 8 (custom) UUID.
+# Event ids: unique by construction (a random 64-bit prefix drawn once per process, drawn
+# again in a forked child, then a counter), so no index has to check them (schema
+# migration 10 dropped the UNIQUE one: nothing looks an event up by its id), and in insert
+# order within a process. Formatted as an RFC 9562 version 8 (custom) UUID.
 _id_prefix = 0
 _id_counter = itertools.count()
 
@@ -73,6 +77,24 @@ def new_event_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+LAST_SEQ = "events.last_seq"  # the counter: the highest seq pruned, so never taken again
+# the next seq: after the table's last row and after the counter (two seeks in pages every
+# commit reads anyway; the counter is ahead of the table only once its newest events are
+# gone: all pruned, or a database migrated from AUTOINCREMENT whose newest was deleted)
+NEXT_SEQ = (f"max(coalesce((SELECT max(seq) FROM events), 0), "
+            f"coalesce((SELECT value FROM counters WHERE name = '{LAST_SEQ}'), 0)) + 1")
+
+
+def _saga_id(data: dict[str, Any]) -> str | None:
+    saga_id = data.get("saga_id")
+    return saga_id if isinstance(saga_id, str) else None
+
+
+def saga_key(saga_id: str | None) -> str | None:
+    """What events_by_saga indexes of a saga id: its last 8 characters (``substr(id, -8)``)."""
+    return None if saga_id is None else saga_id[-8:]
+
+
 def append(
     conn: sqlite3.Connection,
     *,
@@ -86,15 +108,56 @@ def append(
     """Append an event and queue it for telemetry; returns its envelope."""
     event_id = new_event_id()
     body = data or {}
+    saga_id = _saga_id(body)
     cur = conn.execute(
-        "INSERT INTO events(event_id, gate_id, type, ts, wall_synced, lane_id, data) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (event_id, gate_id, type, ts, int(wall_synced), lane_id, dumps(body)),
+        f"INSERT INTO events(seq, event_id, gate_id, type, ts, wall_synced, lane_id, saga_id, "
+        f"saga_key, data) VALUES ({NEXT_SEQ},?,?,?,?,?,?,?,?,?)",
+        (event_id, gate_id, type, ts, int(wall_synced), lane_id, saga_id,
+         saga_key(saga_id), dumps(body)),
     )
     seq = int(cur.lastrowid or 0)
     conn.execute("INSERT INTO outbox(seq) VALUES (?)", (seq,))
     return {"seq": seq, "event_id": event_id, "gate_id": gate_id, "type": type, "ts": ts,
             "lane_id": lane_id, "wall_synced": wall_synced, "data": body}
+
+
+_CHUNK = 200  # rows a statement at most (9 parameters each, far below SQLite's limit)
+
+
+def append_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append several events (each the keyword arguments of ``append``), in order, and
+    queue them for telemetry, in two statements whatever their number (a saga's commit
+    carries a few); their envelopes."""
+    if len(rows) > _CHUNK:
+        return [e for i in range(0, len(rows), _CHUNK)
+                for e in append_many(conn, rows[i:i + _CHUNK])]
+    if not rows:
+        return []
+    params: list[Any] = []
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        body = r.get("data") or {}
+        saga_id = _saga_id(body)
+        lane_id, synced = r.get("lane_id"), bool(r.get("wall_synced", False))
+        event_id = new_event_id()
+        params += [event_id, r["gate_id"], r["type"], r["ts"], int(synced), lane_id, saga_id,
+                   saga_key(saga_id), dumps(body)]
+        out.append({"seq": 0, "event_id": event_id, "gate_id": r["gate_id"],
+                    "type": r["type"], "ts": r["ts"], "lane_id": lane_id,
+                    "wall_synced": synced, "data": body})
+    # the first row takes NEXT_SEQ, the others the rowid after it: consecutive seqs, as
+    # the writer is alone in its transaction
+    values = ",".join([f"({NEXT_SEQ},?,?,?,?,?,?,?,?,?)"]
+                      + ["(NULL,?,?,?,?,?,?,?,?,?)"] * (len(rows) - 1))
+    cur = conn.execute(
+        "INSERT INTO events(seq, event_id, gate_id, type, ts, wall_synced, lane_id, saga_id, "
+        f"saga_key, data) VALUES {values}", params)
+    last = int(cur.lastrowid or 0)
+    seqs = list(range(last - len(rows) + 1, last + 1))
+    conn.execute("INSERT INTO outbox(seq) VALUES " + ",".join(["(?)"] * len(seqs)), seqs)
+    for envelope, seq in zip(out, seqs, strict=True):
+        envelope["seq"] = seq
+    return out
 
 
 def _envelope(r: sqlite3.Row) -> dict[str, Any]:
@@ -123,18 +186,22 @@ def recent_for_saga(conn: sqlite3.Connection, type_: str, saga_id: str,
     (Recovery's question about a saga a stop left in flight: recent by nature; the window
     bounds the walk, newest first by ``seq``.)"""
     row = conn.execute(
-        "SELECT 1 FROM (SELECT type, data FROM events ORDER BY seq DESC LIMIT ?) "
-        "WHERE type=? AND json_extract(data, '$.saga_id')=? LIMIT 1",
-        (window, type_, saga_id)).fetchone()
+        f"SELECT 1 FROM events {_BY_SAGA} AND type = ? "
+        "AND seq > (SELECT coalesce(max(seq), 0) FROM events) - ? LIMIT 1",
+        (saga_key(saga_id), saga_id, type_, window)).fetchone()
     return row is not None
+
+
+# the events of a saga: the range of its id's tail (saga_key) in events_by_saga, in seq
+# order, then the whole id (another saga's whose id ends the same is not one of them)
+_BY_SAGA = "INDEXED BY events_by_saga WHERE saga_key = ? AND saga_id = ?"
 
 
 def for_saga(conn: sqlite3.Connection, saga_id: str, limit: int = 200) -> list[dict[str, Any]]:
     """The events of one saga, oldest first (index events_by_saga)."""
     return [_envelope(r) for r in conn.execute(
-        "SELECT * FROM events WHERE json_extract(data, '$.saga_id') = ? "
-        "AND json_extract(data, '$.saga_id') IS NOT NULL ORDER BY seq LIMIT ?",
-        (saga_id, limit))]
+        f"SELECT * FROM events {_BY_SAGA} ORDER BY seq LIMIT ?",
+        (saga_key(saga_id), saga_id, limit))]
 
 
 def outbox_pending(conn: sqlite3.Connection) -> int:
@@ -151,6 +218,15 @@ def prune(conn: sqlite3.Connection, *, max_rows: int, oldest_ts_kept: str | None
     if deleted:
         bump_counter(conn, "events_pruned", deleted)
     return deleted
+
+
+def _keep_high_water(conn: sqlite3.Connection) -> None:
+    """Before a pruning deletes: the highest seq there is, so that it is never taken again
+    even if no event is left (``NEXT_SEQ``)."""
+    conn.execute(
+        "INSERT INTO counters(name, value) SELECT ?, seq FROM events WHERE true "
+        "ORDER BY seq DESC LIMIT 1 "
+        "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)", (LAST_SEQ,))
 
 
 def _drop_overflow(conn: sqlite3.Connection, max_rows: int) -> int:
@@ -170,6 +246,7 @@ def _drop_overflow(conn: sqlite3.Connection, max_rows: int) -> int:
     unsent = int(conn.execute("SELECT count(*) FROM outbox WHERE seq <= ?", (upto,)).fetchone()[0])
     if unsent:
         bump_counter(conn, "outbox_dropped", unsent)
+    _keep_high_water(conn)
     conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
     return int(conn.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount)
 
@@ -192,6 +269,8 @@ def _prune_published_by_age(conn: sqlite3.Connection, oldest_ts_kept: str) -> in
         "ORDER BY seq LIMIT 1", (bound, oldest_ts_kept)
     ).fetchone()
     upto = int(stop[0]) if stop is not None else bound  # exclusive
+    if stop is None:
+        _keep_high_water(conn)  # may delete them all
     return int(conn.execute("DELETE FROM events WHERE seq < ?", (upto,)).rowcount)
 
 

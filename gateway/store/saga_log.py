@@ -44,23 +44,40 @@ def create(conn: sqlite3.Connection, *, saga_id: str, kind: str, gate_id: str, l
     )
 
 
+_STEP_INSERT = (
+    "INSERT INTO saga_steps(saga_id, step_index, phase, name, status, attempts, service, "
+    "source, idempotency_key, outcome_unknown, started_at, finished_at, duration_ms, result, "
+    "error, attempt_log) VALUES ")
+_STEP_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_STEP_UPSERT = (
+    " ON CONFLICT(saga_id, step_index, phase) DO UPDATE SET status=excluded.status, "
+    "attempts=excluded.attempts, service=excluded.service, source=excluded.source, "
+    "idempotency_key=coalesce(excluded.idempotency_key, idempotency_key), "
+    "outcome_unknown=excluded.outcome_unknown, "
+    "started_at=coalesce(started_at, excluded.started_at), finished_at=excluded.finished_at, "
+    "duration_ms=excluded.duration_ms, result=excluded.result, error=excluded.error, "
+    "attempt_log=excluded.attempt_log")
+_STEPS_CHUNK = 100  # rows a statement at most (16 parameters each)
+
+
+def _step_params(w: StepWrite) -> tuple[Any, ...]:
+    return (w.saga_id, w.index, w.phase, w.name, w.status, w.attempts, w.service, w.source,
+            w.idempotency_key, int(w.outcome_unknown), w.started_at, w.finished_at,
+            w.duration_ms, None if w.result is None else dumps(w.result), w.error,
+            dumps(w.attempt_log))
+
+
 def write_step(conn: sqlite3.Connection, w: StepWrite) -> None:
-    conn.execute(
-        "INSERT INTO saga_steps(saga_id, step_index, phase, name, status, attempts, service, "
-        "source, idempotency_key, outcome_unknown, started_at, finished_at, duration_ms, result, "
-        "error, attempt_log) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT(saga_id, step_index, phase) DO UPDATE SET status=excluded.status, "
-        "attempts=excluded.attempts, service=excluded.service, source=excluded.source, "
-        "idempotency_key=coalesce(excluded.idempotency_key, idempotency_key), "
-        "outcome_unknown=excluded.outcome_unknown, "
-        "started_at=coalesce(started_at, excluded.started_at), finished_at=excluded.finished_at, "
-        "duration_ms=excluded.duration_ms, result=excluded.result, error=excluded.error, "
-        "attempt_log=excluded.attempt_log",
-        (w.saga_id, w.index, w.phase, w.name, w.status, w.attempts, w.service, w.source,
-         w.idempotency_key, int(w.outcome_unknown), w.started_at, w.finished_at, w.duration_ms,
-         None if w.result is None else dumps(w.result),
-         w.error, dumps(w.attempt_log)),
-    )
+    conn.execute(_STEP_INSERT + _STEP_ROW + _STEP_UPSERT, _step_params(w))
+
+
+def write_steps(conn: sqlite3.Connection, writes: list[StepWrite]) -> None:
+    """Several step records in one statement, in order: the same as ``write_step`` for
+    each (a later record of the same step updates the earlier one, as an upsert does)."""
+    for i in range(0, len(writes), _STEPS_CHUNK):
+        chunk = writes[i:i + _STEPS_CHUNK]
+        conn.execute(_STEP_INSERT + ",".join([_STEP_ROW] * len(chunk)) + _STEP_UPSERT,
+                     [p for w in chunk for p in _step_params(w)])
 
 
 def set_status(conn: sqlite3.Connection, saga_id: str, status: str, reason: str, now: str,
@@ -149,9 +166,22 @@ def list_sagas(conn: sqlite3.Connection, status: str | None = None,
 STATUS_COUNTER = "sagas.status."
 
 
+IN_FLIGHT = ("running", "compensating")
+
+
 def status_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Sagas by status, from the counters the schema's triggers keep (no count of the
-    table); statuses with none are left out."""
-    return {r[0][len(STATUS_COUNTER):]: int(r[1]) for r in conn.execute(
+    """Sagas by status: the terminal ones from the counters the schema's triggers keep (no
+    count of the table), the few in flight counted on their range of sagas_by_status
+    (schema migration 10: a saga's start and end no longer write the counters page
+    twice); statuses with none are left out."""
+    counts = {r[0][len(STATUS_COUNTER):]: int(r[1]) for r in conn.execute(
         "SELECT name, value FROM counters WHERE name >= ? AND name < ? AND value > 0",
         (STATUS_COUNTER, STATUS_COUNTER[:-1] + chr(ord(".") + 1)))}
+    for status in IN_FLIGHT:
+        n = int(conn.execute("SELECT count(*) FROM sagas WHERE status = ?",
+                             (status,)).fetchone()[0])
+        if n:
+            counts[status] = n
+        else:
+            counts.pop(status, None)
+    return counts

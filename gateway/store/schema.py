@@ -267,6 +267,115 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sessions_exited_by_time ON vehicle_sessions(exited_at)
         WHERE status = 'exited';
     """,
+    # 10: a saga's commits write fewer pages (issue 13). The events table is rebuilt:
+    # - the saga id is a column of its own (taken from the data of the rows there are),
+    #   and its last 8 characters (random in a UUID) another, indexed: a third of the whole
+    #   id's entry, so fewer leaves split in a commit; a lookup checks the whole id. (An
+    #   index on substr() of the id would not do: SQLite 3.40 uses no partial index on an
+    #   expression for an equality with it.) This replaces an index on an expression over
+    #   the JSON, entries as long as the whole id;
+    # - no UNIQUE index on event_id: nothing looks an event up by its id, and the ids are
+    #   unique by construction (a random 64-bit prefix per process, then a counter);
+    # - no AUTOINCREMENT (its sqlite_sequence row was a page more in every commit): a seq
+    #   is still never reused, even after every event was pruned, because the insert
+    #   takes the seq after both the newest and the high-water mark that a pruning
+    #   leaves in counters ('events.last_seq', read, not written, by a saga's commit); it
+    #   starts from the old sequence here.
+    # The outbox is rebuilt with it (its foreign key refers to the new table; dropping the
+    # old one first would cascade to the outbox's rows).
+    # And the saga counts: only the terminal statuses are kept counters (the insert of a
+    # running saga and its end wrote the counters page in both its commits); the few
+    # sagas in flight are counted on sagas_by_status when asked. And a vehicle's entry no
+    # longer writes an index page for its exit saga's id, NULL until the exit: the table
+    # is rebuilt with that UNIQUE as a partial index (no row changes, no id changes).
+    """
+    CREATE TABLE events_v10 (
+        seq         INTEGER PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        gate_id     TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        ts          TEXT NOT NULL,
+        wall_synced INTEGER NOT NULL DEFAULT 0,
+        lane_id     TEXT,
+        saga_id     TEXT,
+        saga_key    TEXT,  -- substr(saga_id, -8)
+        data        TEXT NOT NULL
+    );
+    INSERT INTO events_v10(seq, event_id, gate_id, type, ts, wall_synced, lane_id, saga_id,
+                           saga_key, data)
+    SELECT seq, event_id, gate_id, type, ts, wall_synced, lane_id, saga_id,
+           substr(saga_id, -8), data
+      FROM (SELECT *, CASE json_type(data, '$.saga_id')
+                      WHEN 'text' THEN json_extract(data, '$.saga_id') END AS saga_id
+              FROM events)
+     ORDER BY seq;
+    INSERT INTO counters(name, value)
+    SELECT 'events.last_seq', max(coalesce((SELECT max(seq) FROM sqlite_sequence
+                                             WHERE name = 'events'), 0),
+                                  coalesce((SELECT max(seq) FROM events), 0))
+     WHERE true
+    ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value);
+    CREATE TABLE outbox_v10 (
+        seq INTEGER PRIMARY KEY REFERENCES events_v10(seq) ON DELETE CASCADE);
+    INSERT INTO outbox_v10(seq) SELECT seq FROM outbox ORDER BY seq;
+    DROP TABLE outbox;
+    DROP TABLE events;
+    DELETE FROM sqlite_sequence WHERE name = 'events';
+    ALTER TABLE events_v10 RENAME TO events;
+    ALTER TABLE outbox_v10 RENAME TO outbox;
+    CREATE INDEX events_by_saga ON events(saga_key) WHERE saga_key IS NOT NULL;
+
+    CREATE TABLE vehicle_sessions_v10 (
+        session_id    INTEGER PRIMARY KEY,
+        plate         TEXT NOT NULL,
+        space_id      TEXT,
+        entry_saga_id TEXT UNIQUE,
+        entry_id      TEXT,
+        entered_at    TEXT,
+        exit_saga_id  TEXT,
+        exit_id       TEXT,
+        exited_at     TEXT,
+        status        TEXT NOT NULL CHECK (status IN ('inside','exiting','exited')),
+        flags         TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO vehicle_sessions_v10(session_id, plate, space_id, entry_saga_id, entry_id,
+        entered_at, exit_saga_id, exit_id, exited_at, status, flags)
+    SELECT session_id, plate, space_id, entry_saga_id, entry_id, entered_at, exit_saga_id,
+           exit_id, exited_at, status, flags
+      FROM vehicle_sessions ORDER BY session_id;
+    DROP TABLE vehicle_sessions;
+    ALTER TABLE vehicle_sessions_v10 RENAME TO vehicle_sessions;
+    CREATE UNIQUE INDEX sessions_by_exit_saga ON vehicle_sessions(exit_saga_id)
+        WHERE exit_saga_id IS NOT NULL;
+    CREATE INDEX sessions_by_plate ON vehicle_sessions(plate, status);
+    CREATE INDEX sessions_by_status ON vehicle_sessions(status, session_id);
+    CREATE INDEX sessions_by_entry_id ON vehicle_sessions(entry_id, status)
+        WHERE entry_id IS NOT NULL;
+    CREATE INDEX sessions_exited_by_time ON vehicle_sessions(exited_at)
+        WHERE status = 'exited';
+
+    DROP TRIGGER sagas_count_insert;
+    DROP TRIGGER sagas_count_update;
+    DROP TRIGGER sagas_count_delete;
+    DELETE FROM counters WHERE name IN ('sagas.status.running', 'sagas.status.compensating');
+    CREATE TRIGGER sagas_count_insert AFTER INSERT ON sagas
+    WHEN NEW.status NOT IN ('running', 'compensating') BEGIN
+        INSERT INTO counters(name, value) VALUES ('sagas.status.' || NEW.status, 1)
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    END;
+    CREATE TRIGGER sagas_count_update AFTER UPDATE OF status ON sagas
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        INSERT INTO counters(name, value)
+        SELECT 'sagas.status.' || status, delta
+          FROM (SELECT NEW.status AS status, 1 AS delta UNION ALL SELECT OLD.status, -1)
+         WHERE status NOT IN ('running', 'compensating')
+        ON CONFLICT(name) DO UPDATE SET value = value + excluded.value;
+    END;
+    CREATE TRIGGER sagas_count_delete AFTER DELETE ON sagas
+    WHEN OLD.status NOT IN ('running', 'compensating') BEGIN
+        UPDATE counters SET value = value - 1 WHERE name = 'sagas.status.' || OLD.status;
+    END;
+    """,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -164,7 +164,8 @@ def check_copy(path: Path) -> dict[str, int]:
         rows = dict(conn.execute("SELECT status, count(*) FROM sagas GROUP BY status"))
         kept = {name.removeprefix("sagas.status."): value for name, value in conn.execute(
             "SELECT name, value FROM counters WHERE name LIKE 'sagas.status.%' AND value")}
-        assert rows == kept
+        # the terminal statuses are kept counters (those in flight are counted: migration 10)
+        assert {s: n for s, n in rows.items() if s not in ("running", "compensating")} == kept
         sessions = conn.execute("SELECT count(*) FROM vehicle_sessions").fetchone()[0]
         last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     finally:
