@@ -129,6 +129,9 @@ class SimCameraSource:
         self._turn = 0
         self._rng = np.random.default_rng(seed)
         self.conditions: dict[str, str] = {}  # plate -> the condition it was shown in
+        # scenes rendered ahead (``prepare``), each taken by the first read that shows it
+        self._prepared: dict[str | None, list[np.ndarray[Any, Any]]] = {}
+        self._render_lock = threading.Lock()  # the generator and the fonts: one at a time
 
     def show(self, plate: str | None) -> None:
         """The vehicle in front of the camera (``None``: the lane is empty)."""
@@ -141,14 +144,30 @@ class SimCameraSource:
     def close(self) -> None:
         pass
 
+    def prepare(self, plate: str | None) -> None:
+        """Render ``plate``'s scene now (blocking: run it in a thread), before its vehicle
+        comes in view: a camera's frame costs the gate nothing, so the simulator's rendering
+        (a plain scene: a few hundred ms of CPU on a loaded machine, the first one importing
+        Pillow) must not fall between the gate's trigger and its frame."""
+        frames = self._scene(plate)
+        with self._lock:
+            self._prepared[plate] = frames
+            while len(self._prepared) > 4:  # vehicles that never came in view
+                self._prepared.pop(next(iter(self._prepared)))
+
     def read(self) -> np.ndarray[Any, Any] | None:
         with self._lock:
             plate = self._plate
+            ready = self._prepared.pop(plate, None) if plate != self._frame_for else None
         if plate != self._frame_for or not self._frames:
-            self._frames = self._variants(self._render(plate))
+            self._frames = ready or self._scene(plate)
             self._frame_for = plate
         self._turn = (self._turn + 1) % len(self._frames)
         return self._frames[self._turn]
+
+    def _scene(self, plate: str | None) -> list[np.ndarray[Any, Any]]:
+        with self._render_lock:
+            return self._variants(self._render(plate))
 
     def _variants(self, scene: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         """The scene with a little sensor noise (frames differ; sharpness has something to

@@ -99,19 +99,28 @@ class SimLaneWorld:
                     await self._wake.wait()
                     last = loop.time()
                 if not self.physics.busy and not self.queue.empty():
-                    self._begin(self.queue.get_nowait())
+                    await self._begin(self.queue.get_nowait())
+                    last = loop.time()  # rendering its scene took no world time
             await asyncio.sleep(TICK_S)
             now = loop.time()
             self.physics.step(min(now - last, 5 * TICK_S) * self.time_scale)
             last = now
             self._update_pins()
 
-    def _begin(self, v: SimVehicle) -> None:
+    async def _begin(self, v: SimVehicle) -> None:
+        follower = SimVehicle(f"{v.vehicle_id}f", v.lane_id, random_plate(random.Random()),
+                              f"{v.behaviour}_follower", leader=v,
+                              gap_m=FOLLOW_GAP_M[v.behaviour]) \
+            if v.behaviour in FOLLOW_GAP_M else None
+        if self.camera is not None:
+            # what the camera will see is rendered before the vehicles come up the lane:
+            # a camera's frame costs the gate nothing, and the simulator's rendering (a
+            # plain scene: hundreds of ms of CPU on a loaded machine) was the first part
+            # of the gate's capture, past its capture timeout
+            for plate in [v.plate] + ([follower.plate] if follower is not None else []):
+                await asyncio.to_thread(self.camera.prepare, plate)
         self.physics.add(v)
-        if v.behaviour in FOLLOW_GAP_M:
-            follower = SimVehicle(f"{v.vehicle_id}f", v.lane_id, random_plate(random.Random()),
-                                  f"{v.behaviour}_follower", leader=v,
-                                  gap_m=FOLLOW_GAP_M[v.behaviour])
+        if follower is not None:
             self.physics.add(follower)
             follower.front = v.rear - follower.gap_m
             self.on_follower(follower)

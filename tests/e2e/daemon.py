@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from gateway.plates.engine import REC_MODEL, packaged_model_dir
+from gateway.plates.slim_model import prepare
 from gateway.settings import embedded_default_text
 from tests.broker import free_port
 
@@ -87,9 +92,31 @@ direction = "exit"
 """
 
 
+def seed_cut_model(config: Path) -> None:
+    """The daemon's data directory as after its first start: the recogniser cut to plate
+    characters in ``models/`` (a hard link to one cut made per machine, in the system's
+    temporary directory), so that a test's reader does not spend seconds cutting it again
+    in the background while the test drives cars (the demo test checks the first start)."""
+    data = Path(tomllib.loads(config.read_text()).get("gate", {}).get(
+        "data_dir", "/var/lib/parking-gateway"))
+    shared = Path(tempfile.gettempdir()) / f"gateway-tests-models-{os.getuid()}"
+    made = prepare(packaged_model_dir() / REC_MODEL, shared)
+    assert made.slim, made.note
+    target = data / "models" / made.path.name
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(made.path, target)
+    except OSError:  # another file system
+        shutil.copy2(made.path, target)
+
+
 class Daemon:
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, *,
+                 cut_model: bool = True) -> None:
         self.config = config
+        self.cut_model = cut_model  # False: the daemon's first start cuts it itself
         # PYTHONFAULTHANDLER: a daemon that does not stop is sent SIGABRT by stop(), and
         # prints every thread's stack for the failure's message
         self.env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONFAULTHANDLER": "1",
@@ -100,6 +127,8 @@ class Daemon:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, within_s: float = 30.0) -> None:
+        if self.cut_model:
+            await asyncio.to_thread(seed_cut_model, self.config)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", "--config", str(self.config), cwd=ROOT,
             env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -64,7 +64,7 @@ def online(status: dict[str, Any]) -> bool:
 
 async def test_the_demo_starts_every_service_and_shows_each_fallback(
         tmp_path: Path) -> None:
-    daemon = Daemon(demo_config(tmp_path))
+    daemon = Daemon(demo_config(tmp_path), cut_model=False)  # a first start, as make demo's
     await daemon.start()
     pid = 0
     monitoring: MqttConnection | None = None
