@@ -317,7 +317,10 @@ MIGRATIONS: list[str] = [
     ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value);
     CREATE TABLE outbox_v10 (
         seq INTEGER PRIMARY KEY REFERENCES events_v10(seq) ON DELETE CASCADE);
-    INSERT INTO outbox_v10(seq) SELECT seq FROM outbox ORDER BY seq;
+    -- an outbox row whose event is gone (deleted by hand, foreign keys off) was never
+    -- sent; it would fail the new table's foreign key and the migration with it
+    INSERT INTO outbox_v10(seq)
+    SELECT o.seq FROM outbox o JOIN events_v10 e ON e.seq = o.seq ORDER BY o.seq;
     DROP TABLE outbox;
     DROP TABLE events;
     DELETE FROM sqlite_sequence WHERE name = 'events';
