@@ -314,6 +314,8 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.publisher is not None:  # its snapshots read the lanes' pins: before release
+            await self.publisher.stop()
         for port in self.serial_ports.values():
             await port.stop()
         for devices in self.devices.values():
@@ -322,8 +324,6 @@ class Gateway:
             self.reader.close()
         if self.session is not None:
             await self.session.close()
-        if self.publisher is not None:
-            await self.publisher.stop()
         if self.mqtt is not None:
             await self.mqtt.stop(last_words=self.publisher.clean_stop_message()
                                  if self.publisher is not None else None)

@@ -212,3 +212,28 @@ state_min_interval_s = 0.05
             assert gw.publisher is not None and gw.publisher.published >= 5
     finally:
         await broker.stop()
+
+
+async def test_the_telemetry_is_stopped_before_the_lanes_pins_are_freed(tmp_path: Path) -> None:
+    """The state snapshot reads each lane's pins: a telemetry task still running when the pins
+    are closed (a lane's stop wakes it) fails with gpiozero's GPIODeviceClosed. At the moment
+    any lane's devices are released, every telemetry task must be over."""
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        async with gateway_running(tmp_path, f"[mqtt]\nport = {broker.port}\n") as running:
+            gw = running.gw
+            assert gw.publisher is not None and gw.devices
+            await until(lambda: gw.mqtt is not None and gw.mqtt.connected, 10)
+            still_running: list[str] = []
+            for devices in gw.devices.values():
+                def release(real: Any = devices.release) -> None:
+                    assert gw.publisher is not None
+                    still_running.extend(t.get_name() for t in gw.publisher._tasks
+                                         if not t.done())
+                    real()
+                devices.release = release  # type: ignore[method-assign]
+            await running.stop()
+            assert still_running == []
+    finally:
+        await broker.stop()
