@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,12 +20,18 @@ TRAFFIC_WEIGHTS = [80, 5, 3, 3, 4, 2, 1, 2]
 
 class SimWorld:
     MAX_VEHICLES_KEPT = 500
+    MAX_HELD = 500  # plates sent in by hand that the traffic leaves parked...
+    HELD_S = 600.0  # ...for ten minutes: then it may drive them out (the lot never fills)
 
     def __init__(self, settings: SimulationSettings) -> None:
         self.settings = settings
         self.worlds: dict[str, SimLaneWorld] = {}
         self.directions: dict[str, str] = {}
         self.vehicles: OrderedDict[str, SimVehicle] = OrderedDict()
+        # plates sent in by hand (the page's buttons, the API), with when: the
+        # synthetic traffic leaves them parked for HELD_S, so the one who sent a car finds
+        # it there to send it out (the README's walk-through sends its car to the exit)
+        self.held: OrderedDict[str, float] = OrderedDict()
         self._traffic: asyncio.Task[None] | None = None
 
     def add_lane(self, world: SimLaneWorld, direction: str) -> None:
@@ -62,7 +69,18 @@ class SimWorld:
         for world in self.worlds.values():
             await world.stop()
 
-    def add_vehicle(self, lane_id: str, plate: str, behaviour: str) -> SimVehicle:
+    def add_vehicle(self, lane_id: str, plate: str, behaviour: str, *,
+                    by_hand: bool = True) -> SimVehicle:
+        """A vehicle queued at ``lane_id``; ``by_hand``: sent by someone, not the traffic
+        (at an entry its plate is held, at an exit released)."""
+        if by_hand:
+            if self.directions.get(lane_id) == "exit":
+                self.held.pop(plate, None)
+            else:
+                self.held[plate] = time.monotonic()
+                self.held.move_to_end(plate)
+                while len(self.held) > self.MAX_HELD:
+                    self.held.popitem(last=False)
         vehicle = new_vehicle(lane_id, plate, behaviour)
         self._keep(vehicle)
         self.worlds[lane_id].add(vehicle)
@@ -75,7 +93,8 @@ class SimWorld:
         exits = [lane for lane, d in self.directions.items() if d == "exit"]
         while True:
             await asyncio.sleep(self.settings.traffic_interval_s * rng.uniform(0.5, 1.5))
-            parked = await inside()
+            since = time.monotonic() - self.HELD_S
+            parked = [p for p in await inside() if self.held.get(p, since) <= since]
             leave = exits and parked and (not entries or rng.random() < len(parked) / 12)
             if leave:
                 lane, plate = rng.choice(exits), rng.choice(parked)
@@ -86,4 +105,4 @@ class SimWorld:
             if self.worlds[lane].queue.qsize() > 2:
                 continue  # the lane is busy: do not build an endless queue
             behaviour = rng.choices(TRAFFIC_MIX, TRAFFIC_WEIGHTS)[0]
-            self.add_vehicle(lane, plate, behaviour)
+            self.add_vehicle(lane, plate, behaviour, by_hand=False)
