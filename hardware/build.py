@@ -166,11 +166,12 @@ def build_lane_devices(lane: LaneSettings, sim_factory: Any, ports: dict[str, Se
             sim_camera = SimCameraSource(c.width, c.height, plain=c.mode == "plain")
             grabber = LatestFrameGrabber(sim_camera, watchdog_s=c.watchdog_s,
                                          max_frame_age_s=c.max_frame_age_s,
-                                         frame_interval_s=sim_camera.frame_interval_s)
+                                         frame_interval_s=sim_camera.frame_interval_s,
+                                         name=lane.id)
         elif c.kind == "opencv":
             grabber = LatestFrameGrabber(OpenCvSource(c.source, rtsp_transport=c.rtsp_transport),
                                          watchdog_s=c.watchdog_s,
-                                         max_frame_age_s=c.max_frame_age_s)
+                                         max_frame_age_s=c.max_frame_age_s, name=lane.id)
     except DeviceError as exc:
         for device in reversed(opened):
             device.close()

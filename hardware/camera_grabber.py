@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 
 from gateway.core.errors import DeviceError
+from gateway.os_threads import name_this_thread
 from hardware.camera_source import Frame, FrameClock, FrameSource, TimedSource
 
 
@@ -75,7 +76,8 @@ class LatestFrameGrabber:
                  max_frame_age_s: float = 0.5, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 10.0, frame_interval_s: float = 0.0,
                  stop_timeout_s: float = 5.0,
-                 on_health: Callable[[bool, str], None] | None = None) -> None:
+                 on_health: Callable[[bool, str], None] | None = None,
+                 name: str = "camera") -> None:
         self.source = source
         self.watchdog_s = watchdog_s
         self.max_frame_age_s = max_frame_age_s
@@ -88,8 +90,9 @@ class LatestFrameGrabber:
         self._latest: Grabbed | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="camera-grabber", daemon=True)
-        self._watchdog = threading.Thread(target=self._watch, name="camera-watchdog",
+        # "grab entry-1": the name top -H shows (each frame wakes it, an idle lane's cost)
+        self._thread = threading.Thread(target=self._run, name=f"grab {name}", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"camwatch {name}",
                                           daemon=True)
         self._health_lock = threading.Lock()
         self._healthy: bool | None = None  # unknown until the first frame or failure
@@ -139,12 +142,14 @@ class LatestFrameGrabber:
                 self.on_health(healthy, why)
 
     def _watch(self) -> None:
+        name_this_thread()
         while not self._stop.wait(min(0.5, self.watchdog_s / 4)):
             quiet_s = time.monotonic() - self._usable_at
             if quiet_s >= self.watchdog_s:
                 self._health(False, f"{self._quiet or 'no frame'} for {quiet_s:.1f} s")
 
     def _run(self) -> None:
+        name_this_thread()
         delay = self.backoff_initial_s
         while not self._stop.is_set():
             try:

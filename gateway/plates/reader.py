@@ -23,7 +23,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from gateway.os_threads import named_pool
 from gateway.plates.engine import Engine, RapidEngine, packaged_model_dir
 from gateway.plates.formats import PlateFormat, compile_formats, parse_plate, repaired_confidence
 from gateway.plates.localise import propose
@@ -102,7 +103,7 @@ class PlateReader:
         self.fault = ""
         self.load_s = 0.0
         self._engine: Engine | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="plate-reader")
+        self._pool = named_pool(1, "plate-reader")
         self._overrun: Future[Reading] | None = None  # a read past its deadline, still running
         self._cancels: set[threading.Event] = set()
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.clock import Clock, iso
+from gateway.os_threads import name_this_thread
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -278,6 +279,7 @@ class ImageWriter:
         return self.clock.wall() if self.clock.wall_synced() else None
 
     def _run(self) -> None:
+        name_this_thread()
         self._guarded(self.store.scan)
         self._guarded(self._prune)
         while True:

@@ -316,7 +316,7 @@ def test_stop_never_closes_the_capture_while_a_read_runs(tmp_path):
     source.release.set()
     assert source.closed.wait(5)  # the grabber thread closes it once the read returned
     assert not source.closed_during_read
-    assert source.close_threads == ["camera-grabber"]
+    assert source.close_threads == ["grab camera"]
 
 
 def test_upload_sends_the_frame_the_crop_or_both(tmp_path):
