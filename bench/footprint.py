@@ -181,6 +181,14 @@ class Window:
     def percent(self) -> float:
         return (cpu_s(self.pid) - self.cpu0) / (time.monotonic() - self.t0) * 100
 
+    def threads_percent(self, prefix: str) -> float:
+        """CPU % of one core of the threads whose OS name starts with ``prefix`` (the
+        daemon names its threads: gateway/os_threads.py)."""
+        wall = time.monotonic() - self.t0
+        return sum(cpu - self.threads0.get(tid, ("", 0.0))[1]
+                   for tid, (comm, cpu) in thread_cpu(self.pid).items()
+                   if comm.startswith(prefix)) / wall * 100
+
     def busiest(self, n: int = 5) -> str:
         wall = time.monotonic() - self.t0
         now = thread_cpu(self.pid)
@@ -460,11 +468,15 @@ async def phases(report: Report, setup: Setup, daemon: Daemon,
     window = Window(pid)
     await asyncio.sleep(a.idle_s)
     idle_cpu = window.percent()
+    grabbers_cpu = window.threads_percent("grab ")
     idle = memory_mb(pid)
     report.figure(f"{k}.idle_rss_mb", idle["VmRSS"], "MB", f"resident, idle ({w})")
     report.figure(f"{k}.idle_pss_mb", idle["Pss"], "MB", f"PSS, idle ({w})", detail=True)
     report.figure(f"{k}.idle_cpu_pct", idle_cpu, "%", f"CPU of one core, idle ({w})",
                   aim=("<=", 1.0))
+    report.figure(f"{k}.idle_grabbers_cpu_pct", grabbers_cpu, "%",
+                  f"of which the cameras' grabbers, a wake per frame, 25 a second a lane ({w})",
+                  detail=not (setup.reader and setup.broker and setup.camera == "plain"))
     report.note(f"idle ({w}): {window.busiest()}")
     db_before = db_figures(db)
     t, rng = Traffic(), random.Random(13)

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 import signal
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from gateway.core.service_words import describe, outbox_words, queue_advice
 from gateway.notify import reloading, sd_notify
 from gateway.ops.daily import publish_daily_summaries
 from gateway.ops.vehicle_log import VehicleLog
+from gateway.os_threads import named_pool
 from gateway.plates.reader import PlateReader
 from gateway.reloading import reload, set_log_level, status_after
 from gateway.sagas.factory import build_registry, build_runner, central_session
@@ -747,9 +749,12 @@ class Gateway:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    # asyncio.to_thread's workers (the capture, image encodes) named in the OS too; the
+    # size is asyncio's own default
+    loop.set_default_executor(named_pool(min(32, (os.cpu_count() or 1) + 4), "asyncio"))
     gateway = Gateway(settings)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[Any]] = set()

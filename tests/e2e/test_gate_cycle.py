@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -228,3 +229,17 @@ async def test_permits_are_edited_at_the_gate_with_the_admin_token(world):
         assert r.status == 404
     types = [e["type"] for e in await get(http, f"{daemon.url}/api/events?limit=1000")]
     assert types.count("permit_changed") == 2
+
+
+def thread_names(pid: int) -> set[str]:
+    return {(t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir()}
+
+
+async def test_the_daemons_threads_are_named_in_the_os(world):
+    """What ``top -H`` shows a technician: each thread by what it does, not "python"."""
+    daemon, http, _, _ = world
+    assert (await drive(daemon, http, "entry-1", "34ABC123"))["status"] == "passed"
+    assert daemon.proc is not None
+    names = thread_names(daemon.proc.pid)
+    assert {"grab entry-1", "grab exit-1", "camwatch entry-", "camwatch exit-1",
+            "asyncio_0"} <= names, names
