@@ -77,6 +77,7 @@ class _Run:
     # place of the first), in one statement or two, not one or two each
     events: list[Json] | None = None
     steps: list[StepWrite] | None = None
+    steps_op: Op | None = None  # the batch's op that writes ``steps``
     durable_started: set[int] = field(default_factory=set)
     exists: bool = False
     # Entering compensation is committed before the first compensation runs: a crash must
@@ -133,6 +134,9 @@ class SagaRunner:
         self._none_busy.set()
         # Instrumentation hook called at every durability boundary (tests kill here).
         self.on_boundary = on_boundary or (lambda _label: None)
+        # the last definition run and its steps as the log keeps them (None: the daemon's)
+        self._last_definition: SagaDefinition | None = None
+        self._last_steps: list[Json] | None = None
         self.chain = ServiceChain(store, registry, clock, breaker_policy=self.breaker_policy,
                                   cache_max_stale_s=cache_max_stale_s, rng=self.rng,
                                   on_boundary=lambda label: self.on_boundary(label),
@@ -147,11 +151,14 @@ class SagaRunner:
         ctx = {"saga_id": saga_id, "kind": definition.name, "gate_id": self.gate_id,
                "created_at": stamp, "captured_at": stamp, **context}
         ctx["saga_id"] = saga_id
-        if DEFINITIONS.get(definition.name) != definition:
+        if definition is not self._last_definition:
             # Not one of the daemon's tables (a seed-API saga): keep its steps in the log so
-            # that recovery can rebuild it.
-            ctx["_steps"] = [_spec_json(step)
-                             for step in definition.steps]
+            # that recovery can rebuild it (made again only for another definition).
+            self._last_steps = None if DEFINITIONS.get(definition.name) == definition else [
+                _spec_json(step) for step in definition.steps]
+            self._last_definition = definition
+        if self._last_steps is not None:
+            ctx["_steps"] = list(self._last_steps)
         fenced = await self.fences.wait(fence_keys(ctx.get("lane_id"), ctx.get("license_plate")),
                                          self.fence_wait_s)
         run = _Run(saga_id, definition, SagaMachine(definition), ctx, self.clock.monotonic())
@@ -302,7 +309,7 @@ class SagaRunner:
         if step.kind is StepKind.LOCAL:
             return await self._run_local_step(run, i, step, payload, key, started_at, t0)
         if step.kind in (StepKind.REMOTE_WRITE, StepKind.DEVICE) and i not in run.durable_started:
-            run.batch.append(self._started(run, i, step, key, started_at))
+            self._pend_step(run, self._started_write(run, i, step, key, started_at))
             await self._flush(run, f"before {step.name}")
         if cmd.recovering:
             payload["recovering"] = True
@@ -376,22 +383,26 @@ class SagaRunner:
         # The next step's "started" record rides in this transaction when it must be
         # durable before that step runs: one commit instead of two.
         announce = nxt is not None and nxt.kind in (StepKind.REMOTE_WRITE, StepKind.DEVICE)
+        # The step records waiting in the batch (the verification's) are written in the
+        # same statement as this step's, after them, instead of by their own op; if the
+        # transaction fails they stay in the batch, with their op.
+        pending = run.steps or []
 
         def txn(conn: sqlite3.Connection) -> Json:
             now = iso(self.clock.wall())
             result = service.apply(conn, step.operation, payload, saga_id=run.saga_id,
                                    now=now)
-            w = self._write(run, i, step, "succeeded", key, started_at, t0, result=result,
-                            source="local")
+            rows = [*pending, self._write(run, i, step, "succeeded", key, started_at, t0,
+                                          result=result, source="local")]
             if announce and nxt is not None:
-                saga_log.write_steps(conn, [w, self._started_write(
-                    run, i + 1, nxt, f"{run.saga_id}:{nxt.name}", now)])
-            else:
-                saga_log.write_step(conn, w)
+                rows.append(self._started_write(run, i + 1, nxt, f"{run.saga_id}:{nxt.name}",
+                                                now))
+            saga_log.write_steps(conn, rows)
             return result
 
         try:
-            result = await self._flush(run, step.name, txn)
+            result = await self._flush(run, step.name, txn,
+                                       absorbed=run.steps_op if pending else None)
         except PermanentError as exc:
             self._log_step(run, i, step, "failed", key, started_at, t0, error=str(exc))
             self._step_event(run, step, None, str(exc))
@@ -596,15 +607,16 @@ class SagaRunner:
 
     def _log_step(self, run: _Run, i: int, step: StepSpec, status: str, key: str,
                   started_at: str, t0: float, **kw: Any) -> None:
-        w = self._write(run, i, step, status, key, started_at, t0, **kw)
+        self._pend_step(run, self._write(run, i, step, status, key, started_at, t0, **kw))
+
+    @staticmethod
+    def _pend_step(run: _Run, w: StepWrite) -> None:
+        """``w`` into the batch: its step records are written by one op, in one statement."""
         if run.steps is None:
             steps = run.steps = []
-            run.batch.append(lambda conn: saga_log.write_steps(conn, steps))
+            op = run.steps_op = partial(saga_log.write_steps, writes=steps)
+            run.batch.append(op)
         run.steps.append(w)
-
-    def _started(self, run: _Run, i: int, step: StepSpec, key: str, started_at: str) -> Op:
-        w = self._started_write(run, i, step, key, started_at)
-        return lambda conn: saga_log.write_step(conn, w)
 
     @staticmethod
     def _started_write(run: _Run, i: int, step: StepSpec, key: str,
@@ -632,7 +644,7 @@ class SagaRunner:
         lane = str(run.ctx.get("lane_id", "")) or None
         if run.events is None:
             rows = run.events = []
-            run.batch.append(lambda conn: events.append_many(conn, rows))
+            run.batch.append(lambda conn: events.write_many(conn, rows))
         run.events.append({"gate_id": self.gate_id, "type": type_, "ts": ts, "data": data,
                            "lane_id": lane, "wall_synced": synced})
 
@@ -651,8 +663,11 @@ class SagaRunner:
                 "source": run.sources.get(step.name, "")})
 
     async def _flush(self, run: _Run, label: str, extra: Callable[[sqlite3.Connection], Any]
-                     | None = None) -> Any:
-        ops = list(run.batch)
+                     | None = None, *, absorbed: Op | None = None) -> Any:
+        """Commit the batch, then ``extra`` (its result returned) in the same transaction.
+        ``absorbed``: an op of the batch that ``extra`` does itself (left out of it)."""
+        ops = list(run.batch) if absorbed is None else [
+            op for op in run.batch if op is not absorbed]
 
         def txn(conn: sqlite3.Connection) -> Any:
             for op in ops:
@@ -680,7 +695,7 @@ class SagaRunner:
             log.warning("saga %s: log written after %d failed attempt(s)", run.saga_id,
                         failures)
         run.batch.clear()
-        run.events = run.steps = None
+        run.events = run.steps = run.steps_op = None
         run.exists = True
         self.on_boundary(f"after commit {label}")
         return result

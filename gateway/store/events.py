@@ -32,7 +32,6 @@ import itertools
 import json
 import os
 import sqlite3
-import uuid
 from typing import Any
 
 from gateway.store.codec import dumps
@@ -57,24 +56,30 @@ def read_counter(conn: sqlite3.Connection, name: str) -> int:
 # migration 10 dropped the UNIQUE one: nothing looks an event up by its id), and in insert
 # order within a process. Formatted as an RFC 9562 version 8 (custom) UUID.
 _id_prefix = 0
+_id_head = ""  # the prefix's half of the id's text, version included (the same every id)
 _id_counter = itertools.count()
 
 
 def _draw_id_prefix() -> None:
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_head, _id_counter
     _id_prefix = int.from_bytes(os.urandom(8), "big")
+    head = f"{(_id_prefix & ~(0xF << 12)) | (0x8 << 12):016x}"  # version 8
+    _id_head = f"{head[:8]}-{head[8:12]}-{head[12:]}-"
     _id_counter = itertools.count()
 
 
 _draw_id_prefix()
 os.register_at_fork(after_in_child=_draw_id_prefix)
 
+_TAIL_MASK = (1 << 62) - 1
+_VARIANT = 0x2 << 62  # the RFC variant
+
 
 def new_event_id() -> str:
-    value = (_id_prefix << 64) | (next(_id_counter) & ((1 << 62) - 1))
-    value = (value & ~(0xF << 76)) | (0x8 << 76)  # version 8
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC variant
-    return str(uuid.UUID(int=value))
+    """``str(uuid.UUID(int=prefix << 64 | counter))`` with the version and variant set,
+    written out directly (no UUID object: several ids in every saga's commits)."""
+    tail = f"{(next(_id_counter) & _TAIL_MASK) | _VARIANT:016x}"
+    return f"{_id_head}{tail[:4]}-{tail[4:]}"
 
 
 LAST_SEQ = "events.last_seq"  # the counter: the highest seq pruned, so never taken again
@@ -122,42 +127,63 @@ def append(
 
 
 _CHUNK = 200  # rows a statement at most (9 parameters each, far below SQLite's limit)
+_MANY_SQL: dict[int, tuple[str, str]] = {}  # the two statements for n rows (a few), made once
+
+
+def _many_sql(n: int) -> tuple[str, str]:
+    sql = _MANY_SQL.get(n)
+    if sql is None:
+        # the first row takes NEXT_SEQ, the others the rowid after it: consecutive seqs,
+        # as the writer is alone in its transaction
+        values = ",".join([f"({NEXT_SEQ},?,?,?,?,?,?,?,?,?)"]
+                          + ["(NULL,?,?,?,?,?,?,?,?,?)"] * (n - 1))
+        sql = ("INSERT INTO events(seq, event_id, gate_id, type, ts, wall_synced, lane_id, "
+               f"saga_id, saga_key, data) VALUES {values}",
+               "INSERT INTO outbox(seq) VALUES " + ",".join(["(?)"] * n))
+        if n <= 16:
+            _MANY_SQL[n] = sql
+    return sql
 
 
 def append_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Append several events (each the keyword arguments of ``append``), in order, and
     queue them for telemetry, in two statements whatever their number (a saga's commit
     carries a few); their envelopes."""
-    if len(rows) > _CHUNK:
-        return [e for i in range(0, len(rows), _CHUNK)
-                for e in append_many(conn, rows[i:i + _CHUNK])]
-    if not rows:
-        return []
-    params: list[Any] = []
     out: list[dict[str, Any]] = []
-    for r in rows:
-        body = r.get("data") or {}
-        saga_id = _saga_id(body)
-        lane_id, synced = r.get("lane_id"), bool(r.get("wall_synced", False))
-        event_id = new_event_id()
-        params += [event_id, r["gate_id"], r["type"], r["ts"], int(synced), lane_id, saga_id,
-                   saga_key(saga_id), dumps(body)]
-        out.append({"seq": 0, "event_id": event_id, "gate_id": r["gate_id"],
-                    "type": r["type"], "ts": r["ts"], "lane_id": lane_id,
-                    "wall_synced": synced, "data": body})
-    # the first row takes NEXT_SEQ, the others the rowid after it: consecutive seqs, as
-    # the writer is alone in its transaction
-    values = ",".join([f"({NEXT_SEQ},?,?,?,?,?,?,?,?,?)"]
-                      + ["(NULL,?,?,?,?,?,?,?,?,?)"] * (len(rows) - 1))
-    cur = conn.execute(
-        "INSERT INTO events(seq, event_id, gate_id, type, ts, wall_synced, lane_id, saga_id, "
-        f"saga_key, data) VALUES {values}", params)
-    last = int(cur.lastrowid or 0)
-    seqs = list(range(last - len(rows) + 1, last + 1))
-    conn.execute("INSERT INTO outbox(seq) VALUES " + ",".join(["(?)"] * len(seqs)), seqs)
-    for envelope, seq in zip(out, seqs, strict=True):
-        envelope["seq"] = seq
+    _append_many(conn, rows, out)
     return out
+
+
+def write_many(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    """``append_many`` for a caller that has no use for the envelopes (a saga's commit):
+    the same rows, none of the envelopes made."""
+    _append_many(conn, rows, None)
+
+
+def _append_many(conn: sqlite3.Connection, rows: list[dict[str, Any]],
+                 out: list[dict[str, Any]] | None) -> None:
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i:i + _CHUNK]
+        params: list[Any] = []
+        for r in chunk:
+            body = r.get("data") or {}
+            saga_id = _saga_id(body)
+            lane_id, synced = r.get("lane_id"), bool(r.get("wall_synced", False))
+            event_id = new_event_id()
+            params += [event_id, r["gate_id"], r["type"], r["ts"], int(synced), lane_id,
+                       saga_id, saga_key(saga_id), dumps(body)]
+            if out is not None:
+                out.append({"seq": 0, "event_id": event_id, "gate_id": r["gate_id"],
+                            "type": r["type"], "ts": r["ts"], "lane_id": lane_id,
+                            "wall_synced": synced, "data": body})
+        n = len(chunk)
+        insert, outbox = _many_sql(n)
+        last = int(conn.execute(insert, params).lastrowid or 0)
+        seqs = list(range(last - n + 1, last + 1))
+        conn.execute(outbox, seqs)
+        if out is not None:
+            for envelope, seq in zip(out[len(out) - n:], seqs, strict=True):
+                envelope["seq"] = seq
 
 
 def _envelope(r: sqlite3.Row) -> dict[str, Any]:

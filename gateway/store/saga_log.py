@@ -12,7 +12,7 @@ from gateway.core.saga import StepRecord, StepStatus
 from gateway.store.codec import dumps
 
 
-@dataclass
+@dataclass(slots=True)
 class StepWrite:
     """One step row to upsert (a log record)."""
 
@@ -58,17 +58,30 @@ _STEP_UPSERT = (
     "duration_ms=excluded.duration_ms, result=excluded.result, error=excluded.error, "
     "attempt_log=excluded.attempt_log")
 _STEPS_CHUNK = 100  # rows a statement at most (16 parameters each)
+_STEPS_SQL: dict[int, str] = {}  # the statement for n rows (the usual few), made once
+
+
+def _steps_sql(n: int) -> str:
+    sql = _STEPS_SQL.get(n)
+    if sql is None:
+        sql = _STEP_INSERT + ",".join([_STEP_ROW] * n) + _STEP_UPSERT
+        if n <= 16:
+            _STEPS_SQL[n] = sql
+    return sql
+
+
+_NO_ATTEMPTS = dumps([])
 
 
 def _step_params(w: StepWrite) -> tuple[Any, ...]:
     return (w.saga_id, w.index, w.phase, w.name, w.status, w.attempts, w.service, w.source,
             w.idempotency_key, int(w.outcome_unknown), w.started_at, w.finished_at,
             w.duration_ms, None if w.result is None else dumps(w.result), w.error,
-            dumps(w.attempt_log))
+            _NO_ATTEMPTS if w.attempt_log == [] else dumps(w.attempt_log))
 
 
 def write_step(conn: sqlite3.Connection, w: StepWrite) -> None:
-    conn.execute(_STEP_INSERT + _STEP_ROW + _STEP_UPSERT, _step_params(w))
+    conn.execute(_steps_sql(1), _step_params(w))
 
 
 def write_steps(conn: sqlite3.Connection, writes: list[StepWrite]) -> None:
@@ -76,8 +89,7 @@ def write_steps(conn: sqlite3.Connection, writes: list[StepWrite]) -> None:
     each (a later record of the same step updates the earlier one, as an upsert does)."""
     for i in range(0, len(writes), _STEPS_CHUNK):
         chunk = writes[i:i + _STEPS_CHUNK]
-        conn.execute(_STEP_INSERT + ",".join([_STEP_ROW] * len(chunk)) + _STEP_UPSERT,
-                     [p for w in chunk for p in _step_params(w)])
+        conn.execute(_steps_sql(len(chunk)), [p for w in chunk for p in _step_params(w)])
 
 
 def set_status(conn: sqlite3.Connection, saga_id: str, status: str, reason: str, now: str,
