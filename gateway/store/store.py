@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from gateway.clock import Clock, iso
 from gateway.core.allocation import ZoneSpec
+from gateway.os_threads import name_this_thread
 from gateway.store import events, spaces
 from gateway.store.db import Database
 
@@ -71,6 +72,7 @@ class _DatabaseThread:
         self._thread.join()
 
     def _work(self) -> None:
+        name_this_thread()
         backlog: deque[_Job | None] = deque()
         while True:
             job = backlog.popleft() if backlog else self._jobs.get()

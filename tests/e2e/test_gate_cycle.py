@@ -242,4 +242,4 @@ async def test_the_daemons_threads_are_named_in_the_os(world):
     assert daemon.proc is not None
     names = thread_names(daemon.proc.pid)
     assert {"grab entry-1", "grab exit-1", "camwatch entry-", "camwatch exit-1",
-            "asyncio_0"} <= names, names
+            "asyncio_0", "sqlite"} <= names, names
