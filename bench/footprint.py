@@ -124,6 +124,9 @@ _SETUPS = ("reader_broker", "reader_nobroker", "noreader_broker", "noreader_nobr
 HEADLINES = frozenset({
     *(f"{s}.idle_rss_mb" for s in _SETUPS), *(f"{s}.traffic_rss_mb" for s in _SETUPS),
     "reader_broker.traffic_cpu_pct", "noreader_broker.traffic_cpu_pct",
+    "reader_broker.idle_anon_mb", "reader_broker.traffic_anon_mb",
+    "reader_broker.traffic_file_mb", "reader_broker_anpr.traffic_anon_mb",
+    *(f"{s}.idle_grabbers_cpu_pct" for s in _SETUPS),
     "reader_broker.reader_load_s", "reader_broker.after_rss_mb", "db_growth_mb_per_1000",
     "day_events_rows", "day_events_mb", "day_outbox_rows_broker_down",
     "day_outbox_mb_broker_down"})
