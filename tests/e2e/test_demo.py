@@ -156,7 +156,7 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
     verify = await _verify_step(http, url, first["data"]["saga_id"])
     assert verify["result"]["reading"]["source"] == "local", verify
     await _post(http, f"{url}/api/sim/central/fault", {"mode": "blackhole"})
-    mark = await _drive_up(http, url, "entry-1", PLATE)
+    mark = await _drive_up(http, url, "entry-1", PLATE, after)
     entry = await until(lambda: _saga_of(http, url, mark, "entry"), decided_s, every_s=0.1)
     assert entry["type"] == "saga_completed", entry
     assert entry["data"]["sources"]["verify_license_plate"] == "backup", entry
@@ -164,13 +164,13 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
     await until(lambda: _status_if(
         http, url, lambda s: s["services"]["central"]["circuit"] == "open"), 15, every_s=0.1)
     await _post(http, f"{url}/api/sim/backup/fault", {"mode": "blackhole"})
-    mark = await _drive_up(http, url, "exit-1", PLATE)
+    mark = await _drive_up(http, url, "exit-1", PLATE, mark)
     exit_ = await until(lambda: _saga_of(http, url, mark, "exit"), decided_s, every_s=0.1)
     assert exit_["type"] == "saga_completed", exit_
     assert exit_["data"]["sources"]["verify_license_plate"] == "cache", exit_
     assert exit_["data"]["sources"]["create_exit_record"] == "queue", exit_
     # a plate nobody can verify is refused at the entry (entry_when_unverifiable = "deny")
-    mark = await _drive_up(http, url, "entry-1", STRANGER)
+    mark = await _drive_up(http, url, "entry-1", STRANGER, mark)
     refused = await until(lambda: _denied(http, url, mark), decided_s, every_s=0.1)
     assert refused["data"]["reason"].startswith("unverifiable"), refused
     await _post(http, f"{url}/api/sim/backup/fault", {"mode": "ok"})
@@ -179,23 +179,38 @@ async def _walk_through(http: aiohttp.ClientSession, url: str) -> None:
                                    and s["services"]["central"]["circuit"] == "closed"),
                 20, every_s=0.1)
     # step 5: the next vehicle is decided by central again
-    mark = await _drive_up(http, url, "entry-1", LAST)
+    mark = await _drive_up(http, url, "entry-1", LAST, mark)
     last = await until(lambda: _next_entry(http, url, mark), decided_s, every_s=0.1)
     assert last["data"]["sources"]["verify_license_plate"] == "central", last
 
 
-async def _drive_up(http: aiohttp.ClientSession, url: str, lane: str, plate: str) -> int:
+async def _drive_up(http: aiohttp.ClientSession, url: str, lane: str, plate: str,
+                    since: int = 0) -> int:
     """A vehicle for ``lane``, and the wait until it comes up the lane (out of the queue the
-    demo's own traffic may have built); the last event's seq then (before its loop)."""
+    demo's own traffic may have built); returns the newest event's seq read before the last
+    look that still saw it queued: every event of the vehicle comes after it (``since``: a
+    seq already seen, where the reading starts)."""
+    mark = await _last_seq(http, url, since)  # if it comes up at once: nothing of it yet
     async with http.post(f"{url}/api/sim/lanes/{lane}/vehicles", json={"plate": plate}) as r:
         assert r.status == 202, await r.text()
         vehicle = (await r.json())["vehicle_id"]
 
     async def up() -> bool:
-        return bool((await get(http, f"{url}/api/sim/vehicles/{vehicle}"))["status"]
-                    != "queued")
+        nonlocal mark
+        seen = await _last_seq(http, url, mark)  # before the look: nothing of it yet
+        queued = (await get(http, f"{url}/api/sim/vehicles/{vehicle}"))["status"] == "queued"
+        if queued:
+            mark = seen
+        return not queued
     await until(up, QUEUE_S, f"{plate} out of {lane}'s queue", every_s=0.05)
-    return int((await _events(http, url))[-1]["seq"])
+    return mark
+
+
+async def _last_seq(http: aiohttp.ClientSession, url: str, after: int) -> int:
+    """The newest event's seq, read on from ``after`` (a seq already seen, or 0)."""
+    while page := await get(http, f"{url}/api/events?after_seq={after}&limit=1000"):
+        after = page[-1]["seq"]
+    return after
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
